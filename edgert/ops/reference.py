@@ -1,0 +1,159 @@
+"""Plain NumPy execution of an ir.Graph: the arbiter every backend is checked against.
+
+Float ops accumulate in float64 and return float32, so the reference is at least as exact as any
+backend. Clarity over speed: this is for tests and for checking compiled artifacts.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import numpy as np
+
+from edgert import ir
+from edgert.errors import InternalError
+
+
+def _pad(x: np.ndarray, padding: tuple[int, int, int, int], value: float) -> np.ndarray:
+    t, l, b, r = padding
+    return np.pad(x, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=value)
+
+
+def _windows(x: np.ndarray, kernel, stride, dilation, out_hw) -> np.ndarray:
+    """View of x [N, C, H, W] as [N, C, oh, ow, kh, kw] windows (padding already applied)."""
+    (kh, kw), (sh, sw), (dh, dw), (oh, ow) = kernel, stride, dilation, out_hw
+    n, c = x.shape[:2]
+    sn, sc, s_h, s_w = x.strides
+    return np.lib.stride_tricks.as_strided(
+        x, (n, c, oh, ow, kh, kw), (sn, sc, s_h * sh, s_w * sw, s_h * dh, s_w * dw), writeable=False)
+
+
+def conv2d_ref(x, w, b, node: ir.Conv2d, out_hw) -> np.ndarray:
+    xp = _pad(x.astype(np.float64), node.padding, 0.0)
+    o, cg, kh, kw = w.shape
+    g = node.groups
+    win = _windows(xp, (kh, kw), node.stride, node.dilation, out_hw)  # n c oh ow kh kw
+    n = x.shape[0]
+    win = win.reshape(n, g, cg, *out_hw, kh, kw)
+    wg = w.astype(np.float64).reshape(g, o // g, cg, kh, kw)
+    y = np.einsum("ngchwij,gocij->ngohw", win, wg, optimize=True).reshape(n, o, *out_hw)
+    if b is not None:
+        y = y + b.astype(np.float64)[None, :, None, None]
+    return y
+
+
+def max_pool2d_ref(x, node: ir.MaxPool2d, out_hw) -> np.ndarray:
+    xp = _pad(x, node.padding, -np.inf)
+    xp = _extend_for_ceil(xp, node.kernel, node.stride, node.dilation, out_hw, -np.inf)
+    return _windows(xp, node.kernel, node.stride, node.dilation, out_hw).max(axis=(4, 5))
+
+
+def _extend_for_ceil(xp, kernel, stride, dilation, out_hw, value):
+    """Pad the bottom/right so ceil_mode's last (partial) window has memory behind it."""
+    need_h = (out_hw[0] - 1) * stride[0] + dilation[0] * (kernel[0] - 1) + 1
+    need_w = (out_hw[1] - 1) * stride[1] + dilation[1] * (kernel[1] - 1) + 1
+    eh, ew = max(0, need_h - xp.shape[2]), max(0, need_w - xp.shape[3])
+    if eh or ew:
+        xp = np.pad(xp, ((0, 0), (0, 0), (0, eh), (0, ew)), constant_values=value)
+    return xp
+
+
+def avg_pool2d_ref(x, node: ir.AvgPool2d, out_hw) -> np.ndarray:
+    """PyTorch's divisor: the window clipped to the padded input (count_include_pad) or to the input."""
+    h, w = x.shape[2:]
+    t, l, b, r = node.padding
+    xp = _extend_for_ceil(_pad(x.astype(np.float64), node.padding, 0.0), node.kernel, node.stride,
+                          (1, 1), out_hw, 0.0)
+    sums = _windows(xp, node.kernel, node.stride, (1, 1), out_hw).sum(axis=(4, 5))
+    (kh, kw), (sh, sw) = node.kernel, node.stride
+    div = np.empty(out_hw)
+    for i in range(out_hw[0]):
+        h0 = i * sh - t
+        h1 = min(h0 + kh, h + b)
+        for j in range(out_hw[1]):
+            w0 = j * sw - l
+            w1 = min(w0 + kw, w + r)
+            if node.count_include_pad:
+                div[i, j] = (h1 - h0) * (w1 - w0)
+            else:
+                div[i, j] = (min(h1, h) - max(h0, 0)) * (min(w1, w) - max(w0, 0))
+    return sums / div
+
+
+def adaptive_avg_pool2d_ref(x, node: ir.AdaptiveAvgPool2d) -> np.ndarray:
+    n, c, h, w = x.shape
+    oh, ow = node.output_size
+    y = np.empty((n, c, oh, ow))
+    for i in range(oh):
+        h0, h1 = (i * h) // oh, -(-((i + 1) * h) // oh)
+        for j in range(ow):
+            w0, w1 = (j * w) // ow, -(-((j + 1) * w) // ow)
+            y[:, :, i, j] = x[:, :, h0:h1, w0:w1].astype(np.float64).mean(axis=(2, 3))
+    return y
+
+
+def batch_norm_ref(x, gamma, beta, mean, var, eps) -> np.ndarray:
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    f = lambda a: a.astype(np.float64).reshape(shape)  # noqa: E731
+    return (x - f(mean)) / np.sqrt(f(var) + eps) * f(gamma) + f(beta)
+
+
+def softmax_ref(x, axis) -> np.ndarray:
+    e = np.exp(x.astype(np.float64) - x.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def _eval(node: ir.Node, args: list[np.ndarray], out: ir.TensorSpec) -> np.ndarray:
+    x = args[0]
+    hw = out.shape[2:4]
+    match node:
+        case ir.Conv2d():
+            return conv2d_ref(x, args[1], args[2] if len(args) == 3 else None, node, hw)
+        case ir.Linear():
+            y = x.astype(np.float64) @ args[1].astype(np.float64).T
+            return y + args[2] if len(args) == 3 else y
+        case ir.BatchNorm():
+            return batch_norm_ref(*args, node.eps)
+        case ir.Relu():
+            return np.maximum(x, 0)
+        case ir.Clip():
+            return np.clip(x, node.lo, node.hi)
+        case ir.Sigmoid():
+            return 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
+        case ir.Tanh():
+            return np.tanh(x.astype(np.float64))
+        case ir.MaxPool2d():
+            return max_pool2d_ref(x, node, hw)
+        case ir.AvgPool2d():
+            return avg_pool2d_ref(x, node, hw)
+        case ir.AdaptiveAvgPool2d():
+            return adaptive_avg_pool2d_ref(x, node)
+        case ir.Flatten() | ir.Reshape():
+            return x.reshape((x.shape[0],) + out.shape[1:])
+        case ir.Add():
+            return args[0].astype(np.float64) + args[1]
+        case ir.Concat():
+            return np.concatenate(args, axis=node.axis)
+        case ir.Softmax():
+            return softmax_ref(x, node.axis)
+    raise InternalError(f"run_graph_ref has no rule for op {node.op!r}")
+
+
+# Later op families (binary, shift, spiking) add their reference rules here by op name.
+EXTRA_RULES: dict[str, Callable[[ir.Node, list[np.ndarray], ir.TensorSpec], np.ndarray]] = {}
+
+
+def run_graph_ref(graph: ir.Graph, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Execute ``graph`` on ``feeds`` (graph input name -> array) and return its outputs in order."""
+    specs = graph.infer_specs()
+    env: dict[str, np.ndarray] = dict(graph.params)
+    for name, spec in graph.inputs:
+        if name not in feeds:
+            raise InternalError(f"run_graph_ref: no value fed for graph input {name!r}")
+        env[name] = np.asarray(feeds[name], dtype=spec.dtype)
+    for node in graph.nodes:
+        args = [env[i] for i in node.inputs]
+        rule = EXTRA_RULES.get(node.op, _eval)
+        y = rule(node, args, specs[node.output])
+        env[node.output] = np.asarray(y).astype(specs[node.output].dtype, copy=False)
+    return [env[o] for o in graph.outputs]
