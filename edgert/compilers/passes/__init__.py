@@ -1,0 +1,6 @@
+"""Graph -> Graph rewrites, one per module. Shape propagation is ``ir.Graph.infer_specs``."""
+
+from edgert.compilers.passes.fold_batchnorm import fold_batchnorm
+from edgert.compilers.passes.remove_dead_nodes import remove_dead_nodes
+
+__all__ = ["fold_batchnorm", "remove_dead_nodes"]
