@@ -1,2 +1,26 @@
-"""edgert: compile trained PyTorch models into artifacts that run, adapt and profile on edge boards."""
+"""edgert: compile trained PyTorch models into artifacts that run, adapt and profile on edge boards.
+
+``import edgert`` stays light (no torch, no TVM): the heavy parts load on first use.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 __version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from edgert.artifact import Artifact
+    from edgert.runtime.engine import Engine
+
+
+def compile(model: Any, example_input: Any = None, target: str = "x86-host", fold_bn: bool = True) -> "Artifact":
+    """Compile an nn.Module, a .pt2 or an .onnx file for ``target``; returns an Artifact (``.save(path)``)."""
+    from edgert.compilers.compile import compile_model
+    return compile_model(model, example_input, target, fold_bn)
+
+
+def load(path: Any, expect_target: str | None = None) -> "Engine":
+    """Load a verified .edgert file; ``.run(x)`` runs it."""
+    from edgert.runtime.engine import load as _load
+    return _load(path, expect_target)

@@ -1,0 +1,156 @@
+"""The .edgert bundle: one zip file with a manifest, parameters (.npz) and the compiled library.
+
+Reading verifies before it trusts: the manifest's own SHA-256 (``manifest.sha256``), the SHA-256 of
+every other member, and the schema version. Nothing is unpickled and no code runs while reading; the
+library is only loaded later by the runtime, after its checksum matched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from edgert import __version__, ir
+from edgert.errors import (ArtifactError, ArtifactSchemaError, ArtifactTamperedError,
+                           ArtifactTruncatedError)
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+MANIFEST_SUM = "manifest.sha256"
+PARAMS = "params.npz"
+LIBRARY = "lib.so"
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez(buf, **{k: np.ascontiguousarray(v) for k, v in arrays.items()})
+    return buf.getvalue()
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A compiled model for one target: manifest, parameter arrays and (optionally) a library."""
+
+    manifest: dict[str, Any]
+    params: dict[str, np.ndarray]
+    library: bytes | None
+
+    @staticmethod
+    def create(graph: ir.Graph, target: dict[str, Any], library: bytes | None,
+               backends: Mapping[str, str], extra: Mapping[str, Any] | None = None) -> "Artifact":
+        """Assemble an artifact; ``target`` is the target's name, arch and tvm dict."""
+        specs = graph.infer_specs()
+        manifest = {
+            "schema_version": SCHEMA_VERSION,
+            "edgert_version": __version__,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "target": dict(target),
+            "graph": graph.to_json(),
+            "specs": {k: v.to_json() for k, v in specs.items()},
+            "backends": dict(backends),
+            "param_order": sorted(graph.params),
+            "inputs": [{"name": n, **s.to_json()} for n, s in graph.inputs],
+            "outputs": [{"name": o, **specs[o].to_json()} for o in graph.outputs],
+            "library": LIBRARY if library is not None else None,
+            **(extra or {}),
+        }
+        return Artifact(manifest, dict(graph.params), library)
+
+    @property
+    def graph(self) -> ir.Graph:
+        return ir.Graph.from_json(self.manifest["graph"], self.params)
+
+    @property
+    def target_name(self) -> str:
+        return self.manifest["target"]["name"]
+
+    def save(self, path: str | Path) -> Path:
+        """Write atomically: a temporary file beside ``path``, fsync, then rename."""
+        path = Path(path)
+        members = {PARAMS: _npz_bytes(self.params)}
+        if self.library is not None:
+            members[LIBRARY] = self.library
+        manifest = dict(self.manifest, members={k: _sha256(v) for k, v in members.items()})
+        manifest_bytes = json.dumps(manifest, indent=1, sort_keys=True).encode()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
+                    z.writestr(MANIFEST, manifest_bytes)
+                    z.writestr(MANIFEST_SUM, _sha256(manifest_bytes))
+                    for name, data in members.items():
+                        z.writestr(name, data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    @staticmethod
+    def read(path: str | Path) -> "Artifact":
+        """Read and verify an .edgert file; each kind of damage raises its own ArtifactError."""
+        path = Path(path)
+        if not path.is_file():
+            raise ArtifactError(f"{path}: no such artifact file; make one with `edgert compile`")
+        try:
+            with zipfile.ZipFile(path) as z:
+                names = set(z.namelist())
+                missing = {MANIFEST, MANIFEST_SUM, PARAMS} - names
+                if missing:
+                    raise ArtifactTruncatedError(f"{path}: members {sorted(missing)} are missing; the "
+                                                 "file is incomplete, copy or compile it again")
+                data = {n: z.read(n) for n in names}
+        except zipfile.BadZipFile as e:
+            if "CRC" in str(e):
+                raise ArtifactTamperedError(f"{path}: a member's bytes do not match their checksum ({e}); "
+                                            "the file was modified or corrupted, copy or compile it again") from None
+            raise ArtifactTruncatedError(f"{path}: not a complete .edgert archive ({e}, {path.stat().st_size} "
+                                         "bytes); the file is truncated or not an artifact, copy or "
+                                         "compile it again") from None
+        except (EOFError, OSError) as e:
+            raise ArtifactTruncatedError(f"{path}: the archive ends early ({e}); copy or compile it again") from None
+        if _sha256(data[MANIFEST]) != data[MANIFEST_SUM].decode(errors="replace").strip():
+            raise ArtifactTamperedError(f"{path}: the manifest does not match its SHA-256; the file was "
+                                        "modified after compilation, compile it again")
+        try:
+            manifest = json.loads(data[MANIFEST])
+        except ValueError as e:
+            raise ArtifactTamperedError(f"{path}: manifest is not valid JSON ({e})") from None
+        schema = manifest.get("schema_version")
+        if schema != SCHEMA_VERSION:
+            newer = isinstance(schema, int) and schema > SCHEMA_VERSION
+            raise ArtifactSchemaError(
+                f"{path}: artifact schema version {schema} (written by edgert "
+                f"{manifest.get('edgert_version', '?')}); this edgert {__version__} reads version "
+                f"{SCHEMA_VERSION}. " + ("Upgrade edgert on this device." if newer else
+                                         "Recompile the model with this edgert."))
+        for name, digest in manifest.get("members", {}).items():
+            if name not in data:
+                raise ArtifactTruncatedError(f"{path}: member {name!r} listed in the manifest is missing")
+            if _sha256(data[name]) != digest:
+                raise ArtifactTamperedError(f"{path}: member {name!r} does not match its SHA-256 in the "
+                                            "manifest; the file was modified, compile it again")
+        with np.load(io.BytesIO(data[PARAMS]), allow_pickle=False) as npz:
+            params = {k: npz[k] for k in npz.files}
+        lib_name = manifest.get("library")
+        library = data.get(lib_name) if lib_name else None
+        if lib_name and library is None:
+            raise ArtifactTruncatedError(f"{path}: the library {lib_name!r} is missing")
+        return Artifact(manifest, params, library)

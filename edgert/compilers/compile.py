@@ -1,0 +1,59 @@
+"""compile: model (live module, .pt2 or .onnx) -> frontend -> passes -> backend -> Artifact."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from edgert import ir
+from edgert.artifact import Artifact
+from edgert.compilers.passes import fold_batchnorm, remove_dead_nodes
+from edgert.errors import EdgertError
+from edgert.targets import Target, load_target
+
+
+def import_model(model: Any, example_input: Any = None) -> ir.Graph:
+    """Run the frontend that fits ``model``: an nn.Module, a .pt2 file or an .onnx file."""
+    if isinstance(model, (str, Path)):
+        path = Path(model)
+        if not path.is_file():
+            raise EdgertError(f"model file {path} does not exist")
+        if path.suffix == ".onnx":
+            from edgert.compilers.frontends.onnx import from_onnx
+            return from_onnx(path)
+        if path.suffix == ".pt2":
+            from edgert.compilers.frontends.torch import from_torch
+            return from_torch(path, example_input)
+        raise EdgertError(f"model file {path}: unknown kind {path.suffix!r}; give a torch.export "
+                          "ExportedProgram saved as .pt2 (torch.export.save) or an .onnx file")
+    from edgert.compilers.frontends.torch import from_torch
+    return from_torch(model, example_input)
+
+
+def optimize(g: ir.Graph, fold_bn: bool = True) -> ir.Graph:
+    """The default pass pipeline; ``fold_bn=False`` keeps BatchNorm nodes for adaptation."""
+    g = remove_dead_nodes(g.validate())
+    if fold_bn:
+        g = fold_batchnorm(g)
+    return remove_dead_nodes(g).validate()
+
+
+def compile_model(model: Any, example_input: Any = None, target: str | Target = "x86-host",
+                  fold_bn: bool = True, progress: Callable[[str], None] | None = None) -> Artifact:
+    """Compile a trained model into an Artifact for ``target`` (a name from `edgert targets`)."""
+    say = progress or (lambda msg: None)
+    tgt = target if isinstance(target, Target) else load_target(target)
+    if isinstance(example_input, np.ndarray):
+        example_input = example_input.astype(np.float32, copy=False)
+    say("importing model")
+    graph = optimize(import_model(model, example_input), fold_bn)
+    library = None
+    if tgt.has_codegen:
+        say(f"building for {tgt.name} with TVM")
+        from edgert.compilers.backends.tvm import build
+        library = build(graph, tgt.tvm, cross_compiler=tgt.cross_compiler)
+    backends = {n.name: "tvm" for n in graph.nodes}
+    info = {"name": tgt.name, "arch": tgt.arch, "tvm": tgt.tvm}
+    return Artifact.create(graph, info, library, backends)

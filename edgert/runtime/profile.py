@@ -1,0 +1,87 @@
+"""Per-node cost of an artifact: op counts, parameter bytes, and latency measured on this machine."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from edgert import ir
+from edgert.artifact import Artifact
+
+
+@dataclass(frozen=True)
+class NodeCost:
+    """What one node costs for one batch of ``batch`` samples."""
+
+    name: str
+    op: str
+    output_shape: tuple[int, ...]
+    macs: int           # multiply-accumulates (conv, linear)
+    other_ops: int      # elementwise / compare / add operations that are not MACs
+    param_bytes: int
+    latency_s: float | None = None  # measured here; None when not measured
+    latency_label: str = "not measured"
+    kernel: str = ""    # the compiled kernel this node's time was measured in
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def count_ops(node: ir.Node, ins: list[ir.TensorSpec], out: ir.TensorSpec, batch: int) -> tuple[int, int]:
+    """(MACs, other ops) of ``node`` for a batch of ``batch``; the definitions follow the op's math."""
+    n_out = out.numel(batch)
+    match node:
+        case ir.Conv2d():
+            _, cg, kh, kw = ins[1].shape
+            return n_out * cg * kh * kw, n_out if len(ins) == 3 else 0
+        case ir.Linear():
+            return n_out * ins[1].shape[1], n_out if len(ins) == 3 else 0
+        case ir.BatchNorm():
+            return n_out, n_out  # one multiply-add with folded scale, plus the shift
+        case ir.MaxPool2d() | ir.AvgPool2d():
+            return 0, n_out * math.prod(node.kernel)
+        case ir.AdaptiveAvgPool2d():
+            return 0, ins[0].numel(batch)
+        case ir.Softmax():
+            return 0, 3 * n_out  # exp, sum, divide
+        case ir.Flatten() | ir.Reshape() | ir.Concat():
+            return 0, 0  # data movement only
+    return 0, n_out
+
+
+def node_costs(artifact: Artifact, batch: int = 1) -> list[NodeCost]:
+    """Static costs of every node (no latency)."""
+    g = artifact.graph
+    specs = g.infer_specs()
+    costs = []
+    for node in g.nodes:
+        ins = [specs[i] for i in node.inputs]
+        macs, other = count_ops(node, ins, specs[node.output], batch)
+        pbytes = sum(g.params[i].nbytes for i in node.inputs if i in g.params)
+        shape = tuple(batch if d is None else d for d in specs[node.output].shape)
+        costs.append(NodeCost(node.name, node.op, shape, macs, other, pbytes))
+    return costs
+
+
+def attribute_latency(costs: list[NodeCost], kernel_times: list[tuple[str, float]],
+                      kernel_nodes: dict[str, list[str]]) -> list[NodeCost]:
+    """Spread measured kernel times over the nodes each kernel covers, in proportion to their ops.
+
+    A fused kernel (say conv + bias + relu) is one measurement; its nodes share it by op count and
+    are labelled with the kernel's name so the table never pretends they were timed separately.
+    """
+    by_name = {c.name: c for c in costs}
+    out = {c.name: c for c in costs}
+    for kernel, seconds in kernel_times:
+        nodes = [n for n in kernel_nodes.get(kernel, []) if n in by_name]
+        if not nodes:
+            continue
+        weights = np.array([by_name[n].macs * 2 + by_name[n].other_ops + 1 for n in nodes], float)
+        label = "measured" if len(nodes) == 1 else f"measured, fused ({len(nodes)} nodes share)"
+        for n, share in zip(nodes, weights / weights.sum()):
+            prev = out[n].latency_s or 0.0
+            out[n] = NodeCost(**{**asdict(out[n]), "latency_s": prev + seconds * share,
+                                 "latency_label": label, "kernel": kernel})
+    return [out[c.name] for c in costs]

@@ -1,0 +1,117 @@
+"""Target boards: load and validate the TOML files in targets/ (and a user's own folders)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgert.errors import TargetError
+
+# Shipped in the wheel as edgert/_targets; in a source checkout they sit at the repository root.
+_BUILTIN = [Path(__file__).parent / "_targets", Path(__file__).parent.parent / "targets"]
+ENV_VAR = "EDGERT_TARGETS"  # extra folders of board files, separated by os.pathsep
+
+
+@dataclass(frozen=True)
+class Target:
+    """One board: how to generate code for it and what its hardware can do."""
+
+    name: str
+    description: str
+    arch: str  # platform.machine() of a device that can load this target's libraries
+    tvm: dict[str, Any]  # TVM target dict; empty when there is no code generation for the board
+    cross_compiler: str | None = None  # linker for the shared library; None links with the host's
+    cpu: dict[str, Any] = field(default_factory=dict)
+    memory: dict[str, Any] = field(default_factory=dict)
+    throughput: dict[str, Any] = field(default_factory=dict)
+    energy: dict[str, Any] = field(default_factory=dict)
+    path: str = ""
+
+    @property
+    def has_codegen(self) -> bool:
+        return bool(self.tvm)
+
+    def runs_here(self) -> bool:
+        """True when this machine can load a library compiled for the target."""
+        return platform.machine() == self.arch
+
+
+def _search_dirs() -> list[Path]:
+    extra = [Path(p) for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
+    return extra + [d for d in _BUILTIN if d.is_dir()]
+
+
+def target_files() -> dict[str, Path]:
+    """Known target names -> their files; a user's folders shadow the built-in ones."""
+    found: dict[str, Path] = {}
+    for d in reversed(_search_dirs()):
+        for f in sorted(d.glob("*.toml")):
+            found[f.stem] = f
+    return dict(sorted(found.items()))
+
+
+def _require(d: dict, key: str, kind: type | tuple, where: str, problems: list[str]) -> Any:
+    if key not in d:
+        problems.append(f"missing field {where}{key}")
+        return None
+    if not isinstance(d[key], kind) or isinstance(d[key], bool) and kind is not bool:
+        problems.append(f"field {where}{key} = {d[key]!r} should be {getattr(kind, '__name__', kind)}")
+        return None
+    return d[key]
+
+
+def parse_target(data: dict, path: str = "<memory>") -> Target:
+    """Validate a target table; collects every problem and raises one TargetError."""
+    problems: list[str] = []
+    name = _require(data, "name", str, "", problems)
+    desc = _require(data, "description", str, "", problems)
+    arch = _require(data, "arch", str, "", problems)
+    tvm = data.get("tvm", {})
+    if not isinstance(tvm, dict):
+        problems.append("[tvm] must be a table")
+    elif tvm:
+        _require(tvm, "kind", str, "tvm.", problems)
+        _require(tvm, "mtriple", str, "tvm.", problems)
+    tables = {}
+    for t in ("cpu", "memory", "throughput", "energy"):
+        tables[t] = data.get(t, {})
+        if not isinstance(tables[t], dict):
+            problems.append(f"[{t}] must be a table")
+        for k, v in tables[t].items() if isinstance(tables[t], dict) else ():
+            if not isinstance(v, (int, float, dict)) or isinstance(v, bool):
+                problems.append(f"field {t}.{k} = {v!r} should be a number")
+    cross = data.get("cross_compiler")
+    if cross is not None and not isinstance(cross, str):
+        problems.append(f"field cross_compiler = {cross!r} should be a string (e.g. aarch64-linux-gnu-g++)")
+    if problems:
+        raise TargetError(f"target file {path} is malformed:\n  " + "\n  ".join(problems)
+                          + "\nsee targets/x86-host.toml for a complete example")
+    return Target(name=name, description=desc, arch=arch, tvm=dict(tvm), cross_compiler=cross,
+                  path=str(path), **tables)
+
+
+def load_target(name_or_path: str | Path) -> Target:
+    """Load a target by name (``rpi4``) or by the path of a .toml file."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml" and p.is_file():
+        path = p
+    else:
+        files = target_files()
+        if str(name_or_path) not in files:
+            raise TargetError(f"unknown target {str(name_or_path)!r}; known targets: "
+                              f"{', '.join(files) or 'none'}. To add a board, write <name>.toml "
+                              f"(see targets/x86-host.toml) into a folder named by ${ENV_VAR}")
+        path = files[str(name_or_path)]
+    try:
+        data = tomllib.loads(path.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise TargetError(f"cannot read target file {path}: {e}") from None
+    t = parse_target(data, str(path))
+    if t.name != path.stem:
+        raise TargetError(f"target file {path} declares name = {t.name!r}; it must match the file name "
+                          f"{path.stem!r}")
+    return t
