@@ -14,6 +14,7 @@ import os
 import tempfile
 import time
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -124,6 +125,9 @@ class Artifact:
             raise ArtifactTruncatedError(f"{path}: not a complete .edgert archive ({e}, {path.stat().st_size} "
                                          "bytes); the file is truncated or not an artifact, copy or "
                                          "compile it again") from None
+        except (zlib.error, NotImplementedError, ValueError) as e:
+            raise ArtifactTamperedError(f"{path}: a member cannot be decompressed ({e}); the file was "
+                                        "modified or corrupted, copy or compile it again") from None
         except (EOFError, OSError) as e:
             raise ArtifactTruncatedError(f"{path}: the archive ends early ({e}); copy or compile it again") from None
         if _sha256(data[MANIFEST]) != data[MANIFEST_SUM].decode(errors="replace").strip():

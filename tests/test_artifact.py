@@ -1,0 +1,105 @@
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from edgert import ir
+from edgert.artifact import MANIFEST, MANIFEST_SUM, SCHEMA_VERSION, Artifact, _sha256
+from edgert.errors import ArtifactError, ArtifactSchemaError, ArtifactTamperedError, ArtifactTruncatedError
+
+TARGET = {"name": "x86-host", "arch": "x86_64", "tvm": {"kind": "llvm", "mtriple": "x86_64-linux-gnu"}}
+
+
+def _artifact() -> Artifact:
+    g = ir.Graph(inputs=(("x", ir.TensorSpec((None, 4))),),
+                 nodes=(ir.Linear(name="l", inputs=("x", "w", "b"), output="y"),),
+                 outputs=("y",),
+                 params={"w": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.ones(3, np.float32)})
+    return Artifact.create(g, TARGET, b"\x7fELF not really a library", {"l": "tvm"})
+
+
+def _rewrite(src, dst, change):
+    """Copy a zip, letting ``change(name, bytes)`` alter members (a valid archive with new contents)."""
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for name in zin.namelist():
+            zout.writestr(name, change(name, zin.read(name)))
+
+
+def test_round_trip_keeps_graph_params_and_library(tmp_path):
+    art = _artifact()
+    again = Artifact.read(art.save(tmp_path / "m.edgert"))
+    assert again.graph == art.graph
+    assert again.library == art.library
+    assert again.manifest["members"]["params.npz"] == _sha256(
+        zipfile.ZipFile(tmp_path / "m.edgert").read("params.npz"))
+
+
+def test_params_are_stored_without_pickle(tmp_path):
+    path = _artifact().save(tmp_path / "m.edgert")
+    npz = zipfile.ZipFile(path).read("params.npz")
+    assert b"pickle" not in npz and b"\x80\x04" not in npz[:200]
+
+
+@pytest.mark.parametrize("keep", [0.3, 0.9])
+def test_truncated_file(tmp_path, keep):
+    path = _artifact().save(tmp_path / "m.edgert")
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+    with pytest.raises(ArtifactTruncatedError, match="truncated|ends early|incomplete"):
+        Artifact.read(path)
+
+
+def test_tampered_member(tmp_path):
+    path = _artifact().save(tmp_path / "m.edgert")
+    _rewrite(path, tmp_path / "t.edgert", lambda n, b: b + b"!" if n == "lib.so" else b)
+    with pytest.raises(ArtifactTamperedError, match="'lib.so' does not match its SHA-256"):
+        Artifact.read(tmp_path / "t.edgert")
+
+
+def test_tampered_manifest(tmp_path):
+    path = _artifact().save(tmp_path / "m.edgert")
+    _rewrite(path, tmp_path / "t.edgert",
+             lambda n, b: b.replace(b'"x86-host"', b'"rpi4"') if n == MANIFEST else b)
+    with pytest.raises(ArtifactTamperedError, match="manifest does not match"):
+        Artifact.read(tmp_path / "t.edgert")
+
+
+def test_flipped_byte_in_any_member_is_caught(tmp_path):
+    path = _artifact().save(tmp_path / "m.edgert")
+    data = path.read_bytes()
+    for info in zipfile.ZipFile(path).infolist():
+        # member bytes start after the 30-byte local header, the name and the extra field
+        start = info.header_offset + 30 + len(info.filename) + int.from_bytes(
+            data[info.header_offset + 28:info.header_offset + 30], "little")
+        for i in range(start, start + info.compress_size, 7):
+            flipped = bytearray(data)
+            flipped[i] ^= 0xFF
+            path.write_bytes(bytes(flipped))
+            with pytest.raises(ArtifactError):
+                Artifact.read(path)
+
+
+def test_newer_schema_asks_for_an_upgrade(tmp_path):
+    path = _artifact().save(tmp_path / "m.edgert")
+
+    def bump(name, b):
+        if name == MANIFEST:
+            return json.dumps(dict(json.loads(b), schema_version=SCHEMA_VERSION + 1)).encode()
+        return b
+
+    _rewrite(path, tmp_path / "n.edgert", bump)
+    # keep the manifest checksum consistent: this is a genuine newer file, not a tampered one
+    _rewrite(tmp_path / "n.edgert", tmp_path / "n2.edgert",
+             lambda n, b: _sha256(zipfile.ZipFile(tmp_path / "n.edgert").read(MANIFEST)).encode()
+             if n == MANIFEST_SUM else b)
+    with pytest.raises(ArtifactSchemaError, match="Upgrade edgert"):
+        Artifact.read(tmp_path / "n2.edgert")
+
+
+def test_missing_file_and_non_archive(tmp_path):
+    with pytest.raises(ArtifactError, match="no such artifact"):
+        Artifact.read(tmp_path / "nope.edgert")
+    (tmp_path / "x.edgert").write_text("hello")
+    with pytest.raises(ArtifactTruncatedError):
+        Artifact.read(tmp_path / "x.edgert")
