@@ -10,7 +10,7 @@ import numpy as np
 from edgert import ir
 from edgert.artifact import Artifact
 from edgert.compilers.passes import fold_batchnorm, remove_dead_nodes
-from edgert.errors import EdgertError
+from edgert.errors import EdgertError, InternalError
 from edgert.targets import Target, load_target
 
 
@@ -49,11 +49,15 @@ def compile_model(model: Any, example_input: Any = None, target: str | Target = 
         example_input = example_input.astype(np.float32, copy=False)
     say("importing model")
     graph = optimize(import_model(model, example_input), fold_bn)
-    library = None
+    library, extra = None, {}
     if tgt.has_codegen:
         say(f"building for {tgt.name} with TVM")
-        from edgert.compilers.backends.tvm import build
-        library = build(graph, tgt.tvm, cross_compiler=tgt.cross_compiler)
+        from edgert.compilers.backends.tvm import compile_graph
+        built = compile_graph(graph, tgt.tvm, cross_compiler=tgt.cross_compiler)
+        if list(built.param_names) != sorted(graph.params):
+            raise InternalError(f"TVM library takes parameters in order {built.param_names}, "
+                                "the artifact stores them sorted by name")
+        library, extra = built.library, {"kernels": built.kernels}
     backends = {n.name: "tvm" for n in graph.nodes}
     info = {"name": tgt.name, "arch": tgt.arch, "tvm": tgt.tvm}
-    return Artifact.create(graph, info, library, backends)
+    return Artifact.create(graph, info, library, backends, extra)

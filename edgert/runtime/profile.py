@@ -85,3 +85,37 @@ def attribute_latency(costs: list[NodeCost], kernel_times: list[tuple[str, float
             out[n] = NodeCost(**{**asdict(out[n]), "latency_s": prev + seconds * share,
                                  "latency_label": label, "kernel": kernel})
     return [out[c.name] for c in costs]
+
+
+def profile_artifact(path, batch: int = 1, repeat: int = 50, seed: int = 0) -> dict:
+    """Load an artifact, time its kernels and the whole run on random input; JSON-ready report."""
+    import statistics
+    import time
+
+    from edgert.runtime.engine import load
+
+    engine = load(path)
+    rng = np.random.default_rng(seed)
+    xs = [rng.standard_normal(tuple(batch if d is None else d for d in spec.shape)).astype(spec.dtype)
+          for _, spec in engine.inputs]
+    costs = node_costs(engine.artifact, batch)
+    kernel_times = engine.profile(*xs, repeat=repeat)
+    costs = attribute_latency(costs, kernel_times, engine.artifact.manifest.get("kernels", {}))
+    engine.run(*xs)
+    runs = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        engine.run(*xs)
+        runs.append(time.perf_counter() - t0)
+    return {
+        "artifact": str(path),
+        "target": engine.artifact.target_name,
+        "batch": batch,
+        "nodes": [c.to_json() for c in costs],
+        "kernels": [{"kernel": k, "seconds": s, "nodes": engine.artifact.manifest.get("kernels", {}).get(k, [])}
+                    for k, s in kernel_times],
+        "total": {"macs": sum(c.macs for c in costs), "other_ops": sum(c.other_ops for c in costs),
+                  "param_bytes": sum(c.param_bytes for c in costs),
+                  "latency_s": statistics.median(runs), "latency_min_s": min(runs),
+                  "latency_label": "measured end to end on this machine (median)"},
+    }
