@@ -1,0 +1,77 @@
+"""The CLI as a user runs it: compile a .pt2, run an .npy through it, profile it, list targets."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from tools.models.digits_cnn import DigitsCNN, save_pt2
+
+EDGERT = [sys.executable, "-m", "edgert.cli"]
+
+
+def edgert(*args, check=True):
+    out = subprocess.run(EDGERT + [str(a) for a in args], capture_output=True, text=True)
+    if check:
+        assert out.returncode == 0, out.stdout + out.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def compiled(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    model = DigitsCNN().eval()
+    pt2 = save_pt2(model, d / "digits.pt2")
+    edgert("compile", pt2, "--target", "x86-host", "-o", d / "digits.edgert")
+    return d, model
+
+
+def test_run_writes_the_models_outputs(compiled):
+    d, model = compiled
+    x = np.random.default_rng(0).random((7, 1, 8, 8))  # float64 on purpose: the CLI converts floats
+    np.save(d / "x.npy", x)
+    out = edgert("run", d / "digits.edgert", "--input", d / "x.npy", "--output", d / "y.npy")
+    assert "shape (7, 10)" in out.stdout and "measured" in out.stdout
+    with torch.no_grad():
+        want = model(torch.from_numpy(x.astype(np.float32))).numpy()
+    np.testing.assert_allclose(np.load(d / "y.npy"), want, rtol=1e-5, atol=1e-5)
+
+
+def test_profile_json_counts_macs_by_hand(compiled):
+    d, _ = compiled
+    report = json.loads(edgert("profile", d / "digits.edgert", "--json", "--repeat", "3").stdout)
+    macs = {n["name"]: n["macs"] for n in report["nodes"]}
+    # first conv: 16 out channels x 8x8 positions x (1 in channel x 3x3); classifier: 10 x 64
+    assert 16 * 64 * 9 in macs.values() and 10 * 64 in macs.values()
+    assert report["total"]["macs"] == sum(macs.values())
+    assert all(n["latency_s"] is None or n["latency_s"] > 0 for n in report["nodes"])
+    assert report["total"]["latency_s"] > 0
+    assert sum(n["param_bytes"] for n in report["nodes"]) == report["total"]["param_bytes"]
+
+
+def test_profile_table_and_targets(compiled):
+    d, _ = compiled
+    table = edgert("profile", d / "digits.edgert", "--repeat", "3").stdout
+    assert "MACs" in table and "total" in table
+    assert "x86-host" in edgert("targets").stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["compile", "missing.pt2"], "does not exist"),
+    (["compile", "{d}/x.npy", "--target", "x86-host"], "unknown kind '.npy'"),
+    (["compile", "{d}/digits.pt2", "--target", "nope"], "unknown target 'nope'"),
+    (["run", "{d}/nope.edgert", "--input", "{d}/x.npy"], "no such artifact"),
+    (["run", "{d}/digits.edgert", "--input", "{d}/bad.npy"], "cannot read --input"),
+])
+def test_user_errors_print_one_line_and_exit_2(compiled, args, message):
+    d, _ = compiled
+    (d / "bad.npy").write_text("not numpy")
+    np.save(d / "x.npy", np.zeros((1, 1, 8, 8), np.float32))
+    out = edgert(*[a.format(d=d) for a in args], check=False)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "error:" in out.stderr and message in out.stderr
+    assert "Traceback" not in out.stderr
