@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from dataclasses import dataclass, field
@@ -64,7 +65,7 @@ def reshape_node(name: str, x: str, out: str, in_shape: tuple, out_shape: tuple)
     Raises Unsupported when dim 0 of ``out_shape`` is not the batch of ``in_shape`` (``None`` stands for
     the dynamic batch in both).
     """
-    if len(out_shape) == 0 or out_shape[0] != in_shape[0] or any(d is None for d in out_shape[1:]):
+    if len(out_shape) == 0 or out_shape[0] != in_shape[0] or any(not isinstance(d, int) for d in out_shape[1:]):
         raise Unsupported(
             f"the reshape from {_show(in_shape)} to {_show(out_shape)} changes the batch dimension 0; "
             "keep it, e.g. x.flatten(1) or x.view(x.size(0), -1) in torch, or shape [0, -1] in ONNX")
@@ -74,6 +75,18 @@ def reshape_node(name: str, x: str, out: str, in_shape: tuple, out_shape: tuple)
     if k >= 1 and tuple(out_shape[:k]) == tuple(in_shape[:k]) and out_shape[k] == math.prod(in_shape[k:]):
         return ir.Flatten(name=name, inputs=(x,), output=out, start_dim=k)
     return ir.Reshape(name=name, inputs=(x,), output=out, shape=tuple(out_shape[1:]))
+
+
+def rename_outputs(g: ir.Graph) -> ir.Graph:
+    """Name the node-produced graph outputs "output" (one) or "output_<i>" (several)."""
+    produced = {n.output for n in g.nodes}
+    new = {o: ("output" if len(g.outputs) == 1 else f"output_{i}")
+           for i, o in enumerate(g.outputs) if o in produced and g.outputs.count(o) == 1}
+    if not new:
+        return g
+    ren = lambda v: new.get(v, v)  # noqa: E731
+    nodes = tuple(dataclasses.replace(n, inputs=tuple(map(ren, n.inputs)), output=ren(n.output)) for n in g.nodes)
+    return ir.Graph(inputs=g.inputs, nodes=nodes, outputs=tuple(map(ren, g.outputs)), params=g.params)
 
 
 def _show(shape: tuple) -> str:

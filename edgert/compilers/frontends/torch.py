@@ -23,7 +23,8 @@ from torch.export.graph_signature import InputKind, OutputKind
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from edgert import ir
-from edgert.compilers.frontends._common import FLOAT32_MAX, Names, Problems, Unsupported, reshape_node
+from edgert.compilers.frontends._common import (FLOAT32_MAX, Names, Problems, Unsupported, rename_outputs,
+                                                reshape_node)
 from edgert.errors import EdgertError, InternalError, IRValidationError
 
 aten = torch.ops.aten
@@ -196,7 +197,7 @@ class _Converter:
             raise EdgertError("from_torch: the model takes no tensor input; edgert compiles models with "
                               "exactly one input tensor")
         self.problems.raise_if_any([_target_name(t) for t in CONVERTERS], _FIX)
-        graph = _rename_outputs(ir.Graph(inputs=(("input", self.input_spec),), nodes=tuple(self.nodes),
+        graph = rename_outputs(ir.Graph(inputs=(("input", self.input_spec),), nodes=tuple(self.nodes),
                                          outputs=tuple(outputs), params=self.params))
         self._check_shapes(graph, outputs)
         return graph
@@ -359,19 +360,6 @@ def _foldable(target: Any) -> bool:
     if getattr(target, "__name__", "") == "getitem":
         return True
     return isinstance(target, torch._ops.OpOverload) and torch.Tag.nondeterministic_seeded not in target.tags
-
-
-def _rename_outputs(g: ir.Graph) -> ir.Graph:
-    """Name the node-produced graph outputs "output" (one) or "output_<i>" (several)."""
-    produced = {n.output for n in g.nodes}
-    new = {o: ("output" if len(g.outputs) == 1 else f"output_{i}")
-           for i, o in enumerate(g.outputs) if o in produced and g.outputs.count(o) == 1}
-    if not new:
-        return g
-    ren = lambda v: new.get(v, v)  # noqa: E731
-    nodes = tuple(type(n)(name=n.name, inputs=tuple(map(ren, n.inputs)), output=ren(n.output), **n.attrs())
-                  for n in g.nodes)
-    return ir.Graph(inputs=g.inputs, nodes=nodes, outputs=tuple(map(ren, g.outputs)), params=g.params)
 
 
 # ---- converters: one function per aten op family ----
