@@ -18,17 +18,27 @@ class Unsupported(Exception):
     """Raised inside a converter: this use of a supported op cannot be compiled (message says why)."""
 
 
+class BatchChange(Unsupported):
+    """An op's output does not keep the input's batch axis 0 (so samples would mix)."""
+
+
 @dataclass
 class Problems:
     """Every op a frontend cannot convert, gathered so the user sees them all in one error."""
 
     frontend: str
     lines: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def add(self, op: str, where: str, reason: str = "") -> None:
         line = f"{op} at {where}" + (f": {reason}" if reason else "")
         if line not in self.lines:
             self.lines.append(line)
+
+    def note(self, text: str) -> None:
+        """A hint printed once after the list of problems."""
+        if text not in self.notes:
+            self.notes.append(text)
 
     def raise_if_any(self, supported: list[str], fix: str) -> None:
         if not self.lines:
@@ -36,6 +46,7 @@ class Problems:
         raise UnsupportedOpError(
             f"{self.frontend}: the model uses {len(self.lines)} operation(s) edgert cannot compile:\n  "
             + "\n  ".join(self.lines)
+            + "".join(f"\nNote: {t}" for t in self.notes)
             + f"\nSupported: {', '.join(sorted(set(supported)))}.\n{fix}")
 
 
@@ -66,9 +77,9 @@ def reshape_node(name: str, x: str, out: str, in_shape: tuple, out_shape: tuple)
     the dynamic batch in both).
     """
     if len(out_shape) == 0 or out_shape[0] != in_shape[0] or any(not isinstance(d, int) for d in out_shape[1:]):
-        raise Unsupported(
-            f"the reshape from {_show(in_shape)} to {_show(out_shape)} changes the batch dimension 0; "
-            "keep it, e.g. x.flatten(1) or x.view(x.size(0), -1) in torch, or shape [0, -1] in ONNX")
+        raise BatchChange(
+            f"the reshape from {show_shape(in_shape)} to {show_shape(out_shape)} changes the batch dimension "
+            "0; keep it, e.g. x.flatten(1) or x.view(x.size(0), -1) in torch, or shape [0, -1] in ONNX")
     if tuple(out_shape) == tuple(in_shape):
         return None
     k = len(out_shape) - 1
@@ -89,5 +100,6 @@ def rename_outputs(g: ir.Graph) -> ir.Graph:
     return ir.Graph(inputs=g.inputs, nodes=nodes, outputs=tuple(map(ren, g.outputs)), params=g.params)
 
 
-def _show(shape: tuple) -> str:
+def show_shape(shape: tuple) -> str:
+    """A shape as text, the dynamic batch written N."""
     return "(" + ", ".join("N" if d is None else str(d) for d in shape) + ")"

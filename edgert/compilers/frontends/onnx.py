@@ -19,10 +19,12 @@ from onnx import helper, numpy_helper
 from onnx.reference import ReferenceEvaluator
 
 from edgert import ir
-from edgert.compilers.frontends._common import Names, Problems, Unsupported, clean, rename_outputs, reshape_node
+from edgert.compilers.frontends._common import (BatchChange, Names, Problems, Unsupported, clean, rename_outputs,
+                                                reshape_node, show_shape)
 from edgert.compilers.frontends.onnx_ops import CONVERTERS, SHAPE_OPS, N, node_attrs
 from edgert.errors import EdgertError, IRValidationError
 
+KNOWN_OPS = set(CONVERTERS) | set(SHAPE_OPS) | {"Constant", "Shape"}
 _FIX = ("Re-export without these ops (e.g. replace GELU with ReLU), or add a converter to CONVERTERS "
         "in edgert/compilers/frontends/onnx_ops.py.")
 
@@ -101,7 +103,7 @@ class OnnxImporter:
             if id(node) in needed and id(node) not in self.fused:
                 self._node(node)
         outputs = self._outputs()
-        self.problems.raise_if_any(list(CONVERTERS) + list(SHAPE_OPS) + ["Constant", "Shape"], _FIX)
+        self.problems.raise_if_any(sorted(KNOWN_OPS), _FIX)
         graph = rename_outputs(ir.Graph(inputs=(("input", spec),), nodes=tuple(self.nodes),
                                         outputs=tuple(outputs), params=self.params))
         return graph.validate()
@@ -155,6 +157,8 @@ class OnnxImporter:
         if node.output[0] in self.consts:  # a Constant, read up front
             return
         if any(i in self.dead for i in ins):
+            if node.op_type not in KNOWN_OPS:
+                self.problems.add(node.op_type, self._where(node))
             self.dead.update(node.output)
             return
         try:
@@ -183,12 +187,12 @@ class OnnxImporter:
 
     def _where(self, node: onnx.NodeProto) -> str:
         meta = {p.key: p.value for p in node.metadata_props}
-        origin = meta.get("namespace")
-        where = f"node '{node.name}'" + (f" (from torch: {origin})" if origin else "")
-        if "AdaptiveAvgPool2d" in (origin or ""):
-            where += (" [torch.onnx.export decomposes AdaptiveAvgPool2d this way when the input size is not "
-                      "a multiple of the output size; make it a multiple, or compile the torch model instead]")
-        return where
+        origin = meta.get("namespace", "").lstrip(": ")
+        if "AdaptiveAvgPool2d" in origin:
+            self.problems.note("torch.onnx.export decomposes AdaptiveAvgPool2d into gathers when the input size "
+                               "is not a multiple of the output size; make it a multiple, or compile the torch "
+                               "model (or its .pt2) instead")
+        return f"node '{node.name}'" + (f" (from torch: {origin})" if origin else "")
 
     def _fold(self, node: onnx.NodeProto) -> None:
         feeds = {i: self.consts[i] for i in node.input if i}
@@ -266,7 +270,13 @@ class OnnxImporter:
         target = node.output[0] if onnx_out is None else onnx_out
         out = self.values(clean(target) + suffix)
         ir_node = cls(name=name, inputs=inputs, output=out, **attrs)
-        self.specs[out] = ir_node.infer([self.specs[i] for i in inputs])
+        spec = ir_node.infer([self.specs[i] for i in inputs])
+        batch = self.specs["input"].shape[0]
+        if not spec.shape or spec.shape[0] != batch:
+            raise BatchChange(f"its output {show_shape(spec.shape)} does not keep the batch dimension 0 of the "
+                              f"input ({'N' if batch is None else batch}); edgert graphs compute each sample "
+                              "on its own")
+        self.specs[out] = spec
         self.nodes.append(ir_node)
         if not suffix:
             self.acts[target] = out

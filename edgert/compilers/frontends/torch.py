@@ -23,10 +23,12 @@ from torch.export.graph_signature import InputKind, OutputKind
 from torch.fx.experimental.symbolic_shapes import statically_known_true
 
 from edgert import ir
-from edgert.compilers.frontends._common import Names, Problems, Unsupported, rename_outputs
+from edgert.compilers.frontends._common import (BatchChange, Names, Problems, Unsupported, rename_outputs,
+                                                show_shape)
 from edgert.compilers.frontends.torch_ops import CONVERTERS, target_name
-from edgert.errors import EdgertError, InternalError, IRValidationError
+from edgert.errors import EdgertError, InternalError, IRValidationError, UnsupportedOpError
 
+aten = torch.ops.aten
 Example = np.ndarray | torch.Tensor | tuple[int, ...] | list[int]
 
 _FIX = ("Replace these layers with supported ones (e.g. nn.GELU -> nn.ReLU), or add a converter to "
@@ -39,25 +41,56 @@ def from_torch(model_or_path: nn.Module | ExportedProgram | str | os.PathLike,
 
     ``example_input`` is needed for a module: an array or tensor of the input's full shape (batch
     first), or just that shape as a tuple. The graph input is named "input"; its batch dimension is
-    ``None`` unless the model only exports with a fixed batch.
+    ``None`` unless the model only works with a fixed batch (then a warning says why).
     """
-    return TorchImporter(export_program(model_or_path, example_input)).run()
-
-
-def export_program(model_or_path: nn.Module | ExportedProgram | str | os.PathLike,
-                   example_input: Example | None = None) -> ExportedProgram:
-    """The ExportedProgram for a module (exported, dynamic batch if possible), an EP, or a .pt2 path."""
     if isinstance(model_or_path, ExportedProgram):
-        return model_or_path
+        return TorchImporter(model_or_path).run()
     if isinstance(model_or_path, (str, os.PathLike)):
-        return _load_pt2(Path(model_or_path))
-    if isinstance(model_or_path, nn.Module):
-        if example_input is None:
-            raise EdgertError("from_torch needs example_input for an nn.Module: an input tensor or its "
-                              "shape, batch first, e.g. from_torch(model, (1, 3, 32, 32))")
-        return _export_module(model_or_path, _example_tensor(example_input))
-    raise EdgertError(f"from_torch takes an nn.Module, a torch.export.ExportedProgram or the path of a "
-                      f".pt2 file; got {type(model_or_path).__name__}")
+        return TorchImporter(_load_pt2(Path(model_or_path))).run()
+    if not isinstance(model_or_path, nn.Module):
+        raise EdgertError(f"from_torch takes an nn.Module, a torch.export.ExportedProgram or the path of a "
+                          f".pt2 file; got {type(model_or_path).__name__}")
+    if example_input is None:
+        raise EdgertError("from_torch needs example_input for an nn.Module: an input tensor or its shape, "
+                          "batch first, e.g. from_torch(model, (1, 3, 32, 32))")
+    model, x = model_or_path.eval(), _example_tensor(example_input)
+    dynamic_error: UnsupportedOpError | None = None
+    try:
+        # A batch of 1 would be specialized by torch.export, so trace a batch of at least 2.
+        ep = torch.export.export(model, (x if x.shape[0] >= 2 else torch.cat([x, x]),),
+                                 dynamic_shapes=({0: Dim("batch")},))
+    except Exception as e:
+        reason = f"exporting with a dynamic batch failed ({_first_line(e)})"
+    else:
+        importer = TorchImporter(ep)
+        try:
+            return importer.run()
+        except UnsupportedOpError as e:
+            if not importer.mixes_batch:
+                raise
+            dynamic_error, reason = e, "with a dynamic batch, the model mixes values across the batch axis"
+    graph = _convert_fixed_batch(model, x, dynamic_error)
+    warnings.warn(f"from_torch: compiled for a fixed batch of {x.shape[0]}: {reason}", stacklevel=2)
+    return graph
+
+
+def _convert_fixed_batch(model: nn.Module, x: torch.Tensor, dynamic_error: UnsupportedOpError | None) -> ir.Graph:
+    """Export and convert with x's own batch size; a failure re-raises ``dynamic_error`` when there is one."""
+    try:
+        ep = torch.export.export(model, (x,))
+    except Exception as e:
+        if dynamic_error is not None:
+            raise dynamic_error from None
+        raise EdgertError(
+            f"torch.export could not trace the model ({type(e).__name__}: {_first_line(e)}). Make "
+            "forward() traceable: no Python control flow on tensor values, no .item()/.numpy()/.tolist(), "
+            "tensors in and out") from e
+    try:
+        return TorchImporter(ep).run()
+    except UnsupportedOpError:
+        if dynamic_error is not None:
+            raise dynamic_error from None
+        raise
 
 
 def _load_pt2(path: Path) -> ExportedProgram:
@@ -89,26 +122,6 @@ def _example_tensor(example: Example) -> torch.Tensor:
         raise EdgertError(f"example_input has shape {tuple(x.shape)}; give the batch dimension first, "
                           "e.g. (1, 3, 32, 32)")
     return x
-
-
-def _export_module(model: nn.Module, x: torch.Tensor) -> ExportedProgram:
-    """Export with dim 0 dynamic (from a batch of at least 2: torch specializes 1); else with x's batch."""
-    model.eval()
-    x2 = x if x.shape[0] >= 2 else torch.cat([x, x])
-    try:
-        return torch.export.export(model, (x2,), dynamic_shapes=({0: Dim("batch")},))
-    except Exception as dynamic_error:
-        reason = _first_line(dynamic_error)
-    try:
-        ep = torch.export.export(model, (x,))
-    except Exception as e:
-        raise EdgertError(
-            f"torch.export could not trace the model ({type(e).__name__}: {_first_line(e)}). Make "
-            "forward() traceable: no Python control flow on tensor values, no .item()/.numpy()/.tolist(), "
-            "tensors in and out") from e
-    warnings.warn(f"from_torch: exported with a fixed batch of {x.shape[0]}; a dynamic batch failed: {reason}",
-                  stacklevel=3)
-    return ep
 
 
 def _first_line(e: BaseException) -> str:
@@ -152,6 +165,7 @@ class TorchImporter:
         self.problems = Problems("from_torch")
         self.batch: Any = None  # the input's dim 0: a SymInt when dynamic, else an int
         self.input_spec: ir.TensorSpec | None = None
+        self.mixes_batch = False  # some op's output does not keep the input's batch axis
 
     def run(self) -> ir.Graph:
         kinds = {s.arg.name: s for s in self.ep.graph_signature.input_specs}
@@ -170,7 +184,7 @@ class TorchImporter:
         if self.input_spec is None:
             raise EdgertError("from_torch: the model takes no tensor input; edgert compiles models with "
                               "exactly one input tensor")
-        self.problems.raise_if_any([target_name(t) for t in CONVERTERS], _FIX)
+        self.problems.raise_if_any([target_name(t).rsplit(".", 1)[0] for t in CONVERTERS], _FIX)
         graph = rename_outputs(ir.Graph(inputs=(("input", self.input_spec),), nodes=tuple(self.nodes),
                                          outputs=tuple(outputs), params=self.params))
         self._check_shapes(graph, outputs)
@@ -207,6 +221,8 @@ class TorchImporter:
     def _call(self, n: fx.Node) -> None:
         ins = n.all_input_nodes
         if any(i.name in self.dead for i in ins):
+            if n.target not in CONVERTERS and _computes(n) and getattr(n.target, "__name__", "") != "getitem":
+                self.problems.add(target_name(n.target), _where(n))
             self.dead.add(n.name)
             return
         if all(i.name in self.consts for i in ins) and _foldable(n.target):
@@ -219,18 +235,28 @@ class TorchImporter:
         if getattr(n.target, "__name__", "") == "getitem" and ins[0].name in self.tuples:
             self._getitem(n)
             return
-        val = n.meta.get("val")
-        if not (isinstance(val, torch.Tensor)
-                or (isinstance(val, (tuple, list)) and any(isinstance(v, torch.Tensor) for v in val))):
+        if not _computes(n):
             return  # shape arithmetic (sym_size, ...) and runtime assertions: nothing to compute
         convert = CONVERTERS.get(n.target)
         try:
             if convert is None:
                 raise Unsupported("")
             convert(self, n)
+            self._check_batch(n)
         except (Unsupported, IRValidationError) as e:
             self.problems.add(target_name(n.target), _where(n), str(e))
             self.dead.add(n.name)
+            self.mixes_batch |= isinstance(e, BatchChange)
+
+    def _check_batch(self, n: fx.Node) -> None:
+        """Every value computed from the input keeps the input's batch axis 0 (reshapes say more below)."""
+        val = n.meta["val"]
+        if isinstance(val, torch.Tensor) and n.target not in _RESHAPES:
+            shape, batch = self.dims(val), self.input_spec.shape[0]
+            if not shape or shape[0] != batch:
+                raise BatchChange(f"its output {show_shape(shape)} does not keep the batch dimension 0 of the "
+                                  f"input ({'N' if batch is None else batch}); edgert graphs compute each "
+                                  "sample on its own")
 
     def _fold(self, n: fx.Node) -> None:
         args, kwargs = fx.node.map_arg((n.args, n.kwargs), lambda a: self.consts[a.name])
@@ -238,7 +264,12 @@ class TorchImporter:
             self.consts[n.name] = n.target(*args, **kwargs)
         first = next((i for i in n.all_input_nodes if i.name in self.labels), None)
         op = target_name(n.target).split(".")[1] if "." in target_name(n.target) else n.name
-        self.labels[n.name] = f"{self.labels[first.name]}.{op}" if first is not None else n.name
+        if first is None:
+            self.labels[n.name] = n.name
+        elif op in _COPIES:
+            self.labels[n.name] = self.labels[first.name]
+        else:
+            self.labels[n.name] = f"{self.labels[first.name]}.{op}"
 
     def _getitem(self, n: fx.Node) -> None:
         value = self.tuples[n.args[0].name][n.args[1]]
@@ -340,6 +371,20 @@ class TorchImporter:
             self.acts[n.name] = self.acts[a.name]
         else:
             self.consts[n.name], self.labels[n.name] = self.consts[a.name], self.labels[a.name]
+
+
+_RESHAPES = {aten.view.default, aten.reshape.default, aten._unsafe_view.default, aten.flatten.using_ints,
+             aten.squeeze.dim, aten.squeeze.dims, aten.unsqueeze.default}
+
+# Ops that copy a tensor unchanged: a folded constant keeps its source's name through them.
+_COPIES = {"lift_fresh_copy", "detach", "detach_", "clone", "alias", "_to_copy", "to", "contiguous"}
+
+
+def _computes(n: fx.Node) -> bool:
+    """Whether FX node ``n`` yields tensors (as opposed to sizes or nothing)."""
+    val = n.meta.get("val")
+    return isinstance(val, torch.Tensor) or (isinstance(val, (tuple, list))
+                                             and any(isinstance(v, torch.Tensor) for v in val))
 
 
 def _foldable(target: Any) -> bool:

@@ -107,10 +107,11 @@ def _batch_norm(c: TorchImporter, n: fx.Node) -> None:
         raise Unsupported("batch norm without running statistics (track_running_stats=False) normalizes "
                           "with batch statistics; train with track_running_stats=True")
     channels = c.shape(a["input"])[1]
-    gamma = c.value(a["weight"]) if a["weight"] is not None else c.param(n.name + ".w", f"{n.name}.weight",
-                                                                          np.ones(channels, np.float32))
-    beta = c.value(a["bias"]) if a["bias"] is not None else c.param(n.name + ".b", f"{n.name}.bias",
-                                                                    np.zeros(channels, np.float32))
+    module = c.labels.get(a["running_mean"].name, n.name).rsplit(".", 1)[0]  # "bn" from "bn.running_mean"
+    gamma = c.value(a["weight"]) if a["weight"] is not None else c.param(
+        n.name + ".weight", f"{module}.weight", np.ones(channels, np.float32))
+    beta = c.value(a["bias"]) if a["bias"] is not None else c.param(
+        n.name + ".bias", f"{module}.bias", np.zeros(channels, np.float32))
     inputs = (c.value(a["input"]), gamma, beta, c.value(a["running_mean"]), c.value(a["running_var"]))
     if n.target == aten._native_batch_norm_legit_no_training.default:
         out = c.emit(ir.BatchNorm, n, inputs, out=c.values(n.name), eps=float(a["eps"]))
