@@ -79,7 +79,7 @@ def attribute_latency(costs: list[NodeCost], kernel_times: list[tuple[str, float
         if not nodes:
             continue
         weights = np.array([by_name[n].macs * 2 + by_name[n].other_ops + 1 for n in nodes], float)
-        label = "measured" if len(nodes) == 1 else f"measured, fused ({len(nodes)} nodes share)"
+        label = "measured" if len(nodes) == 1 else f"measured, fused x{len(nodes)}"
         for n, share in zip(nodes, weights / weights.sum()):
             prev = out[n].latency_s or 0.0
             out[n] = NodeCost(**{**asdict(out[n]), "latency_s": prev + seconds * share,
@@ -100,7 +100,11 @@ def profile_artifact(path, batch: int = 1, repeat: int = 50, seed: int = 0) -> d
           for _, spec in engine.inputs]
     costs = node_costs(engine.artifact, batch)
     kernel_times = engine.profile(*xs, repeat=repeat)
-    costs = attribute_latency(costs, kernel_times, engine.artifact.manifest.get("kernels", {}))
+    kernels = engine.artifact.manifest.get("kernels", {})
+    costs = attribute_latency(costs, kernel_times, kernels)
+    in_kernels = {n for nodes in kernels.values() for n in nodes}
+    costs = [c if c.name in in_kernels else NodeCost(**{**asdict(c), "latency_label": "no kernel (a view)"})
+             for c in costs]
     engine.run(*xs)
     runs = []
     for _ in range(repeat):
@@ -117,5 +121,6 @@ def profile_artifact(path, batch: int = 1, repeat: int = 50, seed: int = 0) -> d
         "total": {"macs": sum(c.macs for c in costs), "other_ops": sum(c.other_ops for c in costs),
                   "param_bytes": sum(c.param_bytes for c in costs),
                   "latency_s": statistics.median(runs), "latency_min_s": min(runs),
+                  "kernels_s": sum(s for _, s in kernel_times),
                   "latency_label": "measured end to end on this machine (median)"},
     }
