@@ -1,0 +1,360 @@
+"""Lower an ir.Graph to a Relax IRModule: one TE PrimFunc per node, named after the node.
+
+``main(<graph inputs>, <params in sorted(graph.params) order>)`` returns a tuple of the graph outputs.
+Parameters are runtime arguments, never constants, so adaptation can replace them without recompiling.
+A ``None`` batch dimension becomes one symbolic ``tirx.Var`` named ``n``, shared by every input.
+
+Each node is emitted with ``BlockBuilder.emit_te(..., primfunc_name_hint=<sanitized node name>)``, so
+each PrimFunc (and each fused kernel built from PrimFuncs) can be traced back to IR nodes.
+The TE definitions below follow PyTorch exactly, including its ceil_mode and avg-pool divisor rules.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import partial
+from dataclasses import dataclass
+
+from edgert import ir
+from edgert._tvm import import_tvm
+from edgert.errors import InternalError, UnsupportedOpError
+
+tvm = import_tvm()
+from tvm import relax, te, tirx, topi  # noqa: E402
+
+NEG_INF = float("-inf")
+NODE_ATTR = "edgert.node"  # PrimFunc attribute: the IR node it computes
+
+
+def sanitize(name: str) -> str:
+    """A C-identifier-safe version of a node name (what PrimFuncs and kernels are called)."""
+    s = re.sub(r"[^0-9A-Za-z_]", "_", name)
+    return s if s and not s[0].isdigit() else "k_" + s
+
+
+def _i64(v) -> "tirx.PrimExpr":
+    return tirx.const(int(v), "int64")
+
+
+# ---- TE definitions, one per op kind --------------------------------------------------------------
+
+def conv2d_te(x, w, b=None, *, node: ir.Conv2d):
+    y = topi.nn.conv(x, w, node.stride, node.padding, node.dilation, node.groups, "NCHW", "OIHW")
+    if b is None:
+        return y
+    return te.compute(y.shape, lambda n, c, h, v: y[n, c, h, v] + b[c], name="bias_add")
+
+
+def pack_weight_te(w, *, lanes: int):
+    """OIHW -> [O/lanes, I, kh, kw, lanes]: the lanes output channels of one vector side by side."""
+    o, i, kh, kw = (int(d) for d in w.shape)
+    return te.compute((o // lanes, i, kh, kw, lanes),
+                      lambda oo, c, h, v, oi: w[oo * lanes + oi, c, h, v], name="packed_weight")
+
+
+def conv2d_packed_te(x, wp, b=None, *, node: ir.Conv2d, out: ir.TensorSpec):
+    """conv2d reading weights packed by pack_weight_te (block ``conv2d_packed``), + bias."""
+    n_oo, cg, kh, kw, lanes = (int(d) for d in wp.shape)
+    per_group = n_oo * lanes // node.groups
+    (sh, sw), (dh, dw), (t, l, pb, pr) = node.stride, node.dilation, node.padding
+    h_in, w_in = int(x.shape[2]), int(x.shape[3])
+    zero = tirx.const(0.0, x.dtype)
+    pad = te.compute((x.shape[0], x.shape[1], h_in + t + pb, w_in + l + pr),
+                     lambda n, c, h, v: tirx.if_then_else(
+                         tirx.all(h >= t, h < h_in + t, v >= l, v < w_in + l), x[n, c, h - t, v - l], zero),
+                     name="pad_temp")
+    rc = te.reduce_axis((0, cg), name="rc")
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+    y = te.compute(
+        (x.shape[0],) + tuple(_i64(d) for d in out.shape[1:]),
+        lambda n, o, h, v: te.sum(
+            pad[n, o // per_group * cg + rc, h * sh + ry * dh, v * sw + rx * dw]
+            * wp[o // lanes, rc, ry, rx, o % lanes], axis=[rc, ry, rx]),
+        name="conv2d_packed")
+    if b is None:
+        return y
+    return te.compute(y.shape, lambda n, c, h, v: y[n, c, h, v] + b[c], name="bias_add")
+
+
+def packs_weight(node: ir.Node, w_shape: tuple, lanes: int | None) -> bool:
+    """Whether conv ``node`` vectorizes over output channels (weights packed once, at set_params)."""
+    if lanes is None or not isinstance(node, ir.Conv2d):
+        return False
+    o, cg = w_shape[0], w_shape[1]
+    # every vector of lanes output channels must read the same input channel: stay within a group
+    return cg > 1 and (o // node.groups) % lanes == 0
+
+
+def linear_te(x, w, b=None):
+    """y[..., o] = sum_k x[..., k] * w[o, k] (+ b[o])."""
+    k = te.reduce_axis((0, x.shape[-1]), name="k")
+    shape = tuple(x.shape[:-1]) + (w.shape[0],)
+    y = te.compute(shape, lambda *i: te.sum(x[i[:-1] + (k,)] * w[i[-1], k], axis=k), name="matmul")
+    if b is None:
+        return y
+    return te.compute(shape, lambda *i: y[i] + b[i[-1]], name="bias_add")
+
+
+def batch_norm_te(x, gamma, beta, mean, var, *, eps: float):
+    """(x - mean) * (gamma / sqrt(var + eps)) + beta over axis 1."""
+    dt = x.dtype
+
+    def f(*i):
+        c = i[1]
+        scale = gamma[c] / te.sqrt(var[c] + tirx.const(eps, dt))
+        return (x[i] - mean[c]) * scale + beta[c]
+
+    return te.compute(x.shape, f, name="batch_norm")
+
+
+def _pool_geometry(x, out, kernel, stride, padding, dilation):
+    kh, kw = kernel
+    rh = te.reduce_axis((0, kh), name="rh")
+    rw = te.reduce_axis((0, kw), name="rw")
+    t, l = padding[0], padding[1]
+    h_in, w_in = x.shape[2], x.shape[3]
+
+    def at(i, j):
+        hh = i * stride[0] + rh * dilation[0] - t
+        ww = j * stride[1] + rw * dilation[1] - l
+        inside = tirx.all(hh >= 0, hh < h_in, ww >= 0, ww < w_in)
+        return hh, ww, inside
+
+    return rh, rw, at, out.shape[2:4]
+
+
+def max_pool2d_te(x, *, node: ir.MaxPool2d, out: ir.TensorSpec):
+    """Max over windows; padding and the ceil_mode overhang read as -inf (never selected)."""
+    rh, rw, at, (oh, ow) = _pool_geometry(x, out, node.kernel, node.stride, node.padding, node.dilation)
+    lowest = tirx.const(NEG_INF, x.dtype)
+
+    def f(n, c, i, j):
+        hh, ww, inside = at(i, j)
+        v = tirx.if_then_else(inside, x[n, c, hh, ww], lowest)
+        return te.max(v, axis=[rh, rw])
+
+    return te.compute((x.shape[0], x.shape[1], oh, ow), f, name="max_pool2d")
+
+
+def avg_pool2d_te(x, *, node: ir.AvgPool2d, out: ir.TensorSpec):
+    """Window sum / PyTorch's divisor: the window clipped to input+padding (count_include_pad) or input."""
+    rh, rw, at, (oh, ow) = _pool_geometry(x, out, node.kernel, node.stride, node.padding, (1, 1))
+    zero = tirx.const(0.0, x.dtype)
+    h_in, w_in = int(x.shape[2]), int(x.shape[3])
+    (kh, kw), (sh, sw), (t, l, b, r) = node.kernel, node.stride, node.padding
+
+    def f(n, c, i, j):
+        hh, ww, inside = at(i, j)
+        v = tirx.if_then_else(inside, x[n, c, hh, ww], zero)
+        return te.sum(v, axis=[rh, rw])
+
+    s = te.compute((x.shape[0], x.shape[1], oh, ow), f, name="window_sum")
+
+    def div(i, j):
+        h0, w0 = i * sh - t, j * sw - l
+        h1, w1 = tirx.min(h0 + kh, h_in + b), tirx.min(w0 + kw, w_in + r)
+        if not node.count_include_pad:
+            h0, w0 = tirx.max(h0, 0), tirx.max(w0, 0)
+            h1, w1 = tirx.min(h1, h_in), tirx.min(w1, w_in)
+        return ((h1 - h0) * (w1 - w0)).astype(x.dtype)
+
+    return te.compute(s.shape, lambda n, c, i, j: s[n, c, i, j] / div(i, j), name="avg_pool2d")
+
+
+def adaptive_avg_pool2d_te(x, *, node: ir.AdaptiveAvgPool2d):
+    """Window i spans [floor(i*H/oh), ceil((i+1)*H/oh)), as in PyTorch."""
+    (oh, ow), h_in, w_in = node.output_size, int(x.shape[2]), int(x.shape[3])
+    # window bounds are compile-time numbers; the largest window fixes the reduction extent
+    hs = [((i * h_in) // oh, -(-((i + 1) * h_in) // oh)) for i in range(oh)]
+    ws = [((j * w_in) // ow, -(-((j + 1) * w_in) // ow)) for j in range(ow)]
+    kh, kw = max(e - s for s, e in hs), max(e - s for s, e in ws)
+    rh = te.reduce_axis((0, kh), name="rh")
+    rw = te.reduce_axis((0, kw), name="rw")
+    zero = tirx.const(0.0, x.dtype)
+
+    def start(i, n_in, n_out):
+        return tirx.floordiv(i * n_in, n_out)
+
+    def end(i, n_in, n_out):
+        return tirx.floordiv((i + 1) * n_in + n_out - 1, n_out)
+
+    def f(n, c, i, j):
+        h0, w0 = start(i, h_in, oh), start(j, w_in, ow)
+        h1, w1 = end(i, h_in, oh), end(j, w_in, ow)
+        inside = tirx.all(h0 + rh < h1, w0 + rw < w1)
+        return te.sum(tirx.if_then_else(inside, x[n, c, h0 + rh, w0 + rw], zero), axis=[rh, rw])
+
+    s = te.compute((x.shape[0], x.shape[1], oh, ow), f, name="window_sum")
+
+    def mean(n, c, i, j):
+        cnt = (end(i, h_in, oh) - start(i, h_in, oh)) * (end(j, w_in, ow) - start(j, w_in, ow))
+        return s[n, c, i, j] / cnt.astype(x.dtype)
+
+    return te.compute(s.shape, mean, name="adaptive_avg_pool2d")
+
+
+def reshape_te(x, *, shape: tuple):
+    """Row-major reshape keeping axis 0 (the batch, possibly symbolic)."""
+    in_dims = [int(d) for d in x.shape[1:]]
+    out_dims = [int(d) for d in shape]
+
+    def f(n, *j):
+        flat = _i64(0)
+        for d, idx in zip(out_dims, j):
+            flat = flat * d + idx
+        src = []
+        for d in reversed(in_dims):
+            src.append(tirx.floormod(flat, d))
+            flat = tirx.floordiv(flat, d)
+        return x[(n,) + tuple(reversed(src))]
+
+    return te.compute((x.shape[0],) + tuple(_i64(d) for d in out_dims), f, name="reshape")
+
+
+def softmax_te(x, *, axis: int):
+    return topi.nn.softmax(x, axis)
+
+
+# ---- the graph walk ---------------------------------------------------------------------------------
+
+SUPPORTED = ("conv2d", "linear", "batch_norm", "relu", "clip", "sigmoid", "tanh", "max_pool2d",
+             "avg_pool2d", "adaptive_avg_pool2d", "flatten", "reshape", "add", "concat", "softmax")
+
+
+@dataclass(frozen=True)
+class Lowered:
+    """The Relax module plus what the build needs to name kernels after nodes."""
+
+    mod: "tvm.IRModule"
+    param_names: tuple[str, ...]  # order of the trailing arguments of main
+    primfunc_to_node: dict[str, str]  # PrimFunc name -> IR node name
+    packed: tuple[str, ...] = ()  # params that transform_params packs, in its output order
+
+
+def _emit(bb, node: ir.Node, args: list, out: ir.TensorSpec, hint: str, packed_weight: bool = False):
+    # emit_te converts keyword arguments to TVM objects, so Python-side settings go in via partial.
+    # The node attribute keeps BlockBuilder from merging structurally equal PrimFuncs of two nodes.
+    def e(fn, *a, **kw):
+        return bb.emit_te(partial(fn, **kw), *a, primfunc_name_hint=hint,
+                          primfunc_attrs={NODE_ATTR: node.name})
+    match node:
+        case ir.Conv2d() if packed_weight:  # weights packed by transform_params
+            return e(conv2d_packed_te, *args, node=node, out=out)
+        case ir.Conv2d():
+            return e(conv2d_te, *args, node=node)
+        case ir.Linear():
+            return e(linear_te, *args)
+        case ir.BatchNorm():
+            return e(batch_norm_te, *args, eps=node.eps)
+        case ir.Relu():
+            return e(topi.nn.relu, args[0])
+        case ir.Clip():
+            return e(topi.clip, args[0], node.lo, node.hi)
+        case ir.Sigmoid():
+            return e(topi.sigmoid, args[0])
+        case ir.Tanh():
+            return e(topi.tanh, args[0])
+        case ir.MaxPool2d():
+            return e(max_pool2d_te, args[0], node=node, out=out)
+        case ir.AvgPool2d():
+            return e(avg_pool2d_te, args[0], node=node, out=out)
+        case ir.AdaptiveAvgPool2d():
+            return e(adaptive_avg_pool2d_te, args[0], node=node)
+        case ir.Flatten() | ir.Reshape():
+            return e(reshape_te, args[0], shape=out.shape[1:])
+        case ir.Add():
+            return e(topi.add, args[0], args[1])
+        case ir.Concat():
+            return e(lambda *xs: topi.concatenate(xs, node.axis), *args)
+        case ir.Softmax():
+            return e(softmax_te, args[0], axis=node.axis)
+    raise InternalError(f"tvm lowering has no rule for op {node.op!r} (node {node.name!r})")
+
+
+def _tensor_type(spec: ir.TensorSpec, batch) -> "relax.TensorType":
+    return relax.TensorType([batch if d is None else d for d in spec.shape], spec.dtype)
+
+
+def lower_graph(graph: ir.Graph, lanes: int | None = None) -> Lowered:
+    """Build the Relax IRModule for ``graph`` (validated first; unsupported ops reported together).
+
+    With ``lanes`` set, convolutions that suit it read weights packed for vectors of ``lanes``
+    output channels. The packing is a separate function, so it runs once per set of parameters:
+
+    - ``transform_params(<params>) -> (<packed weights>)``
+    - ``main_run(<inputs>, <params>, <packed weights>) -> (<outputs>)``
+    - ``main(<inputs>, <params>)`` = ``main_run(inputs, params, *transform_params(params))``
+
+    Without packing only ``main`` exists.
+    """
+    specs = graph.infer_specs()
+    bad = sorted({f"{n.op} ({n.name!r})" for n in graph.nodes if n.op not in SUPPORTED})
+    if bad:
+        raise UnsupportedOpError(f"the TVM backend cannot compile {', '.join(bad)}; supported ops: "
+                                 f"{', '.join(SUPPORTED)}. Lower these nodes with a pass first, or "
+                                 "use a backend that has them")
+    batch = tirx.Var("n", "int64")
+    param_names = tuple(sorted(graph.params))
+    packing = {n.name for n in graph.nodes if isinstance(n, ir.Conv2d) and n.inputs[1] in graph.params
+               and packs_weight(n, specs[n.inputs[1]].shape, lanes)}
+    owner = {n.inputs[1]: n.name for n in graph.nodes if n.name in packing}
+    packed = tuple(sorted(owner))
+
+    def var(name: str, ty) -> "relax.Var":
+        return relax.Var(sanitize(name), ty)
+
+    inputs = [var(name, _tensor_type(spec, batch)) for name, spec in graph.inputs]
+    bb = relax.BlockBuilder()
+
+    if packed:
+        params = [var(name, _tensor_type(specs[name], batch)) for name in param_names]
+        with bb.function("transform_params", params):
+            with bb.dataflow():
+                by_name = dict(zip(param_names, params))
+                outs = [bb.emit_te(partial(pack_weight_te, lanes=lanes), by_name[p],
+                                   primfunc_name_hint=sanitize(owner[p]) + "__pack",
+                                   primfunc_attrs={NODE_ATTR: owner[p]}) for p in packed]
+                out = bb.emit_output(relax.Tuple(outs))
+            bb.emit_func_output(out)
+        transform = bb.get().get_global_var("transform_params")
+        packed_ty = [relax.TensorType(_pack_shape(specs[p].shape, lanes), specs[p].dtype) for p in packed]
+
+    params = [var(name, _tensor_type(specs[name], batch)) for name in param_names]
+    packs = [var(p + "__packed", ty) for p, ty in zip(packed, packed_ty)] if packed else []
+    env: dict[str, relax.Expr] = dict(zip([n for n, _ in graph.inputs], inputs))
+    env.update(zip(param_names, params))
+    packed_env = dict(zip(packed, packs))
+    with bb.function("main_run" if packed else "main", inputs + params + packs):
+        with bb.dataflow():
+            for node in graph.nodes:
+                args = [env[i] for i in node.inputs]
+                if node.name in packing:  # this conv reads its weight in packed form
+                    args[1] = packed_env[node.inputs[1]]
+                env[node.output] = _emit(bb, node, args, specs[node.output], sanitize(node.name),
+                                         node.name in packing)
+            out = bb.emit_output(relax.Tuple([env[o] for o in graph.outputs]))
+        bb.emit_func_output(out)
+
+    if packed:
+        run = bb.get().get_global_var("main_run")
+        inputs2 = [var(name, _tensor_type(spec, batch)) for name, spec in graph.inputs]
+        params2 = [var(name, _tensor_type(specs[name], batch)) for name in param_names]
+        with bb.function("main", inputs2 + params2):
+            t = bb.emit(relax.Call(transform, params2))
+            ps = [bb.emit(relax.TupleGetItem(t, i)) for i in range(len(packed))]
+            out = bb.emit(relax.Call(run, inputs2 + params2 + ps))
+            bb.emit_func_output(out)
+    mod = bb.get()
+    return Lowered(mod, param_names, primfunc_nodes(mod), packed)
+
+
+def _pack_shape(shape: tuple, lanes: int) -> tuple:
+    o, i, kh, kw = shape
+    return (o // lanes, i, kh, kw, lanes)
+
+
+def primfunc_nodes(mod) -> dict[str, str]:
+    """PrimFunc name -> the IR node it was emitted for (from the NODE_ATTR attribute)."""
+    return {gv.name_hint: str(f.attrs[NODE_ATTR]) for gv, f in mod.functions.items()
+            if isinstance(f, tirx.PrimFunc) and f.attrs is not None and NODE_ATTR in f.attrs}
