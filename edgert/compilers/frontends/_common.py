@@ -83,7 +83,8 @@ def reshape_node(name: str, x: str, out: str, in_shape: tuple, out_shape: tuple)
     if tuple(out_shape) == tuple(in_shape):
         return None
     k = len(out_shape) - 1
-    if k >= 1 and tuple(out_shape[:k]) == tuple(in_shape[:k]) and out_shape[k] == math.prod(in_shape[k:]):
+    if 1 <= k < len(in_shape) and tuple(out_shape[:k]) == tuple(in_shape[:k]) \
+            and out_shape[k] == math.prod(in_shape[k:]):
         return ir.Flatten(name=name, inputs=(x,), output=out, start_dim=k)
     return ir.Reshape(name=name, inputs=(x,), output=out, shape=tuple(out_shape[1:]))
 
