@@ -3,10 +3,13 @@
 TVM 0.27's CPU pipeline leaves TE loops as written: one thread, no register blocking, so a 3x3
 convolution runs at about 1 GMAC/s. This pass applies a few hand-written s_tir schedules:
 
-- convolution (``conv2d_nchw`` / ``group_conv2d_nchw`` blocks): tile output channels by ``ocb`` and
-  output columns by ``vw``, keep the ``ocb x vw`` accumulators in a local buffer (registers), move the
-  reduction outside the vector loop, inline the fused epilogue (bias, BN, activation) into the
-  write-back, and run (batch, channel block, row) in parallel;
+- convolution with packed weights (``conv2d_packed``, see tvm_lower): a register tile of up to 12
+  output columns x one vector of output channels; each input value is broadcast and multiplied by
+  a contiguous vector of weights; (batch, channel block, row) run in parallel;
+- other convolutions (``conv2d_nchw`` / ``group_conv2d_nchw``: depthwise, odd channel counts): a
+  tile of a few output channels x a vector of output columns, weights broadcast;
+- both keep the tile in registers, move the reduction outside the vector loop and inline the fused
+  epilogue (bias, batch norm, activation) into the tile's write-back;
 - dense (``matmul`` block, ``y = x @ w.T``): split the contiguous K axis into vector lanes, rfactor
   the lanes into a vector of partial sums, parallel over output features;
 - everything else: inline elementwise chains, parallelize the outer data-parallel loops, and
@@ -28,15 +31,14 @@ from tvm import s_tir, tirx  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-_OVERRIDE = None
 CONV_BLOCKS = ("conv2d_nchw", "group_conv2d_nchw")  # topi's names; weights broadcast
 PACKED_CONV_BLOCKS = ("conv2d_packed",)  # tvm_lower.conv2d_packed_te; weights packed per lanes
 DENSE_BLOCKS = ("matmul",)
-PARALLEL_MIN_WORK = 1 << 14
+PARALLEL_MIN_WORK = 1 << 14  # below this many loop iterations a thread hand-off costs more than it saves
 # Scope of register tiles. TVM 0.27's LowerTVMBuiltin turns every "local" buffer on CPU into a
 # TVMBackendAllocWorkspace heap call (only small "global" buffers become stack allocas), and LLVM
 # then cannot keep the tile in registers: a 3x3 conv ran 2.5-3x slower. Compacted "global" works.
-TILE_SCOPE = "global"  # below this many multiply-adds a thread hand-off costs more than it saves
+TILE_SCOPE = "global"
 
 
 def lanes_for(target) -> int:
@@ -156,8 +158,6 @@ def _schedule_conv_ow(sch, conv, lanes: int) -> None:
         vw = lanes  # a ragged last tile: correct, but TVM cannot vectorize it
     regs = -(-vw // lanes)
     ocb = next(b for b in (8, 4, 2, 1) if n_oc % b == 0 and b * regs <= 8)
-    if _OVERRIDE:
-        ocb, vw = _OVERRIDE
     oc_o, oc_i = sch.split(oc, [None, ocb])
     ow_o, ow_i = sch.split(ow, [None, vw])
     sch.reorder(n, oc_o, oh, ow_o, rc, ry, rx, oc_i, ow_i)

@@ -27,10 +27,13 @@ HOST = {"kind": "llvm", "mtriple": "x86_64-linux-gnu"}
 TOL = dict(rtol=1e-5, atol=1e-5)
 
 
-@pytest.fixture(autouse=True)
-def strict_schedules(monkeypatch):
-    """A schedule that fails must fail the test, not silently fall back to slow loops."""
-    monkeypatch.setenv("EDGERT_TVM_STRICT_SCHEDULE", "1")
+@pytest.fixture(autouse=True, scope="module")
+def strict_schedules():
+    """A schedule that fails must fail the test, not silently fall back to slow loops (module scope,
+    so it is in place before the module-scoped builds below)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGERT_TVM_STRICT_SCHEDULE", "1")
+        yield
 
 
 def _w(rng, *shape, fan_in=None):
@@ -67,6 +70,7 @@ def conv_graph() -> ir.Graph:
         "wb": _w(rng, 8, 1, 3, 3), "bb": _w(rng, 8, fan_in=1),
         "wc": _w(rng, 16, 4, 2, 3),
         "wd": _w(rng, 5, 3, 1, 1), "bd": _w(rng, 5, fan_in=1),
+        "we": _w(rng, 8, 3, 3, 3), "wf": _w(rng, 3, 1, 1, 3),
         "g": (1 + 0.2 * rng.standard_normal(8)).astype(np.float32),
         "beta": (0.2 * rng.standard_normal(8)).astype(np.float32),
         "mean": (0.5 * rng.standard_normal(8)).astype(np.float32),
@@ -86,9 +90,12 @@ def conv_graph() -> ir.Graph:
         # 1x1 with an odd channel count (not packed), anisotropic stride
         ir.Conv2d(name="conv.d", inputs=("x", "wd", "bd"), output="d", stride=(2, 1)),
         ir.Tanh(name="tanh", inputs=("d",), output="d_t"),
+        # output widths no tile size divides: 39 (packed weights), 37 (depthwise)
+        ir.Conv2d(name="conv.e", inputs=("w", "we"), output="e", padding=(1, 1, 1, 3)),
+        ir.Conv2d(name="conv.f", inputs=("w", "wf"), output="f", padding=(0, 1, 0, 1), groups=3),
     )
-    return ir.Graph(inputs=(("x", ir.TensorSpec((None, 3, 11, 13))),), nodes=nodes,
-                    outputs=("c_s", "d_t", "a_r"), params=p).validate()
+    return ir.Graph(inputs=(("x", ir.TensorSpec((None, 3, 11, 13))), ("w", ir.TensorSpec((None, 3, 4, 37)))),
+                    nodes=nodes, outputs=("c_s", "d_t", "a_r", "e", "f"), params=p).validate()
 
 
 def pool_graph() -> ir.Graph:
@@ -233,8 +240,11 @@ def test_kernel_map_names_nodes_and_profile_uses_it(conv_build):
     fused = [k for k, nodes in b.kernels.items() if len(nodes) > 1]
     assert fused and all(k.startswith("fused_") for k in fused)
     assert ["conv.a", "bn", "relu"] in b.kernels.values()  # conv -> bn -> relu is one kernel
-    prof = _runner(b, g).profile([np.zeros((2, 3, 11, 13), np.float32)], repeat=3)
-    assert prof and all(k in b.kernels and t > 0 for k, t in prof)
+    # weight packing kernels (run by transform_params at set_params time, never profiled)
+    assert {k for k in b.kernels if k.endswith("__pack")} == {"conv_a__pack", "conv_c__pack", "conv_e__pack"}
+    prof = _runner(b, g).profile([np.zeros((2, 3, 11, 13), np.float32), np.zeros((2, 3, 4, 37), np.float32)],
+                                 repeat=3)
+    assert prof and all(k in b.kernels and not k.endswith("__pack") and t > 0 for k, t in prof)
     covered = {n for k, _ in prof for n in b.kernels[k]}
     assert covered == names  # every node's work is inside some profiled kernel
 
