@@ -1,21 +1,28 @@
 """TVM backend: ir.Graph -> shared library (Relax VM executable) with per-kernel node attribution.
 
-The library's ``main(<graph inputs>, <params in sorted order>)`` returns a tuple of the graph outputs;
-``edgert.runtime.tvm_runner.TvmRunner`` loads and runs it without torch.
+The library's ``main(<graph inputs>, <params in sorted order>)`` returns a tuple of the graph outputs.
+When convolution weights are packed for vector code (the default pipeline on CPU) it also exports
+``transform_params(<params>) -> (<packed weights>)`` and ``main_run(<inputs>, <params>, <packed>)``,
+so a runner packs once per parameter set; ``main`` stays callable and does both.
+``edgert.runtime.tvm_runner.TvmRunner`` loads and runs the library without torch.
 
-Kernel naming: every IR node becomes a PrimFunc named after the node (``sanitize(node.name)``). FuseOps
-then merges chains such as conv2d -> batch_norm -> relu into one kernel named
+Kernel naming: every IR node becomes a PrimFunc named after the node (``sanitize(node.name)``: any
+character outside [A-Za-z0-9_] becomes "_", so "layer1.0.conv1" -> "layer1_0_conv1"; a clash gets a
+numeric suffix). FuseOps then merges chains such as conv2d -> batch_norm -> relu into one kernel named
 ``fused_<k1>_<k2>_...`` from the member PrimFunc names; unfused kernels keep the node's name. Nodes
-that become free views (a reshape rewritten by RewriteDataflowReshape) have no kernel. The exact
-kernel -> nodes mapping is read off the module after fusion and returned by ``compile_graph``.
+that become free views (a flatten rewritten by RewriteDataflowReshape) have no kernel. Weight packing
+kernels are ``<node>__pack`` and run in transform_params, not per inference. The exact
+kernel -> nodes mapping is read off the module after fusion (never parsed from names) and returned
+by ``compile_graph`` as ``TvmBuild.kernels``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from edgert import ir
 from edgert._tvm import import_tvm
@@ -36,9 +43,9 @@ class TvmBuild:
     library: bytes  # a shared object; load with TvmRunner
     param_names: tuple[str, ...]  # the order TvmRunner expects the parameter arrays in
     kernels: dict[str, list[str]]  # kernel (PrimFunc symbol) -> IR node names it computes
+    packed_params: tuple[str, ...] = ()  # weights transform_params packs ("<node>__pack" kernels)
     compile_seconds: float = 0.0
     pipeline: str = "fused+schedule"
-    source_ir: str = field(default="", repr=False)  # the Relax module after fusion, for debugging
 
 
 def _target(target: dict) -> "tvm.target.Target":
@@ -93,6 +100,10 @@ def compile_graph(graph: ir.Graph, target: dict, *, cross_compiler: str | None =
     """
     t0 = time.perf_counter()
     tgt = _target(target)
+    if cross_compiler and shutil.which(cross_compiler) is None:
+        raise TargetError(f"cross compiler {cross_compiler!r} is not on PATH; install it (Debian/Ubuntu: "
+                          "`apt-get install g++-aarch64-linux-gnu` provides aarch64-linux-gnu-g++) or "
+                          "set the target's cross compiler to one that is installed")
     low = lower_graph(graph, lanes_for(tgt) if pipeline == "fused+schedule" else None)
     fuse, cleanup, after = _relax_passes(pipeline, tgt)
     with tgt:
@@ -110,7 +121,6 @@ def compile_graph(graph: ir.Graph, target: dict, *, cross_compiler: str | None =
                     raise InternalError(f"TVM kernel {gv.name_hint!r} calls PrimFuncs {parts} that "
                                         "were not emitted for any IR node")
                 kernels[gv.name_hint] = nodes
-        source_ir = mod.script(show_meta=False) if os.environ.get("EDGERT_KEEP_IR") else ""
         mod = tvm.transform.Sequential(after)(mod)
     ex = tvm.compile(mod, target=tgt, relax_pipeline=None)
     with tempfile.TemporaryDirectory(prefix="edgert-tvm-") as d:
@@ -121,7 +131,7 @@ def compile_graph(graph: ir.Graph, target: dict, *, cross_compiler: str | None =
             ex.export_library(path)
         with open(path, "rb") as f:
             library = f.read()
-    return TvmBuild(library, low.param_names, kernels, time.perf_counter() - t0, pipeline, source_ir)
+    return TvmBuild(library, low.param_names, kernels, low.packed, time.perf_counter() - t0, pipeline)
 
 
 def build(graph: ir.Graph, target: dict, cross_compiler: str | None = None) -> bytes:
