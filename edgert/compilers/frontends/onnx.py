@@ -205,14 +205,19 @@ class OnnxImporter:
                 self.consts[name] = np.asarray(value)
 
     def _shape_op(self, node: onnx.NodeProto) -> None:
+        """Shape arithmetic; a result without the symbolic batch N is an ordinary constant."""
         a = node_attrs(node)
         if node.op_type == "Shape":
             shape = self.specs[self.act(node.input[0])].shape
             vec = np.array([N if d is None else d for d in shape], dtype=object)
-            self.shapes[node.output[0]] = vec[a.get("start", 0):a.get("end", len(vec))]
-            return
-        args = [self.shapes[i] if i in self.shapes else self.consts.get(i) for i in node.input]
-        self.shapes[node.output[0]] = SHAPE_OPS[node.op_type](self, args, a)
+            vec = vec[a.get("start", 0):a.get("end", len(vec))]
+        else:
+            args = [self.shapes[i] if i in self.shapes else self.consts.get(i) for i in node.input]
+            vec = SHAPE_OPS[node.op_type](self, args, a)
+        if any(d is N for d in np.asarray(vec).ravel()):
+            self.shapes[node.output[0]] = vec
+        else:
+            self.consts[node.output[0]] = np.asarray(vec).astype(np.int64)
 
     def _outputs(self) -> list[str]:
         names = []

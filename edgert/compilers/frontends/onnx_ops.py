@@ -27,6 +27,7 @@ N = _Batch()
 
 
 def node_attrs(node: onnx.NodeProto) -> dict[str, Any]:
+    """A node's attributes as Python values (strings decoded)."""
     out = {}
     for a in node.attribute:
         v = helper.get_attribute_value(a)
@@ -166,7 +167,7 @@ def _matmul(c: OnnxImporter, node: onnx.NodeProto) -> None:
     if b.ndim != 2:
         raise Unsupported(f"the constant operand has shape {b.shape}; only 2-D weights are supported")
     inputs = (c.act(node.input[0]), c.param(node.input[1] + ":T", clean(node.input[1]) + ".T",
-                                              np.ascontiguousarray(b.T)))
+                                            np.ascontiguousarray(b.T)))
     users = c.consumers.get(node.output[0], [])
     if len(users) == 1 and users[0].op_type == "Add" and all(o.name != node.output[0] for o in c.graph.output):
         add = users[0]
@@ -187,7 +188,7 @@ def _batch_norm(c: OnnxImporter, node: onnx.NodeProto) -> None:
     for i, what in zip(node.input[1:], ("scale", "bias", "mean", "var")):
         c.const(i, what)
     c.emit(ir.BatchNorm, node, (c.act(node.input[0]),) + tuple(c.value(i) for i in node.input[1:5]),
-            eps=float(a.get("epsilon", 1e-5)))
+           eps=float(a.get("epsilon", 1e-5)))
 
 
 def _unary(cls: type[ir.Node]) -> Callable[[OnnxImporter, onnx.NodeProto], None]:
@@ -238,12 +239,12 @@ def _pool(c: OnnxImporter, node: onnx.NodeProto) -> None:
         if any(c.used(o) for o in node.output[1:]):
             raise Unsupported("the Indices output is not supported")
         c.emit(ir.MaxPool2d, node, x, kernel=kernel, stride=stride, padding=pads, dilation=dilation,
-                ceil_mode=bool(a.get("ceil_mode", 0)))
+               ceil_mode=bool(a.get("ceil_mode", 0)))
         return
     if dilation != (1, 1):
         raise Unsupported(f"dilations {dilation} in average pooling are not supported")
     c.emit(ir.AvgPool2d, node, x, kernel=kernel, stride=stride, padding=pads,
-            ceil_mode=bool(a.get("ceil_mode", 0)), count_include_pad=bool(a.get("count_include_pad", 0)))
+           ceil_mode=bool(a.get("ceil_mode", 0)), count_include_pad=bool(a.get("count_include_pad", 0)))
 
 
 def _global_pool(c: OnnxImporter, node: onnx.NodeProto) -> None:

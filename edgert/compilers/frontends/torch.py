@@ -186,7 +186,7 @@ class TorchImporter:
                               "exactly one input tensor")
         self.problems.raise_if_any([target_name(t).rsplit(".", 1)[0] for t in CONVERTERS], _FIX)
         graph = rename_outputs(ir.Graph(inputs=(("input", self.input_spec),), nodes=tuple(self.nodes),
-                                         outputs=tuple(outputs), params=self.params))
+                                        outputs=tuple(outputs), params=self.params))
         self._check_shapes(graph, outputs)
         return graph
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
@@ -19,6 +18,7 @@ aten = torch.ops.aten
 
 
 def target_name(target: Any) -> str:
+    """'aten.conv2d.default' for an aten overload, else the callable's name."""
     return str(target) if isinstance(target, torch._ops.OpOverload) else getattr(target, "__name__", str(target))
 
 
@@ -61,7 +61,7 @@ def _conv(c: TorchImporter, n: fx.Node) -> None:
         padding = (total[0] // 2, total[1] // 2, total[0] - total[0] // 2, total[1] - total[1] // 2)
     inputs = (c.value(a["input"]), c.value(a["weight"])) + ((c.value(a["bias"]),) if a["bias"] is not None else ())
     c.emit(ir.Conv2d, n, inputs, stride=_two(a["stride"]),
-            padding=padding if len(padding) == 4 else _two(padding), dilation=dilation, groups=int(a["groups"]))
+           padding=padding if len(padding) == 4 else _two(padding), dilation=dilation, groups=int(a["groups"]))
 
 
 def _linear(c: TorchImporter, n: fx.Node) -> None:
@@ -73,12 +73,11 @@ def _linear(c: TorchImporter, n: fx.Node) -> None:
 
 def _transposed(c: TorchImporter, a: fx.Node) -> str:
     """A constant [K, O] matrix as the parameter [O, K] that Linear wants (the source's name if it was W.T)."""
-    w = c.const(a, "matrix multiplied with")
+    w = c.const(a, "second matrix operand")
     if w.dim() != 2:
         raise Unsupported(f"the constant operand has shape {tuple(w.shape)}; only 2-D weights are supported")
-    label = c.labels[a.name]
-    label = re.sub(r"\.(permute|t|transpose)$", "", label) if label.rsplit(".", 1)[-1] in (
-        "permute", "t", "transpose") else f"{label}.T"
+    base, _, last = c.labels[a.name].rpartition(".")
+    label = base if base and last in ("permute", "t", "transpose") else f"{c.labels[a.name]}.T"
     return c.param(a.name + ".T", label, w.T.contiguous())
 
 
@@ -135,19 +134,18 @@ def _clamp(c: TorchImporter, n: fx.Node) -> None:
     a = _args(n)
     lo, hi = a.get("min"), a.get("max")
     c.emit(ir.Clip, n, (c.value(a["self"]),), lo=-FLOAT32_MAX if lo is None else float(lo),
-            hi=FLOAT32_MAX if hi is None else float(hi))
+           hi=FLOAT32_MAX if hi is None else float(hi))
 
 
 def _max_pool(c: TorchImporter, n: fx.Node) -> None:
     a = _args(n)
     kernel = _two(a["kernel_size"])
-    out = c.emit(ir.MaxPool2d, n, (c.value(a["self"]),), out=c.values(n.name), kernel=kernel,
-                  stride=_two(a["stride"]) if a["stride"] else kernel, padding=_two(a["padding"]),
-                  dilation=_two(a["dilation"]), ceil_mode=bool(a["ceil_mode"]))
-    if n.target == aten.max_pool2d_with_indices.default:
-        c.tuples[n.name] = (out, None)
+    attrs = dict(kernel=kernel, stride=_two(a["stride"]) if a["stride"] else kernel, padding=_two(a["padding"]),
+                 dilation=_two(a["dilation"]), ceil_mode=bool(a["ceil_mode"]))
+    if n.target == aten.max_pool2d_with_indices.default:  # (values, indices): only values are supported
+        c.tuples[n.name] = (c.emit(ir.MaxPool2d, n, (c.value(a["self"]),), out=c.values(n.name), **attrs), None)
     else:
-        c.acts[n.name] = out
+        c.emit(ir.MaxPool2d, n, (c.value(a["self"]),), **attrs)
 
 
 def _avg_pool(c: TorchImporter, n: fx.Node) -> None:
@@ -156,8 +154,8 @@ def _avg_pool(c: TorchImporter, n: fx.Node) -> None:
         raise Unsupported(f"divisor_override={a['divisor_override']} is not supported")
     kernel = _two(a["kernel_size"])
     c.emit(ir.AvgPool2d, n, (c.value(a["self"]),), kernel=kernel,
-            stride=_two(a["stride"]) if a["stride"] else kernel, padding=_two(a["padding"]),
-            ceil_mode=bool(a["ceil_mode"]), count_include_pad=bool(a["count_include_pad"]))
+           stride=_two(a["stride"]) if a["stride"] else kernel, padding=_two(a["padding"]),
+           ceil_mode=bool(a["ceil_mode"]), count_include_pad=bool(a["count_include_pad"]))
 
 
 def _adaptive_avg_pool(c: TorchImporter, n: fx.Node) -> None:
@@ -176,7 +174,7 @@ def _mean(c: TorchImporter, n: fx.Node) -> None:
         c.emit(ir.AdaptiveAvgPool2d, n, (c.value(a["self"]),), output_size=(1, 1))
         return
     pooled = c.emit(ir.AdaptiveAvgPool2d, n, (c.value(a["self"]),), out=c.out(n, "_pool"), suffix="_pool",
-                     output_size=(1, 1))
+                    output_size=(1, 1))
     c.emit(ir.Flatten, n, (pooled,), start_dim=1)
 
 

@@ -54,13 +54,13 @@ def test_other_exporter_settings_match_torch(name, kwargs, tmp_path):
 
 # ---- hand-built graphs, checked against onnxruntime ----
 
-def _model(nodes, inits, in_shape, out_name="y", opset=18) -> onnx.ModelProto:
+def _model(nodes, inits, in_shape, opset=18, out_shape=None) -> onnx.ModelProto:
     rng = np.random.default_rng(0)
     tensors = [numpy_helper.from_array(v if isinstance(v, np.ndarray) else
                                        (0.3 * rng.standard_normal(v)).astype(np.float32), k)
                for k, v in inits.items()]
     graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, in_shape)],
-                              [helper.make_tensor_value_info(out_name, TensorProto.FLOAT, None)], tensors)
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, out_shape)], tensors)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
     model.ir_version = 8
     return onnx.shape_inference.infer_shapes(model, strict_mode=True)  # fills in the output's shape
@@ -212,3 +212,21 @@ def test_bad_files_give_edgert_errors(tmp_path, content, expected):
 def test_wrong_argument_type_is_an_edgert_error():
     with pytest.raises(EdgertError, match="path of an .onnx file or an onnx.ModelProto"):
         from_onnx(42)
+
+
+def test_shape_arithmetic_keeps_the_batch_symbolic_and_folds_the_rest():
+    """y = x.reshape(N, C * H * W) computed the long way: Shape, Gather, Mul, Unsqueeze, Concat."""
+    nodes = [
+        helper.make_node("Shape", ["x"], ["shape"]),
+        helper.make_node("Gather", ["shape", "zero"], ["n"], axis=0),
+        helper.make_node("Slice", ["shape", "one", "four"], ["chw"]),
+        helper.make_node("ReduceProd", ["chw"], ["features"], keepdims=1),
+        helper.make_node("Unsqueeze", ["n", "zero_axes"], ["n1"]),
+        helper.make_node("Concat", ["n1", "features"], ["target"], axis=0),
+        helper.make_node("Reshape", ["x", "target"], ["flat"]),
+        helper.make_node("Relu", ["flat"], ["y"]),
+    ]
+    inits = {"zero": np.array(0), "one": np.array([1]), "four": np.array([4]), "zero_axes": np.array([0])}
+    model = _model(nodes, inits, ["N", 3, 2, 2], opset=13, out_shape=["N", 12])
+    graph = assert_matches_onnxruntime(model, (3, 2, 2))
+    assert [n.op for n in graph.nodes] == ["flatten", "relu"]
