@@ -12,8 +12,8 @@ The TE definitions below follow PyTorch exactly, including its ceil_mode and avg
 from __future__ import annotations
 
 import re
-from functools import partial
 from dataclasses import dataclass
+from functools import partial
 
 from edgert import ir
 from edgert._tvm import import_tvm

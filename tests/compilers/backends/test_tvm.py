@@ -19,7 +19,7 @@ import pytest
 
 from edgert import ir
 from edgert.compilers.backends.tvm import compile_graph
-from edgert.errors import InputError, UnsupportedOpError
+from edgert.errors import InputError, TargetError, UnsupportedOpError
 from edgert.ops.reference import run_graph_ref
 from edgert.runtime.tvm_runner import TvmRunner
 
@@ -266,6 +266,12 @@ def test_unsupported_ops_are_reported_together():
                         Mystery(name="m2", inputs=("a",), output="b")), outputs=("b",))
     with pytest.raises(UnsupportedOpError, match=r"mystery \('m1'\), mystery \('m2'\)"):
         compile_graph(g, HOST)
+
+
+def test_missing_cross_compiler_is_a_target_error(dense_build):
+    g, _ = dense_build
+    with pytest.raises(TargetError, match="not on PATH"):
+        compile_graph(g, {"kind": "llvm", "mtriple": "aarch64-linux-gnu"}, cross_compiler="no-such-g++")
 
 
 # ---- the device side never loads torch -------------------------------------------------------------
