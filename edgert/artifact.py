@@ -1,8 +1,12 @@
-"""The .edgert bundle: one zip file with a manifest, parameters (.npz) and the compiled library.
+"""The .edgert bundle: one zip file with a manifest, parameters (.npz) and compiled libraries.
 
 Reading verifies before it trusts: the manifest's own SHA-256 (``manifest.sha256``), the SHA-256 of
-every other member, and the schema version. Nothing is unpickled and no code runs while reading; the
-library is only loaded later by the runtime, after its checksum matched.
+every other member, and the schema version. Nothing is unpickled and no code runs while reading;
+libraries are only loaded later by the runtime, after their checksums matched.
+
+The manifest's ``stages`` list says how the runtime executes the graph: each stage is either a TVM
+library (``lib/stageN.so``: a subgraph's inputs, outputs and parameters) or one node run by a kernel
+backend such as Numba. An artifact for a board without code generation has no stages (estimate only).
 """
 
 from __future__ import annotations
@@ -29,7 +33,6 @@ SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
 MANIFEST_SUM = "manifest.sha256"
 PARAMS = "params.npz"
-LIBRARY = "lib.so"
 
 
 def _sha256(data: bytes) -> str:
@@ -44,15 +47,16 @@ def _npz_bytes(arrays: Mapping[str, np.ndarray]) -> bytes:
 
 @dataclass(frozen=True)
 class Artifact:
-    """A compiled model for one target: manifest, parameter arrays and (optionally) a library."""
+    """A compiled model for one target: manifest, parameter arrays and compiled libraries by member name."""
 
     manifest: dict[str, Any]
     params: dict[str, np.ndarray]
-    library: bytes | None
+    libraries: dict[str, bytes]
 
     @staticmethod
-    def create(graph: ir.Graph, target: dict[str, Any], library: bytes | None,
-               backends: Mapping[str, str], extra: Mapping[str, Any] | None = None) -> "Artifact":
+    def create(graph: ir.Graph, target: dict[str, Any], stages: list[dict[str, Any]],
+               libraries: Mapping[str, bytes], backends: Mapping[str, str],
+               extra: Mapping[str, Any] | None = None) -> "Artifact":
         """Assemble an artifact; ``target`` is the target's name, arch and tvm dict."""
         specs = graph.infer_specs()
         manifest = {
@@ -66,10 +70,15 @@ class Artifact:
             "param_order": sorted(graph.params),
             "inputs": [{"name": n, **s.to_json()} for n, s in graph.inputs],
             "outputs": [{"name": o, **specs[o].to_json()} for o in graph.outputs],
-            "library": LIBRARY if library is not None else None,
+            "stages": list(stages),
             **(extra or {}),
         }
-        return Artifact(manifest, dict(graph.params), library)
+        return Artifact(manifest, dict(graph.params), dict(libraries))
+
+    @property
+    def runnable(self) -> bool:
+        """False for estimate-only artifacts (a board edgert cannot generate code for)."""
+        return bool(self.manifest["stages"])
 
     @property
     def graph(self) -> ir.Graph:
@@ -82,9 +91,7 @@ class Artifact:
     def save(self, path: str | Path) -> Path:
         """Write atomically: a temporary file beside ``path``, fsync, then rename."""
         path = Path(path)
-        members = {PARAMS: _npz_bytes(self.params)}
-        if self.library is not None:
-            members[LIBRARY] = self.library
+        members = {PARAMS: _npz_bytes(self.params), **self.libraries}
         manifest = dict(self.manifest, members={k: _sha256(v) for k, v in members.items()})
         manifest_bytes = json.dumps(manifest, indent=1, sort_keys=True).encode()
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -153,8 +160,13 @@ class Artifact:
                                             "manifest; the file was modified, compile it again")
         with np.load(io.BytesIO(data[PARAMS]), allow_pickle=False) as npz:
             params = {k: npz[k] for k in npz.files}
-        lib_name = manifest.get("library")
-        library = data.get(lib_name) if lib_name else None
-        if lib_name and library is None:
-            raise ArtifactTruncatedError(f"{path}: the library {lib_name!r} is missing")
-        return Artifact(manifest, params, library)
+        libraries = {}
+        for stage in manifest.get("stages", []):
+            lib = stage.get("library")
+            if lib is None:
+                continue
+            if lib not in data or lib not in manifest.get("members", {}):
+                raise ArtifactTruncatedError(f"{path}: the library {lib!r} is missing; copy or compile "
+                                             "the artifact again")
+            libraries[lib] = data[lib]
+        return Artifact(manifest, params, libraries)

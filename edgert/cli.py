@@ -49,7 +49,9 @@ def compile(
         art = compile_model(model, example, target, fold_bn=not keep_bn,
                             progress=lambda msg: status.update(msg))
         art.save(out)
-    lib = "no library (estimate only)" if art.library is None else f"library {len(art.library) / 1e3:.0f} kB"
+    size = sum(len(b) for b in art.libraries.values())
+    lib = (f"{len(art.manifest['stages'])} stages, libraries {size / 1e3:.0f} kB" if art.runnable
+           else "no compiled code (estimate only)")
     console.print(f"wrote [bold]{out}[/] for {art.target_name}: {len(art.manifest['graph']['nodes'])} nodes, "
                   f"{lib}, in {time.perf_counter() - t0:.1f} s")
 

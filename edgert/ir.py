@@ -110,6 +110,9 @@ class Node:
 
     op: ClassVar[str] = ""
     n_inputs: ClassVar[tuple[int, ...]] = (1,)  # allowed input counts
+    family: ClassVar[str] = "float"  # edgert.ops.<family> holds its kernels and reference rules
+    backends: ClassVar[tuple[str, ...]] = ("tvm",)  # who can run it, preferred first
+    stateful: ClassVar[bool] = False  # keeps state across Engine.step calls (spiking neurons)
     name: str
     inputs: tuple[str, ...]
     output: str
@@ -439,7 +442,24 @@ def register_op(cls: type[Node]) -> type[Node]:
     return cls
 
 
+# Op families that live in their own modules; imported when an artifact names one of their ops.
+FAMILY_MODULES = ("edgert.ops.binary", "edgert.ops.shift", "edgert.ops.spiking")
+
+
+def _import_families() -> None:
+    import importlib
+
+    for mod in FAMILY_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name != mod:  # the family exists but something it needs is missing
+                raise
+
+
 def node_from_json(d: Mapping) -> Node:
+    if d["op"] not in OPS:
+        _import_families()
     cls = OPS.get(d["op"])
     if cls is None:
         raise IRValidationError(f"unknown op kind {d['op']!r} in node {d.get('name')!r}; "

@@ -16,7 +16,9 @@ def _artifact() -> Artifact:
                  nodes=(ir.Linear(name="l", inputs=("x", "w", "b"), output="y"),),
                  outputs=("y",),
                  params={"w": np.arange(12, dtype=np.float32).reshape(3, 4), "b": np.ones(3, np.float32)})
-    return Artifact.create(g, TARGET, b"\x7fELF not really a library", {"l": "tvm"})
+    stage = {"backend": "tvm", "nodes": ["l"], "inputs": ["x"], "outputs": ["y"], "library": "lib/stage0.so",
+             "params": ["b", "w"]}
+    return Artifact.create(g, TARGET, [stage], {"lib/stage0.so": b"\x7fELF not really a library"}, {"l": "tvm"})
 
 
 def _rewrite(src, dst, change):
@@ -30,7 +32,7 @@ def test_round_trip_keeps_graph_params_and_library(tmp_path):
     art = _artifact()
     again = Artifact.read(art.save(tmp_path / "m.edgert"))
     assert again.graph == art.graph
-    assert again.library == art.library
+    assert again.libraries == art.libraries
     assert again.manifest["members"]["params.npz"] == _sha256(
         zipfile.ZipFile(tmp_path / "m.edgert").read("params.npz"))
 
@@ -52,8 +54,8 @@ def test_truncated_file(tmp_path, keep):
 
 def test_tampered_member(tmp_path):
     path = _artifact().save(tmp_path / "m.edgert")
-    _rewrite(path, tmp_path / "t.edgert", lambda n, b: b + b"!" if n == "lib.so" else b)
-    with pytest.raises(ArtifactTamperedError, match="'lib.so' does not match its SHA-256"):
+    _rewrite(path, tmp_path / "t.edgert", lambda n, b: b + b"!" if n == "lib/stage0.so" else b)
+    with pytest.raises(ArtifactTamperedError, match="'lib/stage0.so' does not match its SHA-256"):
         Artifact.read(tmp_path / "t.edgert")
 
 

@@ -9,9 +9,13 @@ import numpy as np
 
 from edgert import ir
 from edgert.artifact import Artifact
+from edgert.compilers.backends.tvm import compile_graph
+from edgert.compilers.partition import choose_backends, partition
 from edgert.compilers.passes import fold_batchnorm, remove_dead_nodes
 from edgert.errors import EdgertError, InternalError
 from edgert.targets import Target, load_target
+
+BACKENDS = ("tvm", "numba")  # what this edgert can compile for; node classes state their preference
 
 
 def import_model(model: Any, example_input: Any = None) -> ir.Graph:
@@ -49,15 +53,31 @@ def compile_model(model: Any, example_input: Any = None, target: str | Target = 
         example_input = example_input.astype(np.float32, copy=False)
     say("importing model")
     graph = optimize(import_model(model, example_input), fold_bn)
-    library, extra = None, {}
+    return build_artifact(graph, tgt, say)
+
+
+def build_artifact(graph: ir.Graph, target: str | Target = "x86-host",
+                   progress: Callable[[str], None] | None = None) -> Artifact:
+    """Choose a backend per node, partition into stages, build each TVM stage, bundle the artifact."""
+    say = progress or (lambda msg: None)
+    tgt = target if isinstance(target, Target) else load_target(target)
+    backends = choose_backends(graph, BACKENDS)
+    stages, libraries = [], {}
     if tgt.has_codegen:
-        say(f"building for {tgt.name} with TVM")
-        from edgert.compilers.backends.tvm import compile_graph
-        built = compile_graph(graph, tgt.tvm, cross_compiler=tgt.cross_compiler)
-        if list(built.param_names) != sorted(graph.params):
-            raise InternalError(f"TVM library takes parameters in order {built.param_names}, "
-                                "the artifact stores them sorted by name")
-        library, extra = built.library, {"kernels": built.kernels}
-    backends = {n.name: "tvm" for n in graph.nodes}
+        specs = graph.infer_specs()
+        for i, stage in enumerate(partition(graph, backends)):
+            entry = {"backend": stage.backend, "nodes": [n.name for n in stage.nodes],
+                     "inputs": list(stage.inputs), "outputs": list(stage.outputs)}
+            if stage.backend == "tvm":
+                say(f"building stage {i} ({len(stage.nodes)} nodes) for {tgt.name} with TVM")
+                sub = stage.subgraph(graph, specs)
+                built = compile_graph(sub, tgt.tvm, cross_compiler=tgt.cross_compiler)
+                if list(built.param_names) != sorted(sub.params):
+                    raise InternalError(f"TVM library takes parameters in order {built.param_names}, "
+                                        "the artifact expects them sorted by name")
+                lib = f"lib/stage{i}.so"
+                libraries[lib] = built.library
+                entry.update(library=lib, params=list(built.param_names), kernels=built.kernels)
+            stages.append(entry)
     info = {"name": tgt.name, "arch": tgt.arch, "tvm": tgt.tvm}
-    return Artifact.create(graph, info, library, backends, extra)
+    return Artifact.create(graph, info, stages, libraries, backends)

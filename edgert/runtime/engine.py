@@ -12,11 +12,39 @@ from edgert import ir
 from edgert.artifact import Artifact
 from edgert.errors import ArtifactSchemaError, ArtifactTargetError, InputError
 
-BACKENDS = ("tvm",)
+BACKENDS = ("tvm", "numba")
+
+
+class _TvmStage:
+    """One TVM library computing a subgraph: named inputs in, named outputs out."""
+
+    def __init__(self, entry: dict, artifact: Artifact):
+        from edgert.runtime.tvm_runner import TvmRunner  # imports tvm: keep it off `import edgert`
+
+        self.entry = entry
+        self.inputs, self.outputs, self.params = entry["inputs"], entry["outputs"], entry["params"]
+        self.runner = TvmRunner(artifact.libraries[entry["library"]],
+                                [artifact.params[k] for k in self.params])
+
+    def __call__(self, env: dict[str, np.ndarray]) -> None:
+        env.update(zip(self.outputs, self.runner.run([env[i] for i in self.inputs])))
+
+
+class _KernelStage:
+    """One node run by a kernel backend (Numba), with its own state across steps."""
+
+    def __init__(self, node: ir.Node, params: dict[str, np.ndarray]):
+        from edgert.runtime.kernels import kernel_for
+
+        self.node, self.fn, self.params, self.state = node, kernel_for(node), params, {}
+
+    def __call__(self, env: dict[str, np.ndarray]) -> None:
+        args = [env[i] if i in env else self.params[i] for i in self.node.inputs]
+        env[self.node.output] = self.fn(self.node, args, self.state)
 
 
 class Engine:
-    """A loaded artifact, ready to run; one Engine per stream of inputs."""
+    """A loaded artifact, ready to run; one Engine per stream of inputs (it holds spiking state)."""
 
     def __init__(self, artifact: Artifact, expect_target: str | None = None):
         self.artifact = artifact
@@ -25,14 +53,14 @@ class Engine:
         if expect_target is not None and target["name"] != expect_target:
             raise ArtifactTargetError(f"artifact was compiled for target {target['name']!r}, not "
                                       f"{expect_target!r}; recompile with --target {expect_target}")
-        unknown = sorted({b for b in m["backends"].values() if b not in BACKENDS})
+        unknown = sorted({s["backend"] for s in m["stages"] if s["backend"] not in BACKENDS})
         if unknown:
             raise ArtifactSchemaError(f"artifact uses backends {unknown} that this edgert does not have "
                                       f"(it has {list(BACKENDS)}); upgrade edgert on this device")
-        if artifact.library is None:
+        if not artifact.runnable:
             raise ArtifactTargetError(
-                f"artifact for target {target['name']!r} holds no library (an estimate-only artifact); "
-                "it can be profiled with `edgert profile` but not run")
+                f"artifact for target {target['name']!r} holds no compiled code (an estimate-only "
+                "artifact); it can be profiled with `edgert profile` but not run")
         if target.get("arch") != platform.machine():
             raise ArtifactTargetError(
                 f"artifact was compiled for target {target['name']!r} ({target.get('arch')}), but this "
@@ -40,9 +68,12 @@ class Engine:
                 "for this machine (`edgert targets` lists them)")
         self.inputs = [(i["name"], ir.TensorSpec.from_json(i)) for i in m["inputs"]]
         self.outputs = [(o["name"], ir.TensorSpec.from_json(o)) for o in m["outputs"]]
-        self.param_order: list[str] = list(m["param_order"])
-        from edgert.runtime.tvm_runner import TvmRunner  # imports tvm: keep it off `import edgert`
-        self._runner = TvmRunner(artifact.library, [artifact.params[k] for k in self.param_order])
+        graph = artifact.graph
+        nodes = {n.name: n for n in graph.nodes}
+        self.stateful = any(n.stateful for n in graph.nodes)
+        self._stages: list = [
+            _TvmStage(s, artifact) if s["backend"] == "tvm" else _KernelStage(nodes[s["nodes"][0]], artifact.params)
+            for s in m["stages"]]
 
     @property
     def params(self) -> dict[str, np.ndarray]:
@@ -77,10 +108,42 @@ class Engine:
             out.append(np.ascontiguousarray(x))
         return out
 
-    def run(self, *xs: np.ndarray) -> np.ndarray | list[np.ndarray]:
-        """Run one batch; returns the output array, or a list when the model has several outputs."""
-        ys = self._runner.run(self._check(xs))
+    def _forward(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+        env = dict(zip((n for n, _ in self.inputs), xs))
+        for stage in self._stages:
+            stage(env)
+        return [env[n] for n, _ in self.outputs]
+
+    @staticmethod
+    def _single(ys: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
         return ys[0] if len(ys) == 1 else ys
+
+    def run(self, *xs: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        """Run one batch; returns the output array, or a list when the model has several outputs.
+
+        A stateful (spiking) model takes inputs shaped [T, batch, ...]: it is reset, stepped through
+        the T time steps, and the outputs of every step are stacked along a new first axis.
+        """
+        if not self.stateful:
+            return self._single(self._forward(self._check(xs)))
+        if any(not isinstance(x, np.ndarray) or x.ndim == 0 for x in xs):
+            raise InputError("a spiking model takes numpy arrays shaped [T, batch, ...]")
+        steps = {x.shape[0] for x in xs}
+        if len(steps) != 1:
+            raise InputError(f"inputs disagree on the number of time steps: {sorted(steps)}")
+        self.reset()
+        per_step = [self._forward(self._check([x[t] for x in xs])) for t in range(steps.pop())]
+        return self._single([np.stack([ys[k] for ys in per_step]) for k in range(len(self.outputs))])
+
+    def step(self, *xs: np.ndarray) -> np.ndarray | list[np.ndarray]:
+        """Advance a stateful model by one time step (inputs shaped [batch, ...]); keeps state."""
+        return self._single(self._forward(self._check(xs)))
+
+    def reset(self) -> None:
+        """Forget the state of stateful nodes (membranes, synaptic currents)."""
+        for stage in self._stages:
+            if isinstance(stage, _KernelStage):
+                stage.state.clear()
 
     def set_params(self, params: dict[str, np.ndarray]) -> None:
         """Replace some parameters (same shapes and dtypes), e.g. after an adaptation step."""
@@ -90,12 +153,47 @@ class Engine:
                 raise InputError(f"parameter {k!r}: expected {new.get(k, np.empty(0)).shape} "
                                  f"{new.get(k, np.empty(0)).dtype}, got {v.shape} {v.dtype}")
             new[k] = v
-        self._runner.set_params([new[k] for k in self.param_order])
-        self.artifact = Artifact(self.artifact.manifest, new, self.artifact.library)
+        for stage in self._stages:
+            if isinstance(stage, _TvmStage) and any(k in params for k in stage.params):
+                stage.runner.set_params([new[k] for k in stage.params])
+            elif isinstance(stage, _KernelStage):
+                stage.params = new
+        self.artifact = Artifact(self.artifact.manifest, new, self.artifact.libraries)
 
     def profile(self, *xs: np.ndarray, repeat: int = 20) -> list[tuple[str, float]]:
-        """Per-kernel measured seconds (median over ``repeat`` runs) on this machine."""
-        return self._runner.profile(self._check(xs), repeat)
+        """Measured seconds per kernel on this machine (median of ``repeat``), in execution order.
+
+        TVM kernels are timed alone by TVM's time evaluator; a kernel-backend node is timed as one
+        call of its kernel (state is saved and restored around the timing).
+        """
+        import statistics
+        import time
+
+        env = dict(zip((n for n, _ in self.inputs), self._check(xs)))
+        out: list[tuple[str, float]] = []
+        for stage in self._stages:
+            if isinstance(stage, _TvmStage):
+                out += stage.runner.profile([env[i] for i in stage.inputs], repeat)
+                stage(env)
+            else:
+                saved = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in stage.state.items()}
+                times = []
+                for _ in range(repeat):
+                    stage.state = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in saved.items()}
+                    t0 = time.perf_counter()
+                    stage(env)
+                    times.append(time.perf_counter() - t0)
+                stage.state = saved
+                stage(env)
+                out.append((stage.node.name, statistics.median(times)))
+        return out
+
+    def kernel_nodes(self) -> dict[str, list[str]]:
+        """Kernel name -> the IR nodes it computes (for attributing profile times)."""
+        out: dict[str, list[str]] = {}
+        for s in self.artifact.manifest["stages"]:
+            out.update(s.get("kernels", {}) if s["backend"] == "tvm" else {s["nodes"][0]: s["nodes"]})
+        return out
 
 
 def load(path: str | Path, expect_target: str | None = None) -> Engine:

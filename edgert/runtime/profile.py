@@ -100,7 +100,7 @@ def profile_artifact(path, batch: int = 1, repeat: int = 50, seed: int = 0) -> d
           for _, spec in engine.inputs]
     costs = node_costs(engine.artifact, batch)
     kernel_times = engine.profile(*xs, repeat=repeat)
-    kernels = engine.artifact.manifest.get("kernels", {})
+    kernels = engine.kernel_nodes()
     costs = attribute_latency(costs, kernel_times, kernels)
     in_kernels = {n for nodes in kernels.values() for n in nodes}
     costs = [c if c.name in in_kernels else NodeCost(**{**asdict(c), "latency_label": "no kernel (a view)"})
@@ -116,7 +116,7 @@ def profile_artifact(path, batch: int = 1, repeat: int = 50, seed: int = 0) -> d
         "target": engine.artifact.target_name,
         "batch": batch,
         "nodes": [c.to_json() for c in costs],
-        "kernels": [{"kernel": k, "seconds": s, "nodes": engine.artifact.manifest.get("kernels", {}).get(k, [])}
+        "kernels": [{"kernel": k, "seconds": s, "nodes": kernels.get(k, [])}
                     for k, s in kernel_times],
         "total": {"macs": sum(c.macs for c in costs), "other_ops": sum(c.other_ops for c in costs),
                   "param_bytes": sum(c.param_bytes for c in costs),

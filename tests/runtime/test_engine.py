@@ -10,7 +10,7 @@ import pytest
 import edgert
 from edgert import ir
 from edgert.artifact import Artifact
-from edgert.compilers.compile import compile_model
+from edgert.compilers.compile import build_artifact, compile_model
 from edgert.errors import ArtifactTargetError, InputError
 from edgert.ops.reference import run_graph_ref
 from edgert.runtime.engine import Engine
@@ -30,14 +30,7 @@ def _graph() -> ir.Graph:
 
 @pytest.fixture(scope="module")
 def artifact_path(tmp_path_factory):
-    from edgert.compilers.backends.tvm import build
-    from edgert.targets import load_target
-
-    t = load_target("x86-host")
-    g = _graph()
-    art = Artifact.create(g, {"name": t.name, "arch": t.arch, "tvm": t.tvm}, build(g, t.tvm),
-                          {n.name: "tvm" for n in g.nodes})
-    return art.save(tmp_path_factory.mktemp("art") / "m.edgert")
+    return build_artifact(_graph(), "x86-host").save(tmp_path_factory.mktemp("art") / "m.edgert")
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +84,7 @@ def test_wrong_number_of_inputs(engine):
 def test_artifact_for_another_machine_is_refused(artifact_path, tmp_path):
     art = Artifact.read(artifact_path)
     other = Artifact({**art.manifest, "target": {"name": "rpi4", "arch": "aarch64", "tvm": {}}},
-                     art.params, art.library).save(tmp_path / "rpi4.edgert")
+                     art.params, art.libraries).save(tmp_path / "rpi4.edgert")
     with pytest.raises(ArtifactTargetError, match="compiled for target 'rpi4' \\(aarch64\\).*recompile"):
         edgert.load(other)
     with pytest.raises(ArtifactTargetError, match="not 'x86-host'"):
@@ -100,8 +93,8 @@ def test_artifact_for_another_machine_is_refused(artifact_path, tmp_path):
 
 def test_estimate_only_artifact_cannot_run(artifact_path):
     art = Artifact.read(artifact_path)
-    with pytest.raises(ArtifactTargetError, match="holds no library"):
-        Engine(Artifact(art.manifest, art.params, None))
+    with pytest.raises(ArtifactTargetError, match="holds no compiled code"):
+        Engine(Artifact({**art.manifest, "stages": []}, art.params, {}))
 
 
 def test_runtime_never_imports_torch(artifact_path):

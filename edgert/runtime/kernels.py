@@ -1,0 +1,36 @@
+"""Kernel-backend ops the runtime runs node by node (Numba kernels), looked up by op kind.
+
+A family module (``edgert.ops.<family>``) registers ``fn(node, args, state) -> output`` for each of
+its ops with ``register_kernel``; ``state`` is a dict the Engine keeps per node across ``step`` calls
+and clears on ``reset``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Callable
+
+import numpy as np
+
+from edgert import ir
+from edgert.errors import ArtifactSchemaError
+
+Kernel = Callable[[ir.Node, list[np.ndarray], dict], np.ndarray]
+KERNELS: dict[str, Kernel] = {}
+
+
+def register_kernel(op: str) -> Callable[[Kernel], Kernel]:
+    def add(fn: Kernel) -> Kernel:
+        KERNELS[op] = fn
+        return fn
+    return add
+
+
+def kernel_for(node: ir.Node) -> Kernel:
+    """The registered kernel for ``node``'s op, importing its family module on first use."""
+    if node.op not in KERNELS:
+        importlib.import_module(f"edgert.ops.{node.family}")
+    if node.op not in KERNELS:
+        raise ArtifactSchemaError(f"this edgert has no kernel for op {node.op!r} (node {node.name!r}); "
+                                  "upgrade edgert on this device")
+    return KERNELS[node.op]
