@@ -6,6 +6,7 @@ backend. Clarity over speed: this is for tests and for checking compiled artifac
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable, Mapping
 
 import numpy as np
@@ -139,12 +140,26 @@ def _eval(node: ir.Node, args: list[np.ndarray], out: ir.TensorSpec) -> np.ndarr
     raise InternalError(f"run_graph_ref has no rule for op {node.op!r}")
 
 
-# Later op families (binary, shift, spiking) add their reference rules here by op name.
-EXTRA_RULES: dict[str, Callable[[ir.Node, list[np.ndarray], ir.TensorSpec], np.ndarray]] = {}
+# Op families (binary, shift, spiking) register their reference rules here by op name, from their
+# own module edgert.ops.<family>: fn(node, args, out_spec, state) -> output, where ``state`` is a
+# dict kept per node across time steps (empty for stateless ops).
+Rule = Callable[[ir.Node, list[np.ndarray], ir.TensorSpec, dict], np.ndarray]
+EXTRA_RULES: dict[str, Rule] = {}
 
 
-def run_graph_ref(graph: ir.Graph, feeds: Mapping[str, np.ndarray]) -> list[np.ndarray]:
-    """Execute ``graph`` on ``feeds`` (graph input name -> array) and return its outputs in order."""
+def _rule(node: ir.Node) -> Rule:
+    if node.op not in EXTRA_RULES and node.family != "float":
+        importlib.import_module(f"edgert.ops.{node.family}")
+    return EXTRA_RULES.get(node.op) or (lambda n, args, spec, state: _eval(n, args, spec))
+
+
+def run_graph_ref(graph: ir.Graph, feeds: Mapping[str, np.ndarray],
+                  state: dict[str, dict] | None = None) -> list[np.ndarray]:
+    """Execute ``graph`` on ``feeds`` (graph input name -> array) and return its outputs in order.
+
+    For a stateful graph this is one time step; pass the same ``state`` dict to every step.
+    """
+    state = {} if state is None else state
     specs = graph.infer_specs()
     env: dict[str, np.ndarray] = dict(graph.params)
     for name, spec in graph.inputs:
@@ -153,7 +168,14 @@ def run_graph_ref(graph: ir.Graph, feeds: Mapping[str, np.ndarray]) -> list[np.n
         env[name] = np.asarray(feeds[name], dtype=spec.dtype)
     for node in graph.nodes:
         args = [env[i] for i in node.inputs]
-        rule = EXTRA_RULES.get(node.op, _eval)
-        y = rule(node, args, specs[node.output])
+        y = _rule(node)(node, args, specs[node.output], state.setdefault(node.name, {}))
         env[node.output] = np.asarray(y).astype(specs[node.output].dtype, copy=False)
     return [env[o] for o in graph.outputs]
+
+
+def run_steps_ref(graph: ir.Graph, xs: Mapping[str, np.ndarray]) -> list[np.ndarray]:
+    """Run a stateful graph over inputs shaped [T, batch, ...] from a fresh state; stack each output."""
+    state: dict[str, dict] = {}
+    steps = len(next(iter(xs.values())))
+    outs = [run_graph_ref(graph, {k: v[t] for k, v in xs.items()}, state) for t in range(steps)]
+    return [np.stack([o[k] for o in outs]) for k in range(len(graph.outputs))]

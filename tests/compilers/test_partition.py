@@ -41,7 +41,7 @@ def _accumulate(node, args, state):
     return state["sum"].copy()
 
 
-EXTRA_RULES["test_negate"] = lambda node, args, spec: -args[0]
+EXTRA_RULES["test_negate"] = lambda node, args, spec, state: -args[0]
 RNG = np.random.default_rng(0)
 
 
