@@ -1,0 +1,6 @@
+"""Training-side layers (torch only; the device runtime never imports this package)."""
+
+from edgert.nn.binary import (BinaryActivation, BinaryConv2d, BinaryLinear, binary_conv2d, binary_linear,
+                              ste_sign)
+
+__all__ = ["BinaryActivation", "BinaryConv2d", "BinaryLinear", "binary_conv2d", "binary_linear", "ste_sign"]
