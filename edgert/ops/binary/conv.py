@@ -1,0 +1,246 @@
+"""Binary conv and dense: XNOR-popcount Numba kernels and the NumPy references beside them.
+
+The Numba conv reads packed activations directly (no im2col): the input is copied once into a buffer
+with a border of 0 words (+1, "one" padding); for ``pad_mode="zero"`` the border taps' contribution
+sum(+1 * w) is subtracted again per border pixel (LCE's cached correction, here exact for both outputs).
+The inner loop blocks 4 output pixels per loaded weight word.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from edgert.ops.binary.bits import popcount, unpack_last_ref
+
+
+# ---- NumPy references ----
+
+def _pm1(packed: np.ndarray, channels: int, groups: int = 1) -> np.ndarray:
+    """Packed signs -> int64 array of +-1 over the last axis."""
+    return 1 - 2 * unpack_last_ref(packed, channels, groups).astype(np.int64)
+
+
+def binary_conv_dot_ref(x: np.ndarray, w: np.ndarray, in_channels: int, stride, padding, pad_mode: str,
+                        groups: int) -> np.ndarray:
+    """Integer dot products [N, O, oh, ow] of the +-1 input (packed [N, H, W, words]) and weights."""
+    xs = _pm1(x, in_channels, groups).transpose(0, 3, 1, 2)  # N C H W
+    o, kh, kw, _ = w.shape
+    cg = in_channels // groups
+    ws = _pm1(w, cg).transpose(0, 3, 1, 2)  # O Cg kh kw
+    t, l, b, r = padding
+    xp = np.pad(xs, ((0, 0), (0, 0), (t, b), (l, r)), constant_values=1 if pad_mode == "one" else 0)
+    oh = (xp.shape[2] - kh) // stride[0] + 1
+    ow = (xp.shape[3] - kw) // stride[1] + 1
+    n = x.shape[0]
+    out = np.zeros((n, o, oh, ow), np.int64)
+    og = o // groups
+    for ky in range(kh):
+        for kx in range(kw):
+            patch = xp[:, :, ky: ky + stride[0] * (oh - 1) + 1: stride[0], kx: kx + stride[1] * (ow - 1) + 1: stride[1]]
+            for g in range(groups):
+                out[:, g * og:(g + 1) * og] += np.einsum(
+                    "nchw,oc->nohw", patch[:, g * cg:(g + 1) * cg], ws[g * og:(g + 1) * og, :, ky, kx])
+    return out
+
+
+def binary_dense_dot_ref(x: np.ndarray, w: np.ndarray, in_features: int) -> np.ndarray:
+    """Integer dot products [N, O] of packed +-1 vectors."""
+    return _pm1(x, in_features) @ _pm1(w, in_features).T
+
+
+def epilogue_ref(dot: np.ndarray, output_kind: str, p0: np.ndarray, p1: np.ndarray, out_groups: int = 1) -> np.ndarray:
+    """dot [N, O, ...] -> float32 dot * scale + bias, or packed bits (dot < threshold) XOR flip."""
+    shape = (1, -1) + (1,) * (dot.ndim - 2)
+    if output_kind == "float":
+        return dot.astype(np.float32) * p0.reshape(shape) + p1.reshape(shape)
+    from edgert.ops.binary.bits import pack_last_ref
+    neg = (dot < p0.reshape(shape)) != p1.reshape(shape).astype(bool)
+    return pack_last_ref(np.moveaxis(neg, 1, -1), out_groups)
+
+
+# ---- Numba kernels ----
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _zero_pad_correction(w, cg, h, wd, oh, ow, sh, sw, t, l):
+    """corr[oy, ox, o]: sum over out-of-bounds taps of the tap's weight sum (+1 input there)."""
+    o_, kh, kw, wpg = w.shape
+    wsum = np.empty((o_, kh, kw), np.int64)
+    for o in range(o_):
+        for ky in range(kh):
+            for kx in range(kw):
+                pc = 0
+                for c in range(wpg):
+                    pc += popcount(w[o, ky, kx, c])
+                wsum[o, ky, kx] = cg - 2 * pc
+    corr = np.zeros((oh, ow, o_), np.int64)
+    for oy in range(oh):
+        for ox in range(ow):
+            for ky in range(kh):
+                iy = oy * sh + ky - t
+                for kx in range(kw):
+                    ix = ox * sw + kx - l
+                    if iy < 0 or iy >= h or ix < 0 or ix >= wd:
+                        for o in range(o_):
+                            corr[oy, ox, o] += wsum[o, ky, kx]
+    return corr
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _conv_kernel(xp, w, groups, sh, sw, oh, ow, k, corr, use_corr, bits_out, p0f, p1f, thr, flip,
+                 out_groups, yf, yb):
+    n_ = xp.shape[0]
+    o_, kh, kw, wpg = w.shape
+    og = o_ // groups
+    ogo = o_ // out_groups
+    wpo = (ogo + 63) // 64
+    if bits_out:
+        yb[:] = 0
+    for n in range(n_):
+        for oy in range(oh):
+            iy0 = oy * sh
+            for ox0 in range(0, ow, 4):
+                p1 = min(ox0 + 1, ow - 1)
+                p2 = min(ox0 + 2, ow - 1)
+                p3 = min(ox0 + 3, ow - 1)
+                for o in range(o_):
+                    base = (o // og) * wpg
+                    a0 = 0
+                    a1 = 0
+                    a2 = 0
+                    a3 = 0
+                    for ky in range(kh):
+                        iy = iy0 + ky
+                        for kx in range(kw):
+                            i0 = ox0 * sw + kx
+                            i1 = p1 * sw + kx
+                            i2 = p2 * sw + kx
+                            i3 = p3 * sw + kx
+                            for c in range(wpg):
+                                wv = w[o, ky, kx, c]
+                                a0 += popcount(xp[n, iy, i0, base + c] ^ wv)
+                                a1 += popcount(xp[n, iy, i1, base + c] ^ wv)
+                                a2 += popcount(xp[n, iy, i2, base + c] ^ wv)
+                                a3 += popcount(xp[n, iy, i3, base + c] ^ wv)
+                    for j in range(4):
+                        ox = ox0 + j
+                        if ox >= ow:
+                            break
+                        a = a0 if j == 0 else (a1 if j == 1 else (a2 if j == 2 else a3))
+                        dot = k - 2 * np.int64(a)
+                        if use_corr:
+                            dot -= corr[oy, ox, o]
+                        if bits_out:
+                            if (dot < thr[o]) != (flip[o] != 0):
+                                word = (o // ogo) * wpo + (o % ogo) // 64
+                                yb[n, oy, ox, word] |= np.uint64(1) << np.uint64((o % ogo) % 64)
+                        else:
+                            yf[n, o, oy, ox] = np.float32(dot) * p0f[o] + p1f[o]
+
+
+def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, padding, pad_mode: str, groups: int,
+                  output_kind: str, p0: np.ndarray, p1: np.ndarray, out_groups: int = 1) -> np.ndarray:
+    """Binary conv on packed input [N, H, W, words]: float32 NCHW or packed bits [N, oh, ow, words]."""
+    n, h, wd, nw = x.shape
+    o, kh, kw, wpg = w.shape
+    t, l, b, r = padding
+    xp = np.zeros((n, h + t + b, wd + l + r, nw), np.uint64)
+    xp[:, t:t + h, l:l + wd] = x
+    oh = (h + t + b - kh) // stride[0] + 1
+    ow = (wd + l + r - kw) // stride[1] + 1
+    cg = in_channels // groups
+    use_corr = pad_mode == "zero" and any(padding)
+    corr = (_zero_pad_correction(w, cg, h, wd, oh, ow, stride[0], stride[1], t, l) if use_corr
+            else np.zeros((1, 1, 1), np.int64))
+    f32, i32, u8 = np.zeros(1, np.float32), np.zeros(1, np.int32), np.zeros(1, np.uint8)
+    bits = output_kind == "bits"
+    if bits:
+        yb = np.empty((n, oh, ow, out_groups * -(-(o // out_groups) // 64)), np.uint64)
+        yf = np.zeros((1, 1, 1, 1), np.float32)
+        _conv_kernel(xp, w, groups, stride[0], stride[1], oh, ow, kh * kw * cg, corr, use_corr, True,
+                     f32, f32, p0.astype(np.int32), p1.astype(np.uint8), out_groups, yf, yb)
+        return yb
+    yf = np.empty((n, o, oh, ow), np.float32)
+    _conv_kernel(xp, w, groups, stride[0], stride[1], oh, ow, kh * kw * cg, corr, use_corr, False,
+                 p0.astype(np.float32), p1.astype(np.float32), i32, u8, 1, yf, np.zeros((1, 1, 1, 1), np.uint64))
+    return yf
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _dense_kernel(x, w, k, bits_out, p0f, p1f, thr, flip, yf, yb):
+    n_, nw = x.shape
+    o_ = w.shape[0]
+    if bits_out:
+        yb[:] = 0
+    for n in range(n_):
+        for o in range(o_):
+            a = 0
+            for c in range(nw):
+                a += popcount(x[n, c] ^ w[o, c])
+            dot = k - 2 * np.int64(a)
+            if bits_out:
+                if (dot < thr[o]) != (flip[o] != 0):
+                    yb[n, o // 64] |= np.uint64(1) << np.uint64(o % 64)
+            else:
+                yf[n, o] = np.float32(dot) * p0f[o] + p1f[o]
+
+
+def binary_dense(x: np.ndarray, w: np.ndarray, in_features: int, output_kind: str, p0: np.ndarray,
+                 p1: np.ndarray) -> np.ndarray:
+    """Binary dense on packed input [N, words]: float32 [N, O] or packed bits [N, words(O)]."""
+    n, o = x.shape[0], w.shape[0]
+    f32, i32, u8 = np.zeros(1, np.float32), np.zeros(1, np.int32), np.zeros(1, np.uint8)
+    if output_kind == "bits":
+        yb = np.empty((n, -(-o // 64)), np.uint64)
+        _dense_kernel(x, w, in_features, True, f32, f32, p0.astype(np.int32), p1.astype(np.uint8),
+                      np.zeros((1, 1), np.float32), yb)
+        return yb
+    yf = np.empty((n, o), np.float32)
+    _dense_kernel(x, w, in_features, False, p0.astype(np.float32), p1.astype(np.float32), i32, u8, yf,
+                  np.zeros((1, 1), np.uint64))
+    return yf
+
+
+# ---- max-pool on packed bits ----
+
+def binary_max_pool_ref(x: np.ndarray, kernel, stride, padding) -> np.ndarray:
+    """AND of the in-bounds words of each window (a -1 survives only if all are -1)."""
+    n, h, wd, nw = x.shape
+    t, l, b, r = padding
+    oh = (h + t + b - kernel[0]) // stride[0] + 1
+    ow = (wd + l + r - kernel[1]) // stride[1] + 1
+    out = np.empty((n, oh, ow, nw), np.uint64)
+    for i in range(oh):
+        for j in range(ow):
+            y0, x0 = max(i * stride[0] - t, 0), max(j * stride[1] - l, 0)
+            y1, x1 = min(i * stride[0] - t + kernel[0], h), min(j * stride[1] - l + kernel[1], wd)
+            out[:, i, j] = np.bitwise_and.reduce(x[:, y0:y1, x0:x1].reshape(n, -1, nw), axis=1)
+    return out
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _max_pool_kernel(x, kh, kw, sh, sw, t, l, out):
+    n_, h, wd, nw = x.shape
+    _, oh, ow, _ = out.shape
+    for n in range(n_):
+        for i in range(oh):
+            y0, y1 = max(i * sh - t, 0), min(i * sh - t + kh, h)
+            for j in range(ow):
+                x0, x1 = max(j * sw - l, 0), min(j * sw - l + kw, wd)
+                for c in range(nw):
+                    acc = ~np.uint64(0)
+                    for yy in range(y0, y1):
+                        for xx in range(x0, x1):
+                            acc &= x[n, yy, xx, c]
+                    out[n, i, j, c] = acc
+
+
+def binary_max_pool(x: np.ndarray, kernel, stride, padding) -> np.ndarray:
+    """Numba kernel with binary_max_pool_ref's signature and result."""
+    n, h, wd, nw = x.shape
+    t, l, b, r = padding
+    oh = (h + t + b - kernel[0]) // stride[0] + 1
+    ow = (wd + l + r - kernel[1]) // stride[1] + 1
+    out = np.empty((n, oh, ow, nw), np.uint64)
+    _max_pool_kernel(x, kernel[0], kernel[1], stride[0], stride[1], t, l, out)
+    return out

@@ -1,0 +1,88 @@
+"""Hooks the binary family into the runtime (Numba kernels), the NumPy reference and the profiler."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edgert import ir
+from edgert.ops.binary import bits, conv
+from edgert.ops.binary.nodes import BinaryConv2d, BinaryDense, BinaryMaxPool2d, BitPack
+from edgert.ops.reference import EXTRA_RULES
+from edgert.runtime.kernels import register_kernel
+from edgert.runtime.profile import COUNTERS
+
+
+# ---- runtime kernels ----
+
+@register_kernel(BitPack.op)
+def _bitpack(node: BitPack, args, state):
+    return bits.bitpack(args[0], node.groups)
+
+
+@register_kernel(BinaryConv2d.op)
+def _conv(node: BinaryConv2d, args, state):
+    x, w, p0, p1 = args
+    return conv.binary_conv2d(np.ascontiguousarray(x), w, node.in_channels, node.stride, node.padding,
+                              node.pad_mode, node.groups, node.output_kind, p0, p1, node.out_groups)
+
+
+@register_kernel(BinaryDense.op)
+def _dense(node: BinaryDense, args, state):
+    x, w, p0, p1 = args
+    return conv.binary_dense(np.ascontiguousarray(x), w, node.in_features, node.output_kind, p0, p1)
+
+
+@register_kernel(BinaryMaxPool2d.op)
+def _pool(node: BinaryMaxPool2d, args, state):
+    return conv.binary_max_pool(np.ascontiguousarray(args[0]), node.kernel, node.stride, node.padding)
+
+
+# ---- NumPy reference rules ----
+
+def _conv_ref(node: BinaryConv2d, args, spec, state):
+    x, w, p0, p1 = args
+    dot = conv.binary_conv_dot_ref(x, w, node.in_channels, node.stride, node.padding, node.pad_mode, node.groups)
+    return conv.epilogue_ref(dot, node.output_kind, p0, p1, node.out_groups)
+
+
+def _dense_ref(node: BinaryDense, args, spec, state):
+    x, w, p0, p1 = args
+    return conv.epilogue_ref(conv.binary_dense_dot_ref(x, w, node.in_features), node.output_kind, p0, p1)
+
+
+EXTRA_RULES[BitPack.op] = lambda node, args, spec, state: bits.bitpack_ref(args[0], node.groups)
+EXTRA_RULES[BinaryConv2d.op] = _conv_ref
+EXTRA_RULES[BinaryDense.op] = _dense_ref
+EXTRA_RULES[BinaryMaxPool2d.op] = lambda node, args, spec, state: conv.binary_max_pool_ref(
+    args[0], node.kernel, node.stride, node.padding)
+
+
+# ---- profiler counts ----
+
+def _out_values(node, out: ir.TensorSpec, batch: int) -> int:
+    """Output values (channels x positions), whether the output is float or packed."""
+    if node.output_kind == "float":
+        return out.numel(batch)
+    channels = node.out_channels if isinstance(node, BinaryConv2d) else node.out_features
+    return out.numel(batch) // out.shape[-1] * channels
+
+
+def _count_conv(node, ins, out, batch):
+    n = _out_values(node, out, batch)
+    return {"binary_mac": n * node.reduction, "elementwise": n}  # one multiply-add or compare per output
+
+
+def _count_pack(node, ins, out, batch):
+    return {"elementwise": ins[0].numel(batch)}
+
+
+def _count_pool(node, ins, out, batch):
+    return {"elementwise": out.numel(batch) * math.prod(node.kernel)}  # word ANDs
+
+
+COUNTERS[BinaryConv2d.op] = _count_conv
+COUNTERS[BinaryDense.op] = _count_conv
+COUNTERS[BitPack.op] = _count_pack
+COUNTERS[BinaryMaxPool2d.op] = _count_pool
