@@ -11,7 +11,7 @@ from edgert import ir
 from edgert.artifact import Artifact
 from edgert.compilers.backends.tvm import compile_graph
 from edgert.compilers.partition import choose_backends, partition
-from edgert.compilers.passes import fold_batchnorm, remove_dead_nodes
+from edgert.compilers.passes import fold_batchnorm, fuse_linear_leaky, remove_dead_nodes
 from edgert.errors import EdgertError, InternalError
 from edgert.targets import Target, load_target
 
@@ -32,6 +32,9 @@ def import_model(model: Any, example_input: Any = None) -> ir.Graph:
             return from_torch(path, example_input)
         raise EdgertError(f"model file {path}: unknown kind {path.suffix!r}; give a torch.export "
                           "ExportedProgram saved as .pt2 (torch.export.save) or an .onnx file")
+    from edgert.compilers.frontends.snntorch import from_snntorch, is_snntorch_model
+    if is_snntorch_model(model):
+        return from_snntorch(model, example_input)
     from edgert.compilers.frontends.torch import from_torch
     return from_torch(model, example_input)
 
@@ -41,6 +44,7 @@ def optimize(g: ir.Graph, fold_bn: bool = True) -> ir.Graph:
     g = remove_dead_nodes(g.validate())
     if fold_bn:
         g = fold_batchnorm(g)
+    g = fuse_linear_leaky(g)
     return remove_dead_nodes(g).validate()
 
 

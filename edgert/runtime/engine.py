@@ -42,6 +42,24 @@ class _KernelStage:
         args = [env[i] if i in env else self.params[i] for i in self.node.inputs]
         env[self.node.output] = self.fn(self.node, args, self.state)
 
+    def run_sequence(self, env: dict[str, np.ndarray], steps: int) -> None:
+        """All ``steps`` time steps at once; activations in ``env`` are shaped [T, batch, ...]."""
+        from edgert.runtime.kernels import SEQUENCE_KERNELS
+
+        acts = [i in env for i in self.node.inputs]
+        args = [env[i] if a else self.params[i] for i, a in zip(self.node.inputs, acts)]
+        seq = SEQUENCE_KERNELS.get(self.node.op)
+        if seq is not None:
+            y = seq(self.node, args, self.state)
+        elif not self.node.stateful:  # a stateless kernel node: time folds into the batch
+            y = self.fn(self.node, [x.reshape((-1,) + x.shape[2:]) if a else x for x, a in zip(args, acts)],
+                        self.state)
+            y = y.reshape((steps, -1) + y.shape[1:])
+        else:
+            y = np.stack([self.fn(self.node, [x[t] if a else x for x, a in zip(args, acts)], self.state)
+                          for t in range(steps)])
+        env[self.node.output] = y
+
 
 class Engine:
     """A loaded artifact, ready to run; one Engine per stream of inputs (it holds spiking state)."""
@@ -132,8 +150,27 @@ class Engine:
         if len(steps) != 1:
             raise InputError(f"inputs disagree on the number of time steps: {sorted(steps)}")
         self.reset()
+        if all(spec.shape[0] is None for _, spec in self.inputs) and all(x.ndim >= 2 for x in xs):
+            return self._single(self._run_layerwise(xs, steps.pop()))
         per_step = [self._forward(self._check([x[t] for x in xs])) for t in range(steps.pop())]
         return self._single([np.stack([ys[k] for ys in per_step]) for k in range(len(self.outputs))])
+
+    def _run_layerwise(self, xs: Sequence[np.ndarray], steps: int) -> list[np.ndarray]:
+        """Stage by stage over all time steps: state lives inside nodes and stages are in topological
+        order, so this equals stepping; stateless stages see time folded into the batch."""
+        flat = self._check([x.reshape((-1,) + x.shape[2:]) for x in xs])
+        env = {n: x.reshape((steps, -1) + x.shape[1:]) for (n, _), x in zip(self.inputs, flat)}
+        for stage in self._stages:
+            if isinstance(stage, _TvmStage):
+                ys = stage.runner.run([env[i].reshape((-1,) + env[i].shape[2:]) for i in stage.inputs])
+                env.update((o, y.reshape((steps, -1) + y.shape[1:])) for o, y in zip(stage.outputs, ys))
+            else:
+                stage.run_sequence(env, steps)
+        return [env[n] for n, _ in self.outputs]
+
+    def node_state(self) -> dict[str, dict]:
+        """State of each stateful node after the last run or step: arrays (e.g. "mem") and counts."""
+        return {s.node.name: s.state for s in self._stages if isinstance(s, _KernelStage) and s.node.stateful}
 
     def step(self, *xs: np.ndarray) -> np.ndarray | list[np.ndarray]:
         """Advance a stateful model by one time step (inputs shaped [batch, ...]); keeps state."""

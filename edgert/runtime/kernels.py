@@ -26,6 +26,18 @@ def register_kernel(op: str) -> Callable[[Kernel], Kernel]:
     return add
 
 
+# Optional whole-sequence kernels of stateful ops: same signature, activations shaped [T, batch, ...]
+# (parameters as they are). Engine.run uses them to run a spiking model layer by layer over time.
+SEQUENCE_KERNELS: dict[str, Kernel] = {}
+
+
+def register_sequence_kernel(op: str) -> Callable[[Kernel], Kernel]:
+    def add(fn: Kernel) -> Kernel:
+        SEQUENCE_KERNELS[op] = fn
+        return fn
+    return add
+
+
 def kernel_for(node: ir.Node) -> Kernel:
     """The registered kernel for ``node``'s op, importing its family module on first use."""
     if node.op not in KERNELS:

@@ -1,0 +1,226 @@
+"""Numba kernels for the spiking nodes, each with a plain NumPy reference beside it.
+
+Every kernel runs a whole sequence: activations shaped [T, batch, ...], state arrays updated in place
+(a single ``Engine.step`` is a sequence of length one). Arithmetic is float32 in snntorch's order of
+operations, so neuron updates match snntorch bit for bit given the same current; only the synaptic
+sums (Linear, recurrent weights) may differ from torch in their last bit.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from edgert.ops.spiking.nodes import RESET_CODE, Leaky, LinearLeaky, Reset, RLeaky, Synaptic
+
+SUB, ZERO, NONE = 0, 1, 2
+_F = np.float32
+
+# ----------------------------------------------------------------------------------------------
+# NumPy references (the arbiter in tests): one time step, snntorch's formulas written out.
+
+
+def _fire(mem, thr, graded):
+    return (mem > thr).astype(_F) * _F(graded)
+
+
+def _instant(mem, spk, r, thr, node) -> np.ndarray:
+    """snntorch's reset_delay=False branch: reset again at once by (S/g - r)."""
+    if node.reset_delay:
+        return mem
+    d = spk / _F(node.graded) - r
+    if node.instant_reset == Reset.SUBTRACT:
+        return mem - d * thr
+    if node.instant_reset == Reset.ZERO:
+        return mem - d * mem
+    return mem
+
+
+def leaky_step_ref(cur, beta, thr, mem, node: Leaky):
+    """One Leaky step: returns (spikes, new membrane)."""
+    r = (mem > thr).astype(_F)
+    if node.reset == Reset.ZERO:
+        mem = (_F(1) - r) * mem
+    new = beta * mem + cur
+    if node.reset == Reset.SUBTRACT:
+        new = new - r * thr
+    spk = _fire(new, thr, node.graded)
+    return spk, _instant(new, spk, r, thr, node)
+
+
+def synaptic_step_ref(cur, alpha, beta, thr, syn, mem, node: Synaptic):
+    """One Synaptic step: returns (spikes, new synaptic current, new membrane)."""
+    r = (mem > thr).astype(_F)
+    syn = alpha * syn + cur
+    new = beta * mem + syn
+    if node.reset == Reset.SUBTRACT:
+        new = new - r * thr
+    elif node.reset == Reset.ZERO:
+        new = new - new * r
+    spk = _fire(new, thr, node.graded)
+    return spk, syn, _instant(new, spk, r, thr, node)
+
+
+def rleaky_step_ref(cur, beta, thr, rec_params, spk_prev, mem, node: RLeaky):
+    """One RLeaky step: returns (spikes, new membrane); rec_params is (V,) or (W, b)."""
+    r = (mem > thr).astype(_F)
+    if node.all_to_all:
+        w, b = rec_params
+        rec = (spk_prev.astype(np.float64) @ w.T.astype(np.float64) + b).astype(_F)
+    else:
+        rec = spk_prev * rec_params[0]
+    new = (beta * mem + cur) + rec
+    if node.reset == Reset.SUBTRACT:
+        new = new - r * thr
+    elif node.reset == Reset.ZERO:
+        new = new - r * new
+    spk = _fire(new, thr, node.graded)
+    return spk, _instant(new, spk, r, thr, node)
+
+
+def linear_leaky_step_ref(x, wt, bias, beta, thr, mem, node: LinearLeaky):
+    """One fused Linear + Leaky step (the current in float64, rounded to float32 once)."""
+    cur = (x.astype(np.float64) @ wt.astype(np.float64) + bias).astype(_F)
+    return leaky_step_ref(cur, beta, thr, mem, node)
+
+
+# ----------------------------------------------------------------------------------------------
+# Numba kernels. Arrays are flattened to [T, B, N]; state arrays [B, N] are updated in place.
+
+_JIT = dict(nogil=True, cache=True, boundscheck=False)
+
+
+@numba.njit(**_JIT)
+def _update(m, c, beta, th, r, mode, delay, instant, graded):
+    """One neuron of Leaky (mode from the state function); returns (new membrane, spike)."""
+    one = np.float32(1.0)
+    if mode == 1:
+        m = (one - r) * m
+    new = beta * m + c
+    if mode == 0:
+        new = new - r * th
+    s = np.float32(1.0 if new > th else 0.0) * graded
+    if not delay:
+        d = s / graded - r
+        if instant == 0:
+            new = new - d * th
+        elif instant == 1:
+            new = new - d * new
+    return new, s
+
+
+@numba.njit(**_JIT)
+def _after(new, th, r, mode, delay, instant, graded):
+    """Reset of Synaptic / RLeaky applied to the freshly integrated membrane; returns (membrane, spike)."""
+    if mode == 0:
+        new = new - r * th
+    elif mode == 1:
+        new = new - r * new
+    s = np.float32(1.0 if new > th else 0.0) * graded
+    if not delay:
+        d = s / graded - r
+        if instant == 0:
+            new = new - d * th
+        elif instant == 1:
+            new = new - d * new
+    return new, s
+
+
+@numba.njit(**_JIT)
+def leaky_seq(cur, beta, thr, mem, out, mode, delay, instant, graded):
+    """Leaky over a sequence: cur [T, B, N] -> out [T, B, N]; mem [B, N] in place; returns spike count."""
+    T, B, N = cur.shape
+    n = 0
+    for t in range(T):
+        for b in range(B):
+            for i in range(N):
+                m = mem[b, i]
+                r = np.float32(1.0 if m > thr[i] else 0.0)
+                m, s = _update(m, cur[t, b, i], beta[i], thr[i], r, mode, delay, instant, graded)
+                mem[b, i] = m
+                out[t, b, i] = s
+                n += s != 0
+    return n
+
+
+@numba.njit(**_JIT)
+def synaptic_seq(cur, alpha, beta, thr, syn, mem, out, mode, delay, instant, graded):
+    """Synaptic over a sequence; syn and mem [B, N] in place; returns the spike count."""
+    T, B, N = cur.shape
+    n = 0
+    for t in range(T):
+        for b in range(B):
+            for i in range(N):
+                m = mem[b, i]
+                r = np.float32(1.0 if m > thr[i] else 0.0)
+                sy = alpha[i] * syn[b, i] + cur[t, b, i]
+                syn[b, i] = sy
+                m, s = _after(beta[i] * m + sy, thr[i], r, mode, delay, instant, graded)
+                mem[b, i] = m
+                out[t, b, i] = s
+                n += s != 0
+    return n
+
+
+@numba.njit(**_JIT)
+def rleaky_seq(cur, beta, thr, rec_wt, rec_b, v, all_to_all, spk, mem, out, mode, delay, instant, graded):
+    """RLeaky over a sequence. The recurrent Linear is event-driven: rows of rec_wt ([N, N], W
+    transposed) are added for the neurons that spiked at t-1. spk and mem [B, N] in place."""
+    T, B, N = cur.shape
+    rec = np.empty(N, np.float32)
+    n = 0
+    for t in range(T):
+        for b in range(B):
+            if all_to_all:
+                for i in range(N):
+                    rec[i] = rec_b[i]
+                for j in range(N):
+                    sj = spk[b, j]
+                    if sj != 0:
+                        for i in range(N):
+                            rec[i] += sj * rec_wt[j, i]
+            else:
+                for i in range(N):
+                    rec[i] = spk[b, i] * v[i]
+            for i in range(N):
+                m = mem[b, i]
+                r = np.float32(1.0 if m > thr[i] else 0.0)
+                m, s = _after((beta[i] * m + cur[t, b, i]) + rec[i], thr[i], r, mode, delay, instant, graded)
+                mem[b, i] = m
+                out[t, b, i] = s
+                n += s != 0
+            for i in range(N):
+                spk[b, i] = out[t, b, i]
+    return n
+
+
+@numba.njit(**_JIT)
+def event_current(x, wt, bias, cur):
+    """cur[t, b] = bias + sum over inputs k with x[t, b, k] != 0 of x[t, b, k] * wt[k]; returns nnz(x)."""
+    T, B, K = x.shape
+    O = wt.shape[1]
+    events = 0
+    for t in range(T):
+        for b in range(B):
+            c = cur[t, b]
+            for o in range(O):
+                c[o] = bias[o]
+            for k in range(K):
+                xv = x[t, b, k]
+                if xv != 0:
+                    events += 1
+                    row = wt[k]
+                    for o in range(O):
+                        c[o] += xv * row[o]
+    return events
+
+
+def event_current_ref(x, wt, bias):
+    """NumPy reference of event_current (float64 sums)."""
+    return (x.astype(np.float64) @ wt.astype(np.float64) + bias).astype(_F)
+
+
+def codes(node) -> tuple[int, bool, int, np.float32]:
+    """Kernel arguments (mode, delay, instant, graded) of a neuron node."""
+    return (RESET_CODE[Reset(node.reset)], bool(node.reset_delay), RESET_CODE[Reset(node.instant_reset)],
+            _F(node.graded))

@@ -1,0 +1,177 @@
+"""Bind the spiking kernels to the runtime, the NumPy reference and the profiler.
+
+The runtime calls a sequence kernel with the current shaped [T, batch, ...] (``Engine.step`` passes
+T = 1). Each node's state dict holds its arrays ("mem", "syn", "spk") and running counts taken from
+the execution: "samples" (time steps x batch), "spikes" (nonzero outputs), "neurons" (per sample),
+and for the fused Linear "events" (nonzero inputs), "synops" (effective accumulates: events x
+out_features) and "path" (the last path taken: "event" or "dense").
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from edgert import ir
+from edgert.ops import reference
+from edgert.ops.spiking import kernels as K
+from edgert.ops.spiking.nodes import Leaky, LinearLeaky, RLeaky, Synaptic
+from edgert.runtime import kernels as runtime_kernels
+from edgert.runtime import profile
+
+_F = np.float32
+
+
+def _seq(x: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(x.reshape(x.shape[0], x.shape[1], -1), dtype=_F)
+
+
+def _vec(p: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(p.reshape(-1), dtype=_F)
+
+
+def _zeros(state: dict, key: str, b: int, n: int) -> np.ndarray:
+    """A state array, zeroed when missing or when the batch changed (as snntorch re-initialises)."""
+    a = state.get(key)
+    if a is None or a.shape != (b, n):
+        a = state[key] = np.zeros((b, n), _F)
+    return a
+
+
+def _tally(state: dict, t: int, b: int, n: int, spikes: int) -> None:
+    state["samples"] = state.get("samples", 0) + t * b
+    state["spikes"] = state.get("spikes", 0) + int(spikes)
+    state["neurons"] = n
+
+
+def leaky_sequence(node: Leaky, args: list[np.ndarray], state: dict) -> np.ndarray:
+    x = args[0]
+    cur = _seq(x)
+    t, b, n = cur.shape
+    out = np.empty_like(cur)
+    spikes = K.leaky_seq(cur, _vec(args[1]), _vec(args[2]), _zeros(state, "mem", b, n), out, *K.codes(node))
+    _tally(state, t, b, n, spikes)
+    return out.reshape(x.shape)
+
+
+def synaptic_sequence(node: Synaptic, args: list[np.ndarray], state: dict) -> np.ndarray:
+    x = args[0]
+    cur = _seq(x)
+    t, b, n = cur.shape
+    out = np.empty_like(cur)
+    spikes = K.synaptic_seq(cur, _vec(args[1]), _vec(args[2]), _vec(args[3]), _zeros(state, "syn", b, n),
+                            _zeros(state, "mem", b, n), out, *K.codes(node))
+    _tally(state, t, b, n, spikes)
+    return out.reshape(x.shape)
+
+
+def rleaky_sequence(node: RLeaky, args: list[np.ndarray], state: dict) -> np.ndarray:
+    x = args[0]
+    cur = _seq(x)
+    t, b, n = cur.shape
+    out = np.empty_like(cur)
+    empty = np.zeros(0, _F)
+    if node.all_to_all:
+        if "wt" not in state or state.get("w_src") is not args[3]:  # transposed once per parameter array
+            state["wt"], state["w_src"] = np.ascontiguousarray(args[3].T, dtype=_F), args[3]
+        wt, rb, v = state["wt"], _vec(args[4]), empty
+    else:
+        wt, rb, v = np.zeros((0, 0), _F), empty, _vec(args[3])
+    spikes = K.rleaky_seq(cur, _vec(args[1]), _vec(args[2]), wt, rb, v, node.all_to_all,
+                          _zeros(state, "spk", b, n), _zeros(state, "mem", b, n), out, *K.codes(node))
+    _tally(state, t, b, n, spikes)
+    return out.reshape(x.shape)
+
+
+def linear_leaky_sequence(node: LinearLeaky, args: list[np.ndarray], state: dict) -> np.ndarray:
+    """Fused Linear + Leaky; the current comes from the event-driven kernel when the input is sparser
+    than ``node.event_below``, else from one dense matrix product over all time steps."""
+    x, wt, bias = _seq(args[0]), args[1], args[2]
+    t, b, k = x.shape
+    o = wt.shape[1]
+    nnz = int(np.count_nonzero(x))
+    if nnz < node.event_below * x.size:
+        cur = np.empty((t, b, o), _F)
+        K.event_current(x, wt, bias, cur)
+        state["path"] = "event"
+    else:
+        cur = (x.reshape(t * b, k) @ wt + bias).reshape(t, b, o)
+        state["path"] = "dense"
+    state["events"] = state.get("events", 0) + nnz
+    state["synops"] = state.get("synops", 0) + nnz * o
+    out = np.empty_like(cur)
+    spikes = K.leaky_seq(cur, _vec(args[3]), _vec(args[4]), _zeros(state, "mem", b, o), out, *K.codes(node))
+    _tally(state, t, b, o, spikes)
+    return out
+
+
+SEQUENCES = {"leaky": leaky_sequence, "synaptic": synaptic_sequence, "rleaky": rleaky_sequence,
+             "linear_leaky": linear_leaky_sequence}
+
+
+def _stepper(seq):
+    def step(node: ir.Node, args: list[np.ndarray], state: dict) -> np.ndarray:
+        return seq(node, [args[0][None]] + list(args[1:]), state)[0]
+    return step
+
+
+for _op, _fn in SEQUENCES.items():
+    runtime_kernels.register_kernel(_op)(_stepper(_fn))
+    runtime_kernels.register_sequence_kernel(_op)(_fn)
+
+
+# ---- reference rules: one time step through the NumPy references -----------------------------
+
+def _ref_state(state: dict, key: str, shape: tuple) -> np.ndarray:
+    a = state.get(key)
+    return np.zeros(shape, _F) if a is None or a.shape != shape else a
+
+
+def _leaky_rule(node, args, spec, state):
+    x = args[0].astype(_F)
+    spk, state["mem"] = K.leaky_step_ref(x, args[1], args[2], _ref_state(state, "mem", x.shape), node)
+    return spk
+
+
+def _synaptic_rule(node, args, spec, state):
+    x = args[0].astype(_F)
+    spk, state["syn"], state["mem"] = K.synaptic_step_ref(
+        x, args[1], args[2], args[3], _ref_state(state, "syn", x.shape), _ref_state(state, "mem", x.shape), node)
+    return spk
+
+
+def _rleaky_rule(node, args, spec, state):
+    x = args[0].astype(_F)
+    spk, state["mem"] = K.rleaky_step_ref(x, args[1], args[2], args[3:], _ref_state(state, "spk", x.shape),
+                                          _ref_state(state, "mem", x.shape), node)
+    state["spk"] = spk
+    return spk
+
+
+def _linear_leaky_rule(node, args, spec, state):
+    x = args[0].astype(_F)
+    shape = (x.shape[0], args[1].shape[1])
+    spk, state["mem"] = K.linear_leaky_step_ref(x, *args[1:], _ref_state(state, "mem", shape), node)
+    return spk
+
+
+reference.EXTRA_RULES.update(leaky=_leaky_rule, synaptic=_synaptic_rule, rleaky=_rleaky_rule,
+                             linear_leaky=_linear_leaky_rule)
+
+
+# ---- static counts per time step (the measured ones are in each node's state) -----------------
+
+def _neuron_counts(node, ins, out, batch):
+    n = out.numel(batch)
+    per = {"leaky": 4, "synaptic": 6, "rleaky": 5, "linear_leaky": 4}[node.op]  # mul/add/compare/reset
+    counts = {"elementwise": per * n}
+    if node.op == "rleaky":
+        f = ins[0].shape[-1]
+        counts["accumulate"] = n * f if node.all_to_all else 0  # every neuron spiking: the worst case
+        counts["elementwise"] += 0 if node.all_to_all else n
+    if node.op == "linear_leaky":
+        counts["accumulate"] = n * ins[1].shape[0]  # dense input: every row read
+    return counts
+
+
+for _op in SEQUENCES:
+    profile.COUNTERS[_op] = _neuron_counts
