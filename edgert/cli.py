@@ -51,7 +51,8 @@ def compile(
         art.save(out)
     size = sum(len(b) for b in art.libraries.values())
     lib = (f"{len(art.manifest['stages'])} stages, libraries {size / 1e3:.0f} kB" if art.runnable
-           else "no compiled code (estimate only)")
+           else f"no compiled code: {art.target_name} has no code generation yet, so this artifact is "
+                "estimate only (`edgert profile` works on it, `edgert run` does not)")
     console.print(f"wrote [bold]{out}[/] for {art.target_name}: {len(art.manifest['graph']['nodes'])} nodes, "
                   f"{lib}, in {time.perf_counter() - t0:.1f} s")
 
@@ -87,20 +88,36 @@ def run(
         console.print(f"wrote {output}")
 
 
+def _size(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit, k in (("GB", 2**30), ("MB", 2**20), ("KB", 2**10)):
+        if n >= k:
+            return f"{n / k:.3g} {unit}"
+    return f"{n:.0f} B"
+
+
 @app.command()
 def targets() -> None:
-    """List the known target boards."""
+    """List the known target boards, one line each."""
     from edgert.targets import load_target, target_files
 
-    table = Table("name", "description", "arch", "codegen", "file")
+    table = Table("name", "arch", "cores x clock", "RAM", "flash", "codegen", "description")
+    bad = []
     for name, path in target_files().items():
         try:
             t = load_target(path)
         except EdgertError as e:
-            table.add_row(name, f"[red]{e}[/]", "", "", str(path))
+            table.add_row(name, "", "", "", "", "[red]malformed[/]", str(path))
+            bad.append(str(e))
             continue
-        table.add_row(t.name, t.description, t.arch, "tvm" if t.has_codegen else "estimate only", str(path))
+        clock = t.cpu.get("clock_hz")
+        cpu = f"{t.cpu.get('cores', '?')} x {clock / 1e9:.3g} GHz" if clock else "-"
+        table.add_row(t.name, t.arch, cpu, _size(t.memory.get("ram_bytes")), _size(t.memory.get("flash_bytes")),
+                      "tvm" if t.has_codegen else "estimate only", t.description)
     console.print(table)
+    for e in bad:
+        err.print(f"[red]error:[/] {e}", highlight=False)
 
 
 @app.command()

@@ -40,6 +40,23 @@ class Target:
         return platform.machine() == self.arch
 
 
+# Op kinds priced by [throughput] (ops per cycle per core) and [energy] (<kind>_pj); the same
+# vocabulary as edgert.runtime.profile.OP_KINDS (a test keeps the two equal).
+OP_KINDS = ("fp32_mac", "int8_mac", "binary_mac", "shift_add", "accumulate", "elementwise")
+_FIELDS: dict[str, tuple[str, ...] | None] = {
+    "cpu": ("cores", "clock_hz", "simd_bits"),
+    "memory": ("ram_bytes", "flash_bytes", "sram_bytes", "bandwidth_bytes_per_s"),
+    "throughput": OP_KINDS,
+    # per op (pJ), per byte from on-chip SRAM and from DRAM (flash on a microcontroller), and the
+    # neuromorphic per-neuron-update figure
+    "energy": tuple(f"{k}_pj" for k in OP_KINDS) + ("sram_byte_pj", "dram_byte_pj", "neuron_update_pj"),
+}
+# Required when the table is present (a board file may leave out [throughput] and [energy]: the
+# profiler then gives no estimates for it, and says so).
+_REQUIRED = {"cpu": ("cores", "clock_hz"), "memory": ("ram_bytes", "flash_bytes"),
+             "energy": ("sram_byte_pj", "dram_byte_pj")}
+
+
 def _search_dirs() -> list[Path]:
     extra = [Path(p) for p in os.environ.get(ENV_VAR, "").split(os.pathsep) if p]
     return extra + [d for d in _BUILTIN if d.is_dir()]
@@ -76,14 +93,30 @@ def parse_target(data: dict, path: str = "<memory>") -> Target:
     elif tvm:
         _require(tvm, "kind", str, "tvm.", problems)
         _require(tvm, "mtriple", str, "tvm.", problems)
+        mattr = tvm.get("mattr", [])
+        if not isinstance(mattr, list) or not all(isinstance(a, str) for a in mattr):
+            problems.append(f"field tvm.mattr = {mattr!r} should be a list of strings like [\"+neon\"]")
     tables = {}
     for t in ("cpu", "memory", "throughput", "energy"):
         tables[t] = data.get(t, {})
         if not isinstance(tables[t], dict):
             problems.append(f"[{t}] must be a table")
-        for k, v in tables[t].items() if isinstance(tables[t], dict) else ():
-            if not isinstance(v, (int, float, dict)) or isinstance(v, bool):
+            tables[t] = {}
+        for k, v in tables[t].items():
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
                 problems.append(f"field {t}.{k} = {v!r} should be a number")
+            elif v < 0:
+                problems.append(f"field {t}.{k} = {v!r} must be >= 0")
+        valid = _FIELDS[t]
+        if valid is not None:
+            for k in tables[t]:
+                if k not in valid:
+                    problems.append(f"unknown field {t}.{k}; valid fields: {', '.join(valid)}")
+        for k in _REQUIRED.get(t, ()) if tables[t] else ():
+            if k not in tables[t]:
+                problems.append(f"missing field {t}.{k}")
+    if tables["throughput"] and not tables["energy"]:
+        problems.append("[throughput] is given but [energy] is missing; the profiler needs both")
     cross = data.get("cross_compiler")
     if cross is not None and not isinstance(cross, str):
         problems.append(f"field cross_compiler = {cross!r} should be a string (e.g. aarch64-linux-gnu-g++)")

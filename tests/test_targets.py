@@ -38,3 +38,58 @@ def test_broken_toml_is_a_clear_error(tmp_path):
     f.write_text("name = \n")
     with pytest.raises(TargetError, match="cannot read target file"):
         load_target(f)
+
+
+CATALOGUE = ("x86-host", "rpi4", "rpi5", "rpi-zero2w", "jetson-nano", "stm32h7", "nrf52840", "loihi")
+
+
+@pytest.mark.parametrize("name", CATALOGUE)
+def test_catalogue_board_loads_with_prices(name):
+    t = load_target(name)
+    assert t.cpu["cores"] >= 1 and t.cpu["clock_hz"] > 0
+    assert t.memory["ram_bytes"] > 0 and t.memory["flash_bytes"] > 0
+    assert t.throughput and {"sram_byte_pj", "dram_byte_pj"} <= set(t.energy)
+    for kind in t.throughput:  # every kind a board can run has a price
+        assert f"{kind}_pj" in t.energy
+
+
+@pytest.mark.parametrize("name", CATALOGUE)
+def test_every_number_in_a_board_file_cites_its_source(name):
+    """A numeric field carries a comment on its line or at its table's header (on it or just above)."""
+    header_comment, previous = False, ""
+    for line in open(load_target(name).path).read().splitlines():
+        code = line.split("#")[0].strip()
+        if code.startswith("["):
+            header_comment = "#" in line or previous.startswith("#")
+        elif "=" in code and code.split("=", 1)[1].strip()[:1].isdigit():
+            assert "#" in line or header_comment, f"{name}: no source for {code!r}"
+        previous = line.strip()
+
+
+def test_codegen_split_between_linux_boards_and_microcontrollers():
+    for name in ("rpi4", "rpi5", "rpi-zero2w", "jetson-nano"):
+        t = load_target(name)
+        assert t.arch == "aarch64" and t.tvm["mtriple"] == "aarch64-linux-gnu"
+        assert t.cross_compiler == "aarch64-linux-gnu-g++"
+    for name in ("stm32h7", "nrf52840", "loihi"):
+        assert not load_target(name).has_codegen
+
+
+def test_op_kinds_match_the_profiler():
+    from edgert.runtime.profile import OP_KINDS
+    from edgert.targets import OP_KINDS as TARGET_KINDS
+
+    assert OP_KINDS == TARGET_KINDS
+
+
+def test_bad_price_tables_are_named(tmp_path):
+    f = tmp_path / "b.toml"
+    f.write_text('name = "b"\ndescription = "d"\narch = "x"\n[cpu]\ncores = 1\nclock_hz = 1e9\n'
+                 '[memory]\nram_bytes = 1\n[throughput]\nfp32_macs = 2\nint8_mac = -1\n'
+                 '[energy]\nfp32_mac_pj = "lots"\nsram_byte_pj = 1\ndram_byte_pj = 2\n')
+    with pytest.raises(TargetError) as e:
+        load_target(f)
+    msg = str(e.value)
+    for problem in ("unknown field throughput.fp32_macs; valid fields: fp32_mac", "int8_mac = -1 must be >= 0",
+                    "energy.fp32_mac_pj = 'lots' should be a number", "missing field memory.flash_bytes"):
+        assert problem in msg, msg
