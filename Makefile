@@ -3,6 +3,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The emulated aarch64 board (cross toolchain, qemu-user, sysroot, aarch64 wheels); not committed.
+BOARD := build/aarch64/.ready
 
 .PHONY: demo test bench clean
 
@@ -14,10 +16,14 @@ $(STAMP): pyproject.toml Makefile
 	$(BIN)/pip install -q -e '.[compile,dev]'
 	touch $(STAMP)
 
+$(BOARD): $(STAMP) tools/board/setup_aarch64.sh
+	PY=$(BIN)/python bash tools/board/setup_aarch64.sh build/aarch64
+	touch $(BOARD)
+
 demo: $(STAMP)
 	$(BIN)/python -m tools.demo
 
-test: $(STAMP)
+test: $(STAMP) $(BOARD)
 	$(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)
