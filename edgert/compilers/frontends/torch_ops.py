@@ -275,3 +275,11 @@ CONVERTERS: dict[Any, Callable[[TorchImporter, fx.Node], None]] = {
     aten._to_copy.default: _identity,
     aten.to.dtype: _identity,
 }
+
+# Layers from edgert.nn export as custom ops; each family's converters live in their own module and
+# add themselves to CONVERTERS on import.
+from edgert.compilers.frontends import torch_shift  # noqa: E402,F401
+
+from edgert.compilers.frontends.torch_binary import BINARY_CONVERTERS  # noqa: E402  (edgert.nn layers)
+
+CONVERTERS.update(BINARY_CONVERTERS)

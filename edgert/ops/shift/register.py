@@ -1,0 +1,98 @@
+"""Bind the shift nodes to the runtime (Numba kernels), the NumPy reference and the profiler."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from edgert import ir
+from edgert.ops.reference import EXTRA_RULES
+from edgert.ops.shift import codes, kernels
+from edgert.ops.shift.nodes import ShiftConv2d, ShiftLinear
+from edgert.runtime.kernels import register_kernel
+from edgert.runtime.profile import COUNTERS
+
+
+def multipliers(node, packed: np.ndarray) -> np.ndarray:
+    """Decoded integer multipliers ±2^e (0 for the zero code), shaped like the weights."""
+    count = math.prod(node.weight_shape)
+    return codes.decode(codes.unpack(packed, node.bits, count), node.bits, node.zero).reshape(node.weight_shape)
+
+
+def _decoded(node, packed: np.ndarray, state: dict):
+    """Decode once per parameter array (the state keeps the array it decoded, so set_params re-decodes)."""
+    cached = state.get("weights")
+    if cached is None or cached[0] is not packed:
+        m = multipliers(node, packed)
+        exps, negs = kernels.split_multipliers(m)
+        cached = state["weights"] = (packed, m, exps, negs)
+    return cached[1:]
+
+
+def _acc(node, k: int, shape) -> np.ndarray:
+    return np.zeros(shape, kernels.acc_dtype(k, node.act_bits, node.bits, node.zero))
+
+
+@register_kernel("shift_conv2d")
+def run_shift_conv2d(node: ShiftConv2d, args, state) -> np.ndarray:
+    x, packed = args[0], args[1]
+    bias = args[2] if len(args) == 3 else None
+    m, exps, negs = _decoded(node, packed, state)
+    xp = kernels._pad(kernels.quantize(x, node.act_bits, node.frac_bits), node.padding)
+    o, cg, kh, kw = node.weight_shape
+    oh = (xp.shape[2] - node.dilation[0] * (kh - 1) - 1) // node.stride[0] + 1
+    ow = (xp.shape[3] - node.dilation[1] * (kw - 1) - 1) // node.stride[1] + 1
+    acc = _acc(node, cg * kh * kw, (x.shape[0], o, oh, ow))
+    if node.path == "shift_add":
+        kernels.shift_conv2d_shift_add(xp, exps, negs, node.stride, node.dilation, node.groups, acc)
+    else:
+        kernels.shift_conv2d_int_mac(xp, m, node.stride, node.dilation, node.groups, acc)
+    return kernels.to_float(acc, node.scale_exp, node.frac_bits, bias, 1)
+
+
+@register_kernel("shift_linear")
+def run_shift_linear(node: ShiftLinear, args, state) -> np.ndarray:
+    x, packed = args[0], args[1]
+    bias = args[2] if len(args) == 3 else None
+    m, exps, negs = _decoded(node, packed, state)
+    xq = kernels.quantize(x, node.act_bits, node.frac_bits)
+    rows = xq.reshape(-1, xq.shape[-1])
+    acc = _acc(node, node.weight_shape[1], (rows.shape[0], node.weight_shape[0]))
+    if node.path == "shift_add":
+        kernels.shift_linear_shift_add(np.ascontiguousarray(rows), exps, negs, acc)
+    else:
+        kernels.shift_linear_int_mac(np.ascontiguousarray(rows), m, acc)
+    y = kernels.to_float(acc, node.scale_exp, node.frac_bits, bias, 1)
+    return y.reshape(x.shape[:-1] + (node.weight_shape[0],))
+
+
+def _ref_conv(node: ShiftConv2d, args, spec: ir.TensorSpec, state) -> np.ndarray:
+    xq = kernels.quantize(args[0], node.act_bits, node.frac_bits)
+    acc = kernels.shift_conv2d_ref(xq, multipliers(node, args[1]), node.stride, node.padding, node.dilation,
+                                   node.groups, spec.shape[2:4])
+    return kernels.to_float(acc, node.scale_exp, node.frac_bits, args[2] if len(args) == 3 else None, 1)
+
+
+def _ref_linear(node: ShiftLinear, args, spec: ir.TensorSpec, state) -> np.ndarray:
+    xq = kernels.quantize(args[0], node.act_bits, node.frac_bits)
+    acc = kernels.shift_linear_ref(xq, multipliers(node, args[1]))
+    return kernels.to_float(acc, node.scale_exp, node.frac_bits, args[2] if len(args) == 3 else None,
+                            acc.ndim - 1)
+
+
+EXTRA_RULES["shift_conv2d"] = _ref_conv
+EXTRA_RULES["shift_linear"] = _ref_linear
+
+
+def _count(node, ins, out: ir.TensorSpec, batch: int) -> dict[str, int]:
+    """One shift-add per weight per output position (zero codes included: the count is static)."""
+    n_out = out.numel(batch)
+    k = math.prod(node.weight_shape[1:])
+    bias = n_out if len(ins) == 3 else 0
+    # quantizing the input and scaling the output are elementwise
+    return {"shift_add": n_out * k, "elementwise": ins[0].numel(batch) + n_out + bias}
+
+
+COUNTERS["shift_conv2d"] = _count
+COUNTERS["shift_linear"] = _count
