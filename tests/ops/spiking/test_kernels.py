@@ -1,0 +1,137 @@
+"""Spiking kernels against their NumPy references, and the references against hand-computed cases."""
+
+import numpy as np
+import pytest
+
+from edgert.ops.spiking import kernels as K
+from edgert.ops.spiking.nodes import Leaky, LinearLeaky, RLeaky, Synaptic
+from edgert.ops.spiking.run import SEQUENCES
+
+RNG = np.random.default_rng(0)
+F = np.float32
+
+
+def test_leaky_reference_by_hand():
+    node = Leaky(name="n", inputs=("x", "b", "t"), output="y")
+    beta, thr = np.array([0.5], F), np.array([1.0], F)
+    mem = np.zeros((1, 1), F)
+    trace = []
+    for cur in (0.8, 0.8, 0.0, 0.0):
+        spk, mem = K.leaky_step_ref(np.array([[cur]], F), beta, thr, mem, node)
+        trace += [float(spk[0, 0]), float(mem[0, 0])]
+    # U: 0.8, 0.5*0.8+0.8=1.2 (spike), then the delayed reset: 0.5*1.2 + 0 - 1 = -0.4, then -0.2
+    assert trace == pytest.approx([0, 0.8, 1, 1.2, 0, -0.4, 0, -0.2])
+
+
+def test_zero_reset_differs_by_class():
+    thr, one = np.array([1.0], F), np.array([1.0], F)
+    mem = np.array([[1.5]], F)  # above threshold: this step resets
+    cur = np.array([[0.25]], F)
+    _, leaky = K.leaky_step_ref(cur, np.array([0.5], F), thr, mem,
+                                Leaky(name="n", inputs=("x", "b", "t"), output="y", reset="zero"))
+    _, syn, synaptic = K.synaptic_step_ref(cur, one * 0.5, np.array([0.5], F), thr, np.array([[2.0]], F), mem,
+                                           Synaptic(name="s", inputs=("x", "a", "b", "t"), output="y", reset="zero"))
+    assert leaky[0, 0] == pytest.approx(0.25)  # old membrane zeroed, the input still added
+    assert synaptic[0, 0] == 0.0 and syn[0, 0] == pytest.approx(1.25)  # whole state zeroed; current kept
+
+
+def _node(cls, **kw):
+    n = {Leaky: 3, Synaptic: 4, RLeaky: 4, LinearLeaky: 5}[cls] + (1 if kw.get("all_to_all") else 0)
+    return cls(name="n", inputs=tuple(f"i{k}" for k in range(n)), output="y", **kw)
+
+
+VARIANTS = [dict(), dict(reset="zero"), dict(reset="none"), dict(reset_delay=False),
+            dict(reset="zero", reset_delay=False), dict(graded=0.5), dict(reset="subtract", instant_reset="zero",
+                                                                           reset_delay=False)]
+
+
+def _dyadic(shape, scale=1.0):
+    """Values on a 1/64 grid: float32 sums are exact in any order, so kernel and reference agree exactly."""
+    return (RNG.integers(-64, 65, shape) / 64 * scale).astype(F)
+
+
+def _run_ref(step, node, xs, *params, n_state=1):
+    state = [np.zeros(xs.shape[1:2] + (params[-1].shape[0],), F) for _ in range(n_state)]
+    outs = []
+    for x in xs:
+        spk, *state = step(x, *params, *state, node)
+        outs.append(spk)
+    return np.stack(outs), state
+
+
+@pytest.mark.parametrize("kw", VARIANTS)
+@pytest.mark.parametrize("batch,n", [(1, 1), (3, 7)])
+def test_leaky_kernel_matches_reference(kw, batch, n):
+    node = _node(Leaky, **kw)
+    cur = _dyadic((20, batch, n), 1.5)
+    beta, thr = np.full(n, 0.5, F), (RNG.integers(16, 80, n) / 64).astype(F)
+    want, (mem,) = _run_ref(K.leaky_step_ref, node, cur, beta, thr)
+    state = {}
+    got = SEQUENCES["leaky"](node, [cur, beta, thr], state)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(state["mem"], mem)
+    assert state["spikes"] == np.count_nonzero(want) and state["samples"] == 20 * batch
+
+
+@pytest.mark.parametrize("kw", VARIANTS)
+def test_synaptic_kernel_matches_reference(kw):
+    node = _node(Synaptic, **kw)
+    cur = _dyadic((20, 3, 5))
+    alpha, beta, thr = np.full(5, 0.5, F), np.full(5, 0.75, F), np.full(5, 1.0, F)
+    outs, syn, mem = [], np.zeros((3, 5), F), np.zeros((3, 5), F)
+    for x in cur:
+        spk, syn, mem = K.synaptic_step_ref(x, alpha, beta, thr, syn, mem, node)
+        outs.append(spk)
+    state = {}
+    np.testing.assert_array_equal(SEQUENCES["synaptic"](node, [cur, alpha, beta, thr], state), np.stack(outs))
+    np.testing.assert_array_equal(state["syn"], syn)
+    np.testing.assert_array_equal(state["mem"], mem)
+
+
+@pytest.mark.parametrize("all_to_all", [True, False])
+@pytest.mark.parametrize("kw", VARIANTS[:4])
+def test_rleaky_kernel_matches_reference(all_to_all, kw):
+    node = _node(RLeaky, all_to_all=all_to_all, **kw)
+    n = 6
+    cur = _dyadic((20, 2, n))
+    beta, thr = np.full(n, 0.5, F), np.full(n, 0.75, F)
+    rec = (_dyadic((n, n)), _dyadic(n, 0.25)) if all_to_all else (_dyadic(n),)
+    outs, spk, mem = [], np.zeros((2, n), F), np.zeros((2, n), F)
+    for x in cur:
+        spk, mem = K.rleaky_step_ref(x, beta, thr, rec, spk, mem, node)
+        outs.append(spk)
+    got = SEQUENCES["rleaky"](node, [cur, beta, thr, *rec], {})
+    np.testing.assert_array_equal(got, np.stack(outs))
+
+
+@pytest.mark.parametrize("density", [0.05, 0.9])  # event-driven and dense paths
+@pytest.mark.parametrize("k,o", [(1, 1), (37, 11)])
+def test_linear_leaky_kernel_matches_reference(density, k, o):
+    node = _node(LinearLeaky)
+    x = (RNG.random((25, 4, k)) < density).astype(F)
+    wt, bias = _dyadic((k, o), 0.5), _dyadic(o, 0.25)
+    beta, thr = np.full(o, 0.75, F), np.full(o, 0.5, F)
+    want, (mem,) = _run_ref(K.linear_leaky_step_ref, node, x, wt, bias, beta, thr)
+    state = {}
+    got = SEQUENCES["linear_leaky"](node, [x, wt, bias, beta, thr], state)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(state["mem"], mem)
+    assert state["path"] == ("event" if np.count_nonzero(x) < 0.25 * x.size else "dense")
+    assert state["synops"] == np.count_nonzero(x) * o
+
+
+def test_event_current_matches_reference():
+    x = (RNG.random((3, 2, 50)) < 0.2).astype(F) * RNG.standard_normal((3, 2, 50)).astype(F)
+    wt, bias = RNG.standard_normal((50, 9)).astype(F), RNG.standard_normal(9).astype(F)
+    cur = np.empty((3, 2, 9), F)
+    assert K.event_current(x, wt, bias, cur) == np.count_nonzero(x)
+    np.testing.assert_allclose(cur, K.event_current_ref(x, wt, bias), rtol=1e-5, atol=1e-5)
+
+
+def test_node_checks_name_the_fix():
+    from edgert.errors import IRValidationError
+
+    with pytest.raises(IRValidationError, match="valid values are"):
+        _node(Leaky, reset="hard")
+    with pytest.raises(IRValidationError, match="graded spike factor"):
+        _node(Leaky, graded=0.0)
