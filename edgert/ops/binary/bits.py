@@ -49,6 +49,25 @@ def unpack_last_ref(packed: np.ndarray, channels: int, groups: int = 1) -> np.nd
     return bits.reshape(*lead, channels)
 
 
+def sign_ref(x: np.ndarray) -> np.ndarray:
+    """float32 +1 where x >= 0, else -1 (NumPy reference of ``binary_sign``)."""
+    return np.where(x >= 0, np.float32(1), np.float32(-1))
+
+
+@numba.njit(cache=True, nogil=True)
+def _sign_kernel(x, out):
+    for i in range(x.size):
+        out[i] = 1.0 if x[i] >= 0 else -1.0
+
+
+def sign(x: np.ndarray) -> np.ndarray:
+    """Numba kernel with sign_ref's signature and result."""
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty_like(x)
+    _sign_kernel(x.reshape(-1), out.reshape(-1))
+    return out
+
+
 def bitpack_ref(x: np.ndarray, groups: int = 1) -> np.ndarray:
     """float [N, C] -> [N, words], or NCHW -> [N, H, W, words] (NumPy reference of ``bitpack``)."""
     neg = _neg_bits(x)

@@ -185,3 +185,16 @@ class BinaryMaxPool2d(_Binary):
         oh = _window_out(x.shape[1], self.kernel[0], self.stride[0], t, b, 1, False)
         ow = _window_out(x.shape[2], self.kernel[1], self.stride[1], l, r, 1, False)
         return TensorSpec((x.shape[0], oh, ow, x.shape[3]), "uint64")
+
+
+@ir.register_op
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BinarySign(_Binary):
+    """y = +1 where x >= 0, else -1 (float32, unpacked): a binary activation feeding a float layer."""
+
+    op: ClassVar[str] = "binary_sign"
+
+    def infer(self, ins: Sequence[TensorSpec]) -> TensorSpec:
+        if ins[0].dtype != "float32":
+            self._fail(f"input must be float32, got {ins[0].dtype}")
+        return ins[0]

@@ -8,7 +8,7 @@ import numpy as np
 
 from edgert import ir
 from edgert.ops.binary import bits, conv
-from edgert.ops.binary.nodes import BinaryConv2d, BinaryDense, BinaryMaxPool2d, BitPack
+from edgert.ops.binary.nodes import BinaryConv2d, BinaryDense, BinaryMaxPool2d, BinarySign, BitPack
 from edgert.ops.reference import EXTRA_RULES
 from edgert.runtime.kernels import register_kernel
 from edgert.runtime.profile import COUNTERS
@@ -39,6 +39,11 @@ def _pool(node: BinaryMaxPool2d, args, state):
     return conv.binary_max_pool(np.ascontiguousarray(args[0]), node.kernel, node.stride, node.padding)
 
 
+@register_kernel(BinarySign.op)
+def _sign(node: BinarySign, args, state):
+    return bits.sign(args[0])
+
+
 # ---- NumPy reference rules ----
 
 def _conv_ref(node: BinaryConv2d, args, spec, state):
@@ -53,6 +58,7 @@ def _dense_ref(node: BinaryDense, args, spec, state):
 
 
 EXTRA_RULES[BitPack.op] = lambda node, args, spec, state: bits.bitpack_ref(args[0], node.groups)
+EXTRA_RULES[BinarySign.op] = lambda node, args, spec, state: bits.sign_ref(args[0])
 EXTRA_RULES[BinaryConv2d.op] = _conv_ref
 EXTRA_RULES[BinaryDense.op] = _dense_ref
 EXTRA_RULES[BinaryMaxPool2d.op] = lambda node, args, spec, state: conv.binary_max_pool_ref(
@@ -85,4 +91,5 @@ def _count_pool(node, ins, out, batch):
 COUNTERS[BinaryConv2d.op] = _count_conv
 COUNTERS[BinaryDense.op] = _count_conv
 COUNTERS[BitPack.op] = _count_pack
+COUNTERS[BinarySign.op] = _count_pack
 COUNTERS[BinaryMaxPool2d.op] = _count_pool
