@@ -196,23 +196,46 @@ def rleaky_seq(cur, beta, thr, rec_wt, rec_b, v, all_to_all, spk, mem, out, mode
 
 @numba.njit(**_JIT)
 def event_current(x, wt, bias, cur):
-    """cur[t, b] = bias + sum over inputs k with x[t, b, k] != 0 of x[t, b, k] * wt[k]; returns nnz(x)."""
+    """cur[t, b] = bias + sum over inputs k with x[t, b, k] != 0 of x[t, b, k] * wt[k]; returns nnz(x).
+
+    The indices of the inputs that spiked are gathered first, then their weight rows are added into a
+    local accumulator (which LLVM vectorizes); silent inputs cost one comparison each.
+    """
     T, B, K = x.shape
     O = wt.shape[1]
+    acc = np.empty(O, np.float32)
+    idx = np.empty(K, np.int64)
     events = 0
     for t in range(T):
         for b in range(B):
-            c = cur[t, b]
-            for o in range(O):
-                c[o] = bias[o]
+            n = 0
             for k in range(K):
+                if x[t, b, k] != 0:
+                    idx[n] = k
+                    n += 1
+            events += n
+            for o in range(O):
+                acc[o] = bias[o]
+            for j in range(n):
+                k = idx[j]
                 xv = x[t, b, k]
-                if xv != 0:
-                    events += 1
-                    row = wt[k]
-                    for o in range(O):
-                        c[o] += xv * row[o]
+                for o in range(O):
+                    acc[o] += xv * wt[k, o]
+            for o in range(O):
+                cur[t, b, o] = acc[o]
     return events
+
+
+@numba.njit(**_JIT)
+def count_nonzero(x):
+    """Number of nonzero entries of a [T, B, K] array (a single pass, for the path choice)."""
+    T, B, K = x.shape
+    n = 0
+    for t in range(T):
+        for b in range(B):
+            for k in range(K):
+                n += x[t, b, k] != 0
+    return n
 
 
 def event_current_ref(x, wt, bias):

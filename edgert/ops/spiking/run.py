@@ -88,7 +88,7 @@ def linear_leaky_sequence(node: LinearLeaky, args: list[np.ndarray], state: dict
     x, wt, bias = _seq(args[0]), args[1], args[2]
     t, b, k = x.shape
     o = wt.shape[1]
-    nnz = int(np.count_nonzero(x))
+    nnz = int(K.count_nonzero(x))
     if nnz < node.event_below * x.size:
         cur = np.empty((t, b, o), _F)
         K.event_current(x, wt, bias, cur)
