@@ -116,7 +116,7 @@ def test_linear_leaky_kernel_matches_reference(density, k, o):
     got = SEQUENCES["linear_leaky"](node, [x, wt, bias, beta, thr], state)
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(state["mem"], mem)
-    assert state["path"] == ("event" if np.count_nonzero(x) < 0.25 * x.size else "dense")
+    assert state["path"] == ("event" if np.count_nonzero(x) < node.event_below * x.size else "dense")
     assert state["synops"] == np.count_nonzero(x) * o
 
 
