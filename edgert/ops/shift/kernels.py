@@ -58,55 +58,73 @@ def shift_conv2d_ref(xq, m, stride, padding, dilation, groups, out_hw) -> np.nda
     return np.einsum("ngchwij,gocij->ngohw", win, mg).reshape(n, o, oh, ow)
 
 
+def conv_layout(m: np.ndarray, groups: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Weights laid out [groups, C/groups, kh, kw, O/groups] (output channels innermost, so one input
+    value updates a vector of outputs): (multipliers, exponents, negative masks, keep masks), int32.
+
+    The masks make the shift path branch-free: ``((x << e) & keep ^ neg) - neg`` is ±(x << e) or 0.
+    """
+    o, cg, kh, kw = m.shape
+    t = np.ascontiguousarray(m.reshape(groups, o // groups, cg, kh, kw).transpose(0, 2, 3, 4, 1)).astype(np.int32)
+    mag = np.abs(t)
+    exps = np.where(mag == 0, 0, np.log2(np.maximum(mag, 1))).astype(np.int32)
+    return t, exps, np.where(t < 0, -1, 0).astype(np.int32), np.where(t == 0, 0, -1).astype(np.int32)
+
+
 @numba.njit(cache=True, nogil=True)
-def shift_conv2d_shift_add(xp, exps, negs, stride, dilation, groups, acc):
-    """acc[n,o] += ±(xp[n, c, window] << e) over (c, ky, kx); xp is padded, acc zeroed by the caller."""
+def shift_conv2d_shift_add(xp, exps, negs, keeps, stride, dilation, acc):
+    """acc[n, o, y, x] = sum over (c, ky, kx) of ±(xp[n, c, window] << e); xp padded, weights in conv_layout.
+
+    Output channels form the innermost, vectorized loop; zero inputs (after a ReLU, many) are skipped.
+    """
     n_b, o_n, oh, ow = acc.shape
-    cg, kh, kw = exps.shape[1], exps.shape[2], exps.shape[3]
-    og = o_n // groups
+    groups, cg, kh, kw, og = exps.shape
     sh, sw = stride
     dh, dw = dilation
+    vec = np.zeros(og, acc.dtype)
     for b in range(n_b):
-        for o in range(o_n):
-            c0 = (o // og) * cg
-            plane = acc[b, o]
-            for c in range(cg):
-                for ky in range(kh):
-                    for kx in range(kw):
-                        e = exps[o, c, ky, kx]
-                        if e < 0:  # the zero code
-                            continue
-                        neg = negs[o, c, ky, kx]
-                        for y in range(oh):
-                            row = xp[b, c0 + c, y * sh + ky * dh]
-                            for x in range(ow):
-                                v = row[x * sw + kx * dw] << e
-                                plane[y, x] += -v if neg else v
+        for g in range(groups):
+            for y in range(oh):
+                for x in range(ow):
+                    vec[:] = 0
+                    for c in range(cg):
+                        for ky in range(kh):
+                            for kx in range(kw):
+                                v = acc.dtype.type(xp[b, g * cg + c, y * sh + ky * dh, x * sw + kx * dw])
+                                if v == 0:
+                                    continue
+                                er, nr, kr = exps[g, c, ky, kx], negs[g, c, ky, kx], keeps[g, c, ky, kx]
+                                for o in range(og):
+                                    vec[o] += (((v << er[o]) & kr[o]) ^ nr[o]) - nr[o]
+                    for o in range(og):
+                        acc[b, g * og + o, y, x] = vec[o]
     return acc
 
 
 @numba.njit(cache=True, nogil=True)
-def shift_conv2d_int_mac(xp, m, stride, dilation, groups, acc):
-    """acc[n,o] += xp[n, c, window] * m[o, c, ky, kx]; the decoded-integer path."""
+def shift_conv2d_int_mac(xp, mt, stride, dilation, acc):
+    """acc[n, o, y, x] = sum over (c, ky, kx) of xp[n, c, window] * m; the decoded-integer path."""
     n_b, o_n, oh, ow = acc.shape
-    cg, kh, kw = m.shape[1], m.shape[2], m.shape[3]
-    og = o_n // groups
+    groups, cg, kh, kw, og = mt.shape
     sh, sw = stride
     dh, dw = dilation
+    vec = np.zeros(og, acc.dtype)
     for b in range(n_b):
-        for o in range(o_n):
-            c0 = (o // og) * cg
-            plane = acc[b, o]
-            for c in range(cg):
-                for ky in range(kh):
-                    for kx in range(kw):
-                        w = m[o, c, ky, kx]
-                        if w == 0:
-                            continue
-                        for y in range(oh):
-                            row = xp[b, c0 + c, y * sh + ky * dh]
-                            for x in range(ow):
-                                plane[y, x] += row[x * sw + kx * dw] * w
+        for g in range(groups):
+            for y in range(oh):
+                for x in range(ow):
+                    vec[:] = 0
+                    for c in range(cg):
+                        for ky in range(kh):
+                            for kx in range(kw):
+                                v = acc.dtype.type(xp[b, g * cg + c, y * sh + ky * dh, x * sw + kx * dw])
+                                if v == 0:
+                                    continue
+                                wr = mt[g, c, ky, kx]
+                                for o in range(og):
+                                    vec[o] += v * wr[o]
+                    for o in range(og):
+                        acc[b, g * og + o, y, x] = vec[o]
     return acc
 
 

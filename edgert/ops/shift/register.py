@@ -20,14 +20,12 @@ def multipliers(node, packed: np.ndarray) -> np.ndarray:
     return codes.decode(codes.unpack(packed, node.bits, count), node.bits, node.zero).reshape(node.weight_shape)
 
 
-def _decoded(node, packed: np.ndarray, state: dict):
+def _decoded(node, packed: np.ndarray, state: dict, layout):
     """Decode once per parameter array (the state keeps the array it decoded, so set_params re-decodes)."""
     cached = state.get("weights")
     if cached is None or cached[0] is not packed:
-        m = multipliers(node, packed)
-        exps, negs = kernels.split_multipliers(m)
-        cached = state["weights"] = (packed, m, exps, negs)
-    return cached[1:]
+        cached = state["weights"] = (packed, layout(multipliers(node, packed)))
+    return cached[1]
 
 
 def _acc(node, k: int, shape) -> np.ndarray:
@@ -38,16 +36,16 @@ def _acc(node, k: int, shape) -> np.ndarray:
 def run_shift_conv2d(node: ShiftConv2d, args, state) -> np.ndarray:
     x, packed = args[0], args[1]
     bias = args[2] if len(args) == 3 else None
-    m, exps, negs = _decoded(node, packed, state)
+    mt, exps, negs, keeps = _decoded(node, packed, state, lambda m: kernels.conv_layout(m, node.groups))
     xp = kernels._pad(kernels.quantize(x, node.act_bits, node.frac_bits), node.padding)
     o, cg, kh, kw = node.weight_shape
     oh = (xp.shape[2] - node.dilation[0] * (kh - 1) - 1) // node.stride[0] + 1
     ow = (xp.shape[3] - node.dilation[1] * (kw - 1) - 1) // node.stride[1] + 1
     acc = _acc(node, cg * kh * kw, (x.shape[0], o, oh, ow))
     if node.path == "shift_add":
-        kernels.shift_conv2d_shift_add(xp, exps, negs, node.stride, node.dilation, node.groups, acc)
+        kernels.shift_conv2d_shift_add(xp, exps, negs, keeps, node.stride, node.dilation, acc)
     else:
-        kernels.shift_conv2d_int_mac(xp, m, node.stride, node.dilation, node.groups, acc)
+        kernels.shift_conv2d_int_mac(xp, mt, node.stride, node.dilation, acc)
     return kernels.to_float(acc, node.scale_exp, node.frac_bits, bias, 1)
 
 
@@ -55,7 +53,7 @@ def run_shift_conv2d(node: ShiftConv2d, args, state) -> np.ndarray:
 def run_shift_linear(node: ShiftLinear, args, state) -> np.ndarray:
     x, packed = args[0], args[1]
     bias = args[2] if len(args) == 3 else None
-    m, exps, negs = _decoded(node, packed, state)
+    m, exps, negs = _decoded(node, packed, state, lambda m: (m, *kernels.split_multipliers(m)))
     xq = kernels.quantize(x, node.act_bits, node.frac_bits)
     rows = xq.reshape(-1, xq.shape[-1])
     acc = _acc(node, node.weight_shape[1], (rows.shape[0], node.weight_shape[0]))
