@@ -65,6 +65,9 @@ def _snntorch_run(net: nn.Module, xt: torch.Tensor) -> torch.Tensor:
 
 def main(rounds: int = 9) -> str:
     import edgert
+    from edgert.ops.spiking.counts import activity as spiking_activity
+    from edgert.ops.spiking.counts import energy_pj
+    from edgert.targets import load_target
 
     torch.set_num_threads(1)
     cases = {f"SHD-shaped FC 700-256-20, T={SHD_STEPS}, input density {SHD_DENSITY:.0%}":
@@ -84,11 +87,14 @@ def main(rounds: int = 9) -> str:
                 got = engine.run(x)
                 flips = int(np.count_nonzero(want != got))
                 if batch == 64:
-                    for node, st in engine.node_state().items():
-                        n = st["samples"] * st["neurons"]
-                        syn = f"{st['synops'] / st['samples']:.0f}" if "synops" in st else "-"
-                        activity.append(f"| {name} | {node} | {st['spikes'] / n:.4f} | {1 - st['spikes'] / n:.4f} | "
-                                        f"{syn} | {st.get('path', '-')} |")
+                    layers = spiking_activity(engine)
+                    for a in layers:
+                        syn = f"{a.synops / a.samples:.0f}" if a.synops is not None else "not fused"
+                        activity.append(f"| {name} | {a.name} ({a.op}) | {a.spike_rate:.4f} | {a.sparsity:.4f} | "
+                                        f"{syn} | {a.path or '-'} |")
+                    e = energy_pj(layers, load_target("loihi").energy)
+                    activity.append(f"| {name} | Loihi-class energy per sample (compute-only, {e['model']}) | | | "
+                                    f"{e['total_pj'] / batch / 1e6:.3f} uJ | |")
                 samples = time_interleaved({"snntorch eager": lambda: _snntorch_run(net, xt),
                                             "edgert": lambda: engine.run(x)}, rounds=rounds)
                 for sys_name, mn, med, ratio in summarize(samples, "snntorch eager"):

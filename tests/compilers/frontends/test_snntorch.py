@@ -163,3 +163,20 @@ def test_unsupported_layers_are_all_listed():
         edgert.compile(net, np.zeros((1, 4), np.float32))
     msg = str(e.value)
     assert "GELU at 1" in msg and "inhibition" in msg and "Alpha at 4" in msg
+
+
+def test_activity_counts_come_from_the_compiled_run(tmp_path):
+    from edgert.ops.spiking.counts import activity, energy_pj
+    from edgert.targets import load_target
+
+    net = _fc(snn.Leaky(beta=0.9, init_hidden=True, output=True))
+    x = _spikes((T, B, 24), 0.05)
+    engine = edgert.load(edgert.compile(net, x[0].numpy()).save(tmp_path / "a.edgert"))
+    out = engine.run(x.numpy())
+    hidden, last = activity(engine)
+    assert last.spikes == np.count_nonzero(out) and last.samples == T * B and last.neurons == 10
+    assert hidden.synops == np.count_nonzero(x.numpy()) * 32 and hidden.path == "event"
+    assert last.synops == hidden.spikes * 10  # the hidden layer's spikes are the last layer's events
+    e = energy_pj([hidden, last], load_target("loihi").energy)
+    assert e["total_pj"] == pytest.approx((hidden.synops + last.synops) * 23.6
+                                          + (hidden.neuron_updates + last.neuron_updates) * 81.0)
