@@ -120,32 +120,94 @@ def targets() -> None:
         err.print(f"[red]error:[/] {e}", highlight=False)
 
 
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1e3:.4f}"
+
+
+def _uj(v: float | None) -> str:
+    return "-" if v is None else f"{v * 1e6:.3f}"
+
+
+def _print_measured(report: dict, name: str) -> None:
+    t = report["total"]
+    table = Table("node", "op", "output", "MACs", "other ops", "bytes moved", "param B", "latency ms", "how",
+                  title=f"{name} measured on this machine, batch {report['batch']}")
+    for n in report["nodes"]:
+        table.add_row(n["name"], n["op"], "x".join(map(str, n["output_shape"])), f"{n['macs']:,}",
+                      f"{n['other_ops']:,}", f"{n['bytes_moved']:,}", f"{n['param_bytes']:,}",
+                      _ms(n["latency_s"]), n["latency_label"])
+    if t["latency_s"] is not None:
+        table.add_row("(runtime overhead)", "", "", "", "", "", "", _ms(t["latency_s"] - t["kernels_s"]),
+                      "end to end minus kernels: VM calls, input checks")
+    table.add_row("total", "", "", f"{t['macs']:,}", f"{t['other_ops']:,}", f"{t['bytes_moved']:,}",
+                  f"{t['param_bytes']:,}", _ms(t["latency_s"]), t["latency_label"], style="bold")
+    console.print(table)
+    console.print(f"peak live activations {t['peak_activation_bytes']:,} B (at {t['peak_activation_at']}, "
+                  f"from tensor liveness); artifact {t['artifact_bytes']:,} B")
+
+
+def _print_estimate(report: dict, est: dict) -> None:
+    lab = est["labels"]
+    table = Table("node", "ops by kind", "bytes moved", f"latency ms\n{lab['latency']}", "bound",
+                  f"µJ\n{lab['energy_compute']}", f"µJ\n{lab['energy_memory']}",
+                  title=f"{est['target']}: {est['description']} (estimates, batch {report['batch']})")
+    for n, e in zip(report["nodes"], est["nodes"]):
+        table.add_row(n["name"], ", ".join(f"{k} {v:,}" for k, v in n["ops"].items()) or "-",
+                      f"{n['bytes_moved']:,}", _ms(e["latency_s"]), e["bound"], _uj(e["energy_compute_j"]),
+                      _uj(e["energy_memory_j"]))
+    t = est["total"]
+    table.add_row("total", "", f"{report['total']['bytes_moved']:,}", _ms(t["latency_s"]),
+                  f"{t['compute_bound_nodes']} compute-, {t['memory_bound_nodes']} memory-bound",
+                  _uj(t["energy_compute_j"]), _uj(t["energy_memory_j"]), style="bold")
+    console.print(table)
+    for what in ("ram", "flash"):
+        f = est["fit"][what]
+        have = "?" if f["have_bytes"] is None else f"{f['have_bytes']:,}"
+        colour = "green" if f["fits"] else "red"
+        console.print(f"  {what.upper()}: [{colour}]{f['verdict']}[/] - needs {f['need_bytes']:,} B of {have} B "
+                      f"({f['counts']})", highlight=False)
+
+
 @app.command()
 def profile(
-    artifact: Path = typer.Argument(..., help="An .edgert file."),
+    artifact: Path = typer.Argument(None, help="An .edgert file (optional with --calibrate)."),
+    target: list[str] = typer.Option(None, "--target", "-t",
+                                     help="Board(s) to estimate for [default: the artifact's own]."),
+    all_targets: bool = typer.Option(False, "--all-targets", help="Estimate for every board in the catalogue."),
     batch: int = typer.Option(1, min=1, help="Batch size to count and time."),
     repeat: int = typer.Option(50, min=1, help="Timed runs per kernel."),
-    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+    html: Path = typer.Option(None, "--html", help="Also write an HTML report with plots here."),
+    calibrate: bool = typer.Option(False, "--calibrate",
+                                   help="Measure this host's throughput per op kind; with ARTIFACT, compare "
+                                        "predicted and measured latency per layer."),
 ) -> None:
-    """Per-node op counts, parameter bytes and latency measured on this machine."""
-    from edgert.runtime.profile import profile_artifact
+    """Per node: op counts, bytes, parameters, peak activations, latency measured here, and per-board
+    estimates (roofline latency, energy under two models, RAM/flash fit)."""
+    if calibrate:
+        from edgert.runtime.calibrate import calibrate_host, print_calibration
 
-    report = profile_artifact(artifact, batch=batch, repeat=repeat)
+        print_calibration(calibrate_host(artifact, batch=batch, repeat=repeat), console, as_json)
+        return
+    if artifact is None:
+        raise EdgertError("give an ARTIFACT to profile (or --calibrate to measure this host)")
+    from edgert.runtime.profile import profile_artifact
+    from edgert.targets import target_files
+
+    boards = list(target_files()) if all_targets else (target or None)
+    report = profile_artifact(artifact, batch=batch, repeat=repeat, targets=boards)
+    if html:
+        from edgert.runtime.profile_html import write_html
+
+        write_html(report, html)
     if as_json:
         print(json.dumps(report, indent=1))
         return
-    table = Table("node", "op", "output", "MACs", "other ops", "param B", "latency ms", "how",
-                  title=f"{artifact.name} on this machine, batch {batch}")
-    for n in report["nodes"]:
-        lat = "-" if n["latency_s"] is None else f"{n['latency_s'] * 1e3:.4f}"
-        table.add_row(n["name"], n["op"], "x".join(map(str, n["output_shape"])), f"{n['macs']:,}",
-                      f"{n['other_ops']:,}", f"{n['param_bytes']:,}", lat, n["latency_label"])
-    t = report["total"]
-    table.add_row("(runtime overhead)", "", "", "", "", "", f"{(t['latency_s'] - t['kernels_s']) * 1e3:.4f}",
-                  "end to end minus kernels: VM calls, input checks")
-    table.add_row("total", "", "", f"{t['macs']:,}", f"{t['other_ops']:,}", f"{t['param_bytes']:,}",
-                  f"{t['latency_s'] * 1e3:.4f}", "measured end to end (median)", style="bold")
-    console.print(table)
+    _print_measured(report, artifact.name)
+    for est in report["estimates"].values():
+        _print_estimate(report, est)
+    if html:
+        console.print(f"wrote {html}")
 
 
 def main() -> None:

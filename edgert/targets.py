@@ -25,6 +25,7 @@ class Target:
     arch: str  # platform.machine() of a device that can load this target's libraries
     tvm: dict[str, Any]  # TVM target dict; empty when there is no code generation for the board
     cross_compiler: str | None = None  # linker for the shared library; None links with the host's
+    weights_in_flash: bool = False  # a microcontroller reads weights in place from flash, not from RAM
     cpu: dict[str, Any] = field(default_factory=dict)
     memory: dict[str, Any] = field(default_factory=dict)
     throughput: dict[str, Any] = field(default_factory=dict)
@@ -44,7 +45,7 @@ class Target:
 # vocabulary as edgert.runtime.profile.OP_KINDS (a test keeps the two equal).
 OP_KINDS = ("fp32_mac", "int8_mac", "binary_mac", "shift_add", "accumulate", "elementwise")
 _FIELDS: dict[str, tuple[str, ...] | None] = {
-    "cpu": ("cores", "clock_hz", "simd_bits"),
+    "cpu": ("cores", "clock_hz", "simd_bits", "kernel_overhead_cycles"),
     "memory": ("ram_bytes", "flash_bytes", "sram_bytes", "bandwidth_bytes_per_s"),
     "throughput": OP_KINDS,
     # per op (pJ), per byte from on-chip SRAM and from DRAM (flash on a microcontroller), and the
@@ -120,11 +121,14 @@ def parse_target(data: dict, path: str = "<memory>") -> Target:
     cross = data.get("cross_compiler")
     if cross is not None and not isinstance(cross, str):
         problems.append(f"field cross_compiler = {cross!r} should be a string (e.g. aarch64-linux-gnu-g++)")
+    in_flash = data.get("weights_in_flash", False)
+    if not isinstance(in_flash, bool):
+        problems.append(f"field weights_in_flash = {in_flash!r} should be true or false")
     if problems:
         raise TargetError(f"target file {path} is malformed:\n  " + "\n  ".join(problems)
                           + "\nsee targets/x86-host.toml for a complete example")
     return Target(name=name, description=desc, arch=arch, tvm=dict(tvm), cross_compiler=cross,
-                  path=str(path), **tables)
+                  weights_in_flash=in_flash, path=str(path), **tables)
 
 
 def load_target(name_or_path: str | Path) -> Target:

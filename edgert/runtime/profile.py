@@ -1,4 +1,5 @@
-"""Per-node cost of an artifact: op counts, parameter bytes, and latency measured on this machine."""
+"""Per-node cost of an artifact: op counts, bytes moved, parameter bytes, peak activation memory,
+latency measured on this machine, and (edgert.runtime.estimate) per-target latency and energy."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ class NodeCost:
     output_shape: tuple[int, ...]
     ops: dict[str, int]  # count per kind in OP_KINDS (kinds with zero count are omitted)
     param_bytes: int
+    act_bytes: int = 0  # activation bytes read (non-parameter inputs) plus bytes written (the output)
     latency_s: float | None = None  # measured here; None when not measured
     latency_label: str = "not measured"
     kernel: str = ""    # the compiled kernel this node's time was measured in
@@ -39,8 +41,13 @@ class NodeCost:
     def other_ops(self) -> int:
         return self.ops.get("elementwise", 0) + self.ops.get("accumulate", 0)
 
+    @property
+    def bytes_moved(self) -> int:
+        """Bytes the node reads and writes once each: activations in and out plus its parameters."""
+        return self.act_bytes + self.param_bytes
+
     def to_json(self) -> dict:
-        return {**asdict(self), "macs": self.macs, "other_ops": self.other_ops}
+        return {**asdict(self), "macs": self.macs, "other_ops": self.other_ops, "bytes_moved": self.bytes_moved}
 
 
 Counter = Callable[[ir.Node, list[ir.TensorSpec], ir.TensorSpec, int], dict[str, int]]
@@ -76,6 +83,10 @@ def count_ops(node: ir.Node, ins: list[ir.TensorSpec], out: ir.TensorSpec, batch
     return {k: v for k, v in counts.items() if v}
 
 
+def _nbytes(spec: ir.TensorSpec, batch: int) -> int:
+    return spec.numel(batch) * np.dtype(spec.dtype).itemsize
+
+
 def node_costs(artifact: Artifact, batch: int = 1) -> list[NodeCost]:
     """Static costs of every node (no latency)."""
     g = artifact.graph
@@ -84,9 +95,51 @@ def node_costs(artifact: Artifact, batch: int = 1) -> list[NodeCost]:
     for node in g.nodes:
         ins = [specs[i] for i in node.inputs]
         pbytes = sum(g.params[i].nbytes for i in node.inputs if i in g.params)
+        act = sum(_nbytes(specs[i], batch) for i in node.inputs if i not in g.params)
+        act += _nbytes(specs[node.output], batch)
+        if node.op in VIEW_OPS:
+            act = 0  # a view moves no data
         shape = tuple(batch if d is None else d for d in specs[node.output].shape)
-        costs.append(NodeCost(node.name, node.op, shape, count_ops(node, ins, specs[node.output], batch), pbytes))
+        costs.append(NodeCost(node.name, node.op, shape, count_ops(node, ins, specs[node.output], batch),
+                              pbytes, act))
     return costs
+
+
+VIEW_OPS = ("flatten", "reshape")  # outputs share their input's buffer
+
+
+def peak_activation_bytes(g: ir.Graph, batch: int = 1) -> tuple[int, str]:
+    """Peak bytes of live activations over a run in node order, and the node where it peaks.
+
+    A value is live from the node that produces it (graph inputs: from the start) until its last
+    reader has run (graph outputs: to the end); while a node runs, its inputs and its output are all
+    live. Views (flatten, reshape) share their input's buffer, so they add nothing and keep it alive.
+    Parameters are not activations and are not counted here.
+    """
+    specs = g.infer_specs()
+    root: dict[str, str] = {}  # value -> the buffer it lives in
+    for name, _ in g.inputs:
+        root[name] = name
+    for n in g.nodes:
+        root[n.output] = root[n.inputs[0]] if n.op in VIEW_OPS and n.inputs[0] in root else n.output
+    end = len(g.nodes)
+    last: dict[str, int] = {}
+    for i, n in enumerate(g.nodes):
+        for v in n.inputs:
+            if v in root:
+                last[root[v]] = max(last.get(root[v], -1), i)
+    for o in g.outputs:
+        last[root[o]] = end
+    born = {name: -1 for name, _ in g.inputs}
+    for i, n in enumerate(g.nodes):
+        born.setdefault(root[n.output], i)
+    size = {b: _nbytes(specs[b], batch) for b in born}
+    peak, where = 0, ""
+    for i, n in enumerate(g.nodes):
+        live = sum(size[b] for b in born if born[b] <= i and last.get(b, born[b]) >= i)
+        if live > peak:
+            peak, where = live, n.name
+    return peak, where
 
 
 def attribute_latency(costs: list[NodeCost], kernel_times: list[tuple[str, float]],
@@ -110,41 +163,82 @@ def attribute_latency(costs: list[NodeCost], kernel_times: list[tuple[str, float
     return [out[c.name] for c in costs]
 
 
-def profile_artifact(path, batch: int = 1, repeat: int = 50, seed: int = 0) -> dict:
-    """Load an artifact, time its kernels and the whole run on random input; JSON-ready report."""
+def _measure(engine, costs: list[NodeCost], batch: int, repeat: int, seed: int) -> tuple[list[NodeCost], dict]:
+    """Time each kernel and the whole run on random input; nodes get their share of kernel time."""
     import statistics
     import time
 
-    from edgert.runtime.engine import load
-
-    engine = load(path)
     rng = np.random.default_rng(seed)
     xs = [rng.standard_normal(tuple(batch if d is None else d for d in spec.shape)).astype(spec.dtype)
           for _, spec in engine.inputs]
-    costs = node_costs(engine.artifact, batch)
     kernel_times = engine.profile(*xs, repeat=repeat)
     kernels = engine.kernel_nodes()
     costs = attribute_latency(costs, kernel_times, kernels)
     in_kernels = {n for nodes in kernels.values() for n in nodes}
-    costs = [c if c.name in in_kernels else replace(c, latency_label="no kernel (a view)")
-             for c in costs]
+    costs = [c if c.name in in_kernels else replace(c, latency_label="no kernel (a view)") for c in costs]
     engine.run(*xs)
     runs = []
     for _ in range(repeat):
         t0 = time.perf_counter()
         engine.run(*xs)
         runs.append(time.perf_counter() - t0)
+    return costs, {"kernels": [{"kernel": k, "seconds": s, "nodes": kernels.get(k, [])} for k, s in kernel_times],
+                   "latency_s": statistics.median(runs), "latency_min_s": min(runs),
+                   "kernels_s": sum(s for _, s in kernel_times),
+                   "latency_label": "measured end to end on this machine (median)"}
+
+
+def profile_artifact(path, batch: int = 1, repeat: int = 50, seed: int = 0, targets=None,
+                     measure: bool = True) -> dict:
+    """Counts, bytes, peak activations and (when the artifact runs here) measured latency of an
+    artifact, plus roofline latency, energy and fit estimates for each board in ``targets`` (names or
+    Target objects; None: the artifact's own target). JSON-ready."""
+    import os
+    import platform
+
+    from edgert.runtime.estimate import estimate_target
+    from edgert.targets import Target, load_target
+
+    artifact = Artifact.read(path)
+    g = artifact.graph
+    costs = node_costs(artifact, batch)
+    arch = artifact.manifest["target"].get("arch")
+    total: dict = {"latency_s": None, "latency_label": "not measured", "kernels_s": None}
+    kernels: list = []
+    if not artifact.runnable:
+        why = "not measured: an estimate-only artifact has no compiled code"
+    elif arch != platform.machine():
+        why = f"not measured: the artifact is for {arch}, this machine is {platform.machine()}"
+    elif not measure:
+        why = "not measured (measurement switched off)"
+    else:
+        why = ""
+        from edgert.runtime.engine import Engine
+
+        costs, timing = _measure(Engine(artifact), costs, batch, repeat, seed)
+        kernels = timing.pop("kernels")
+        total.update(timing)
+    if why:
+        costs = [replace(c, latency_label=why) for c in costs]
+        total["latency_label"] = why
+    peak, peak_at = peak_activation_bytes(g, batch)
+    stateful = {n.name: bool(n.stateful) for n in g.nodes}
+    size = os.path.getsize(path)
+    boards = [t if isinstance(t, Target) else load_target(t)
+              for t in (targets if targets is not None else [artifact.target_name])]
+    total.update({
+        "macs": sum(c.macs for c in costs), "other_ops": sum(c.other_ops for c in costs),
+        "ops": {k: sum(c.ops.get(k, 0) for c in costs) for k in OP_KINDS},
+        "param_bytes": sum(c.param_bytes for c in costs),
+        "bytes_moved": sum(c.bytes_moved for c in costs),
+        "peak_activation_bytes": peak, "peak_activation_at": peak_at,
+        "artifact_bytes": size})
     return {
         "artifact": str(path),
-        "target": engine.artifact.target_name,
+        "target": artifact.target_name,
         "batch": batch,
         "nodes": [c.to_json() for c in costs],
-        "kernels": [{"kernel": k, "seconds": s, "nodes": kernels.get(k, [])}
-                    for k, s in kernel_times],
-        "total": {"macs": sum(c.macs for c in costs), "other_ops": sum(c.other_ops for c in costs),
-                  "ops": {k: sum(c.ops.get(k, 0) for c in costs) for k in OP_KINDS},
-                  "param_bytes": sum(c.param_bytes for c in costs),
-                  "latency_s": statistics.median(runs), "latency_min_s": min(runs),
-                  "kernels_s": sum(s for _, s in kernel_times),
-                  "latency_label": "measured end to end on this machine (median)"},
+        "kernels": kernels,
+        "total": total,
+        "estimates": {b.name: estimate_target(costs, b, stateful, peak, size) for b in boards},
     }
