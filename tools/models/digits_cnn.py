@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -47,24 +48,35 @@ class DigitsCNN(nn.Module):
         return self.classifier(self.features(x))
 
 
-def train(epochs: int = 15, seed: int = 0) -> tuple[DigitsCNN, float]:
-    """Train with Adam; returns the model (eval mode) and its held-out accuracy."""
-    torch.manual_seed(seed)
+def fit(model: nn.Module, epochs: int, lr: float, seed: int = 0, cosine: bool = False,
+        extra_loss: Callable[[], torch.Tensor] | None = None) -> float:
+    """Adam on the digits training split, batches of 64; returns held-out accuracy (model left in eval)."""
     xtr, ytr, xte, yte = digits_split(seed)
-    model = DigitsCNN()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs) if cosine else None
     xt, yt = torch.from_numpy(xtr), torch.from_numpy(ytr)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(epochs):
         model.train()
         for idx in torch.randperm(len(xt), generator=gen).split(64):
             opt.zero_grad()
-            nn.functional.cross_entropy(model(xt[idx]), yt[idx]).backward()
+            loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
+            if extra_loss is not None:
+                loss = loss + extra_loss()
+            loss.backward()
             opt.step()
+        if sched is not None:
+            sched.step()
     model.eval()
     with torch.no_grad():
-        acc = (model(torch.from_numpy(xte)).argmax(1).numpy() == yte).mean()
-    return model, float(acc)
+        return float((model(torch.from_numpy(xte)).argmax(1).numpy() == yte).mean())
+
+
+def train(epochs: int = 15, seed: int = 0) -> tuple[DigitsCNN, float]:
+    """Train with Adam; returns the model (eval mode) and its held-out accuracy."""
+    torch.manual_seed(seed)
+    model = DigitsCNN()
+    return model, fit(model, epochs, 3e-3, seed)
 
 
 def save_pt2(model: nn.Module, path: Path) -> Path:
