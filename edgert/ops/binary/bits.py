@@ -15,14 +15,14 @@ from numba.extending import intrinsic
 
 @intrinsic
 def popcount(typingctx, x):
-    """llvm.ctpop on a uint64 (POPCNT on x86-64, CNT on Arm)."""
+    """llvm.ctpop on a uint64 (POPCNT on x86-64, CNT on Arm), typed int64 so sums stay integer."""
     if x != types.uint64:
         return None
 
     def codegen(context, builder, signature, args):
         fn = builder.module.declare_intrinsic("llvm.ctpop", [llir.IntType(64)])
         return builder.call(fn, args)
-    return types.uint64(types.uint64), codegen
+    return types.int64(types.uint64), codegen
 
 
 def _neg_bits(x: np.ndarray) -> np.ndarray:

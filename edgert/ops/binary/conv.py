@@ -138,6 +138,90 @@ def _conv_kernel(xp, w, groups, sh, sw, oh, ow, k, corr, use_corr, bits_out, p0f
                             yf[n, o, oy, ox] = np.float32(dot) * p0f[o] + p1f[o]
 
 
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _conv_dense_kernel(xr, w2, nw, sw, oh, ow, sh, acc):
+    """groups == 1: per tap row the (kx, words) run is contiguous in x and w; 4 pixels x 2 channels.
+
+    xr [N, Hp, Wp * nw], w2 [O, kh, kw * nw]; acc[n, oy, ox, o] receives popcount(x XOR w) sums.
+    """
+    n_ = xr.shape[0]
+    o_, kh, run = w2.shape
+    step = sw * nw
+    for n in range(n_):
+        for oy in range(oh):
+            for ox0 in range(0, ow, 4):
+                b0 = ox0 * step
+                b1 = min(ox0 + 1, ow - 1) * step
+                b2 = min(ox0 + 2, ow - 1) * step
+                b3 = min(ox0 + 3, ow - 1) * step
+                for o in range(0, o_, 2):
+                    o1 = min(o + 1, o_ - 1)
+                    a0 = 0
+                    a1 = 0
+                    a2 = 0
+                    a3 = 0
+                    c0 = 0
+                    c1 = 0
+                    c2 = 0
+                    c3 = 0
+                    for ky in range(kh):
+                        iy = oy * sh + ky
+                        for j in range(run):
+                            x0 = xr[n, iy, b0 + j]
+                            x1 = xr[n, iy, b1 + j]
+                            x2 = xr[n, iy, b2 + j]
+                            x3 = xr[n, iy, b3 + j]
+                            u = w2[o, ky, j]
+                            v = w2[o1, ky, j]
+                            a0 += popcount(x0 ^ u)
+                            a1 += popcount(x1 ^ u)
+                            a2 += popcount(x2 ^ u)
+                            a3 += popcount(x3 ^ u)
+                            c0 += popcount(x0 ^ v)
+                            c1 += popcount(x1 ^ v)
+                            c2 += popcount(x2 ^ v)
+                            c3 += popcount(x3 ^ v)
+                    acc[n, oy, ox0, o] = a0
+                    acc[n, oy, ox0, o1] = c0
+                    if ox0 + 1 < ow:
+                        acc[n, oy, ox0 + 1, o] = a1
+                        acc[n, oy, ox0 + 1, o1] = c1
+                    if ox0 + 2 < ow:
+                        acc[n, oy, ox0 + 2, o] = a2
+                        acc[n, oy, ox0 + 2, o1] = c2
+                    if ox0 + 3 < ow:
+                        acc[n, oy, ox0 + 3, o] = a3
+                        acc[n, oy, ox0 + 3, o1] = c3
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _epilogue_kernel(acc, k, corr, use_corr, bits_out, p0f, p1f, thr, flip, out_groups, yf, yb):
+    """dot = k - 2 * acc (- zero-padding correction) -> float32 NCHW, or packed bits (dot < thr) XOR flip."""
+    n_, oh, ow, o_ = acc.shape
+    ogo = o_ // out_groups
+    wpo = (ogo + 63) // 64
+    word = np.empty(o_, np.int64)
+    mask = np.empty(o_, np.uint64)
+    for o in range(o_):
+        word[o] = (o // ogo) * wpo + (o % ogo) // 64
+        mask[o] = np.uint64(1) << np.uint64((o % ogo) % 64)
+    for n in range(n_):
+        for oy in range(oh):
+            for ox in range(ow):
+                if bits_out:
+                    for c in range(yb.shape[3]):
+                        yb[n, oy, ox, c] = 0
+                for o in range(o_):
+                    dot = k - 2 * np.int64(acc[n, oy, ox, o])
+                    if use_corr:
+                        dot -= corr[oy, ox, o]
+                    if bits_out:
+                        if (dot < thr[o]) != flip[o]:
+                            yb[n, oy, ox, word[o]] |= mask[o]
+                    else:
+                        yf[n, o, oy, ox] = np.float32(dot) * p0f[o] + p1f[o]
+
+
 def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, padding, pad_mode: str, groups: int,
                   output_kind: str, p0: np.ndarray, p1: np.ndarray, out_groups: int = 1) -> np.ndarray:
     """Binary conv on packed input [N, H, W, words]: float32 NCHW or packed bits [N, oh, ow, words]."""
@@ -154,6 +238,20 @@ def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, paddin
             else np.zeros((1, 1, 1), np.int64))
     f32, i32, u8 = np.zeros(1, np.float32), np.zeros(1, np.int32), np.zeros(1, np.uint8)
     bits = output_kind == "bits"
+    if groups == 1:
+        acc = np.empty((n, oh, ow, o), np.int32)
+        _conv_dense_kernel(xp.reshape(n, xp.shape[1], -1), w.reshape(o, kh, kw * wpg), nw, stride[1], oh, ow,
+                           stride[0], acc)
+        k = kh * kw * cg
+        if bits:
+            yb = np.empty((n, oh, ow, out_groups * -(-(o // out_groups) // 64)), np.uint64)
+            _epilogue_kernel(acc, k, corr, use_corr, True, f32, f32, p0.astype(np.int32), p1.astype(bool),
+                             out_groups, np.zeros((1, 1, 1, 1), np.float32), yb)
+            return yb
+        yf = np.empty((n, o, oh, ow), np.float32)
+        _epilogue_kernel(acc, k, corr, use_corr, False, p0.astype(np.float32), p1.astype(np.float32), i32, u8.astype(bool),
+                         1, yf, np.zeros((1, 1, 1, 1), np.uint64))
+        return yf
     if bits:
         yb = np.empty((n, oh, ow, out_groups * -(-(o // out_groups) // 64)), np.uint64)
         yf = np.zeros((1, 1, 1, 1), np.float32)
