@@ -29,6 +29,9 @@ def import_model(model: Any, example_input: Any = None) -> ir.Graph:
         if path.suffix == ".onnx":
             from edgert.compilers.frontends.onnx import from_onnx
             return from_onnx(path)
+        if path.suffix == ".nir":
+            from edgert.compilers.frontends.nir import from_nir
+            return from_nir(path)  # dt from the file's edgert metadata; else call from_nir(path, dt=...)
         if path.suffix == ".pt2":
             from edgert.compilers.frontends.torch import from_torch
             return from_torch(path, example_input)

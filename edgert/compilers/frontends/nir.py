@@ -1,0 +1,177 @@
+"""NIR frontend: a .nir file (or nir.NIRGraph) -> ir.Graph, at an explicit time step ``dt``.
+
+NIR's neurons are continuous-time; edgert runs snntorch's discrete-time update, so each is
+discretised with forward Euler at ``dt``, as snntorch's own NIR import does:
+
+- LIF (tau, r, v_leak=0, v_threshold, v_reset=0): beta = 1 - dt/tau, input scale r dt / tau.
+- IF (r, v_threshold, v_reset=0): beta = 1, input scale r dt.
+- CubaLIF (tau_syn, tau_mem, r, v_leak=0, v_threshold, v_reset=0, w_in): alpha = 1 - dt/tau_syn,
+  beta = 1 - dt/tau_mem, input scale (w_in dt / tau_syn)(r dt / tau_mem).
+
+The input scale is folded into the threshold (the membrane is measured in units of the scale, which
+leaves the spikes unchanged). NIR resets to v_reset in the same step, so neurons get reset "zero"
+with reset_delay=False; NIR cannot say "subtract" (the Braille graphs carry it in their file name),
+so ``reset`` overrides it. Files written by edgert's NIR export carry edgert's exact reset mode,
+timing and graded-spike factor in each node's metadata, and its dt in the graph's, and those win.
+Affine, Linear, Conv2d, SumPool2d (a depthwise all-ones conv), AvgPool2d and Flatten map to edgert
+nodes; LI and recurrent graphs are listed as unsupported.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgert import ir
+from edgert.compilers.frontends._common import Names, Problems
+from edgert.errors import EdgertError, IRValidationError
+from edgert.ops.spiking.nodes import Leaky, Reset, Synaptic
+
+SUPPORTED = ["Input", "Output", "Affine", "Linear", "Conv2d", "SumPool2d", "AvgPool2d", "Flatten", "LIF",
+             "IF", "CubaLIF"]
+_F = np.float32
+
+
+def _s(v: Any) -> Any:
+    if isinstance(v, bytes):
+        return v.decode()
+    if isinstance(v, np.ndarray) and v.shape == ():
+        return _s(v.item())
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _pair(v: Any) -> tuple[int, int]:
+    a = np.asarray(v).reshape(-1)
+    return (int(a[0]), int(a[-1]))
+
+
+def _order(graph) -> list[str]:
+    """Node names from Input to Output along the edges; raises for branches and cycles."""
+    succ: dict[str, list[str]] = {}
+    for a, b in graph.edges:
+        succ.setdefault(a, []).append(b)
+    starts = [k for k, n in graph.nodes.items() if type(n).__name__ == "Input"]
+    if len(starts) != 1:
+        raise EdgertError(f"NIR graph has {len(starts)} Input nodes; edgert imports graphs with one input")
+    order, cur = [], starts[0]
+    while True:
+        order.append(cur)
+        nxt = succ.get(cur, [])
+        if not nxt:
+            return order
+        if len(nxt) > 1 or nxt[0] in order:
+            raise EdgertError(f"NIR graph branches or loops at node {cur!r} (edges to {nxt}); edgert imports "
+                              "feed-forward chains (recurrent NIR graphs are not supported yet)")
+        cur = nxt[0]
+
+
+def from_nir(source: str | Path | Any, dt: float | None = None, reset: str | None = None) -> ir.Graph:
+    """Import a NIR graph as a one-time-step ir.Graph (input [batch, ...]).
+
+    ``dt`` is the time step in seconds (required unless the file was written by edgert); ``reset``
+    ("zero", "subtract" or "none") overrides NIR's reset-to-v_reset for neurons without edgert metadata.
+    """
+    import nir
+
+    graph = nir.read(str(source)) if isinstance(source, (str, Path)) else source
+    meta = {k: _s(v) for k, v in (graph.metadata or {}).items()}
+    dt = dt if dt is not None else meta.get("edgert_dt")
+    if dt is None or not dt > 0:
+        raise EdgertError("a NIR graph has no time step; pass dt (seconds per step), e.g. "
+                          "from_nir(path, dt=1e-3) — snntorch exports use dt=1e-4")
+    if reset is not None and reset not in [r.value for r in Reset]:
+        raise EdgertError(f"reset={reset!r}; valid values are {[r.value for r in Reset]}")
+    problems = Problems("NIR frontend")
+    names = Names(("x",))
+    nodes: list[ir.Node] = []
+    params: dict[str, np.ndarray] = {}
+    order = _order(graph)
+    first = graph.nodes[order[0]]
+    shape = tuple(int(d) for d in np.asarray(first.output_type["output"]).reshape(-1))
+    cur = "x"
+    in_shape = shape
+
+    def param(label: str, a: np.ndarray) -> str:
+        name = names(label)
+        params[name] = np.ascontiguousarray(a, dtype=_F)
+        return name
+
+    def emit(cls, key: str, inputs: tuple[str, ...], **attrs) -> None:
+        nonlocal cur, shape
+        out = names(key)
+        node = cls(name=out, inputs=(cur,) + inputs, output=out, **attrs)
+        spec = node.infer([ir.TensorSpec((None,) + shape)] + [ir.TensorSpec(params[i].shape) for i in inputs])
+        nodes.append(node)
+        cur, shape = out, tuple(spec.shape[1:])
+
+    def neuron_attrs(n) -> dict:
+        m = {k: _s(v) for k, v in (n.metadata or {}).items()}
+        if "edgert_reset" in m:
+            return dict(reset=m["edgert_reset"], reset_delay=bool(m["edgert_reset_delay"]),
+                        instant_reset=m["edgert_instant_reset"], graded=float(m["edgert_graded"]))
+        if not np.allclose(getattr(n, "v_reset", 0.0), 0.0):
+            raise ValueError("v_reset != 0 is not supported (edgert resets to zero or by subtraction)")
+        return dict(reset=reset or Reset.ZERO.value, reset_delay=False)
+
+    for key in order[1:]:
+        n = graph.nodes[key]
+        kind = type(n).__name__
+        try:
+            if kind == "Output":
+                continue
+            if kind in ("Affine", "Linear"):
+                w = np.asarray(n.weight, _F)
+                b = (param(f"{key}.bias", n.bias),) if kind == "Affine" else ()
+                emit(ir.Linear, key, (param(f"{key}.weight", w),) + b)
+            elif kind == "Conv2d":
+                ph, pw = _pair(n.padding) if not isinstance(_s(n.padding), str) else (None, None)
+                if ph is None:
+                    raise ValueError(f"string padding {_s(n.padding)!r}")
+                bias = np.asarray(n.bias, _F) if n.bias is not None and np.size(n.bias) else None
+                emit(ir.Conv2d, key, (param(f"{key}.weight", n.weight),) + ((param(f"{key}.bias", bias),)
+                                                                           if bias is not None else ()),
+                     stride=_pair(n.stride), padding=(ph, pw), dilation=_pair(n.dilation), groups=int(n.groups))
+            elif kind == "SumPool2d":
+                kh, kw = _pair(n.kernel_size)
+                c = shape[0]
+                emit(ir.Conv2d, key, (param(f"{key}.ones", np.ones((c, 1, kh, kw), _F)),),
+                     stride=_pair(n.stride), padding=_pair(n.padding), groups=c)
+            elif kind == "AvgPool2d":
+                emit(ir.AvgPool2d, key, (), kernel=_pair(n.kernel_size), stride=_pair(n.stride),
+                     padding=_pair(n.padding))
+            elif kind == "Flatten":
+                if int(n.end_dim) not in (-1, len(shape) - 1):
+                    raise ValueError(f"end_dim={int(n.end_dim)}")
+                emit(ir.Flatten, key, (), start_dim=int(n.start_dim) + 1)
+            elif kind in ("LIF", "IF"):
+                v_leak = np.asarray(getattr(n, "v_leak", 0.0))
+                if not np.allclose(v_leak, 0.0):
+                    raise ValueError("v_leak != 0 is not supported")
+                r = np.broadcast_to(np.asarray(n.r, np.float64), shape)
+                if kind == "LIF":
+                    tau = np.broadcast_to(np.asarray(n.tau, np.float64), shape)
+                    beta, scale = 1.0 - dt / tau, r * dt / tau
+                else:
+                    beta, scale = np.ones(shape), r * dt
+                thr = np.broadcast_to(np.asarray(n.v_threshold, np.float64), shape) / scale
+                attrs = neuron_attrs(n)
+                emit(Leaky, key, (param(f"{key}.beta", np.broadcast_to(beta, shape)),
+                                  param(f"{key}.threshold", np.broadcast_to(thr, shape))), **attrs)
+            elif kind == "CubaLIF":
+                if not np.allclose(np.asarray(n.v_leak), 0.0):
+                    raise ValueError("v_leak != 0 is not supported")
+                tau_syn = np.broadcast_to(np.asarray(n.tau_syn, np.float64), shape)
+                tau_mem = np.broadcast_to(np.asarray(n.tau_mem, np.float64), shape)
+                scale = (np.asarray(n.w_in) * dt / tau_syn) * (np.asarray(n.r) * dt / tau_mem)
+                thr = np.broadcast_to(np.asarray(n.v_threshold, np.float64), shape) / scale
+                emit(Synaptic, key, (param(f"{key}.alpha", 1.0 - dt / tau_syn), param(f"{key}.beta", 1.0 - dt / tau_mem),
+                                     param(f"{key}.threshold", thr)), **neuron_attrs(n))
+            else:
+                problems.add(kind, key)
+        except (ValueError, TypeError, IRValidationError) as e:
+            problems.add(kind, key, str(e))
+    problems.raise_if_any(SUPPORTED, "Rewrite those nodes in the model before exporting it to NIR.")
+    return ir.Graph(inputs=(("x", ir.TensorSpec((None,) + in_shape)),), nodes=tuple(nodes), outputs=(cur,),
+                    params=params).validate()
