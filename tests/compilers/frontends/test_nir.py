@@ -115,13 +115,13 @@ def _sinabs_torch(src, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.slow
 def test_cnn_sinabs_matches_an_independent_simulation(tmp_path):
     src = nir.read(str(DATA / "cnn_sinabs.nir"))
-    x = (RNG.random((12, 2, 2, 34, 34)) < 0.15).astype(np.float32)
+    x = (np.random.default_rng(1).random((16, 2, 2, 34, 34)) < 0.05).astype(np.float32)  # all layers fire
     with torch.no_grad():
         want = _sinabs_torch(src, torch.from_numpy(x)).numpy()
     engine = edgert.load(build_artifact(optimize(from_nir(DATA / "cnn_sinabs.nir", dt=1.0))).save(tmp_path / "c.edgert"))
     got = engine.run(x)
     report = parity_report(want, got, np.zeros_like(want), 0.0)  # flips only; conv sums differ in order
-    assert want.sum() > 5
+    assert want.sum() >= 10 and all(st["spikes"] > 0 for st in engine.node_state().values())
     assert len(report.flips) <= 0.01 * want.size, str(report)
 
 
