@@ -93,7 +93,7 @@ def main(rounds: int = 9) -> str:
                         activity.append(f"| {name} | {a.name} ({a.op}) | {a.spike_rate:.4f} | {a.sparsity:.4f} | "
                                         f"{syn} | {a.path or '-'} |")
                     e = energy_pj(layers, load_target("loihi").energy)
-                    activity.append(f"| {name} | Loihi-class energy per sample ({e["model"]}) | | | "
+                    activity.append(f"| {name} | Loihi-class energy per sample ({e['model']}) | | | "
                                     f"{e['total_pj'] / batch / 1e6:.3f} uJ | |")
                 samples = time_interleaved({"snntorch eager": lambda: _snntorch_run(net, xt),
                                             "edgert": lambda: engine.run(x)}, rounds=rounds)
