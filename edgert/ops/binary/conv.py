@@ -223,8 +223,12 @@ def _epilogue_kernel(acc, k, corr, use_corr, bits_out, p0f, p1f, thr, flip, out_
 
 
 def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, padding, pad_mode: str, groups: int,
-                  output_kind: str, p0: np.ndarray, p1: np.ndarray, out_groups: int = 1) -> np.ndarray:
-    """Binary conv on packed input [N, H, W, words]: float32 NCHW or packed bits [N, oh, ow, words]."""
+                  output_kind: str, p0: np.ndarray, p1: np.ndarray, out_groups: int = 1,
+                  schedule: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
+    """Binary conv on packed input [N, H, W, words]: float32 NCHW or packed bits [N, oh, ow, words].
+
+    ``schedule`` (groups == 1 only): an MST plan's (order, parent, diff_ptr, diff_idx), see mst.py.
+    """
     n, h, wd, nw = x.shape
     o, kh, kw, wpg = w.shape
     t, l, b, r = padding
@@ -240,8 +244,13 @@ def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, paddin
     bits = output_kind == "bits"
     if groups == 1:
         acc = np.empty((n, oh, ow, o), np.int32)
-        _conv_dense_kernel(xp.reshape(n, xp.shape[1], -1), w.reshape(o, kh, kw * wpg), nw, stride[1], oh, ow,
-                           stride[0], acc)
+        if schedule is not None:
+            from edgert.ops.binary.mst import mst_conv_acc
+            mst_conv_acc(xp.reshape(n, xp.shape[1], -1), w.reshape(o, -1), nw, stride[1], stride[0], oh, ow, kw,
+                         *schedule, acc)
+        else:
+            _conv_dense_kernel(xp.reshape(n, xp.shape[1], -1), w.reshape(o, kh, kw * wpg), nw, stride[1], oh,
+                               ow, stride[0], acc)
         k = kh * kw * cg
         if bits:
             yb = np.empty((n, oh, ow, out_groups * -(-(o // out_groups) // 64)), np.uint64)

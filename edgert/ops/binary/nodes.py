@@ -75,14 +75,16 @@ class BitPack(_Binary):
 @ir.register_op
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BinaryConv2d(_Binary):
-    """XNOR-popcount conv; inputs (x bits [N, H, W, words], weight bits [O, kh, kw, wpg], p0, p1).
+    """XNOR-popcount conv; inputs (x bits [N, H, W, words], weight bits [O, kh, kw, wpg], p0, p1[, MST]).
 
     (p0, p1) is (scale, bias) for ``output_kind="float"`` and (threshold, flip) for ``"bits"``; padding
-    is (top, left, bottom, right) filled with +1 (``pad_mode="one"``) or with 0 (``"zero"``).
+    is (top, left, bottom, right) filled with +1 (``pad_mode="one"``) or with 0 (``"zero"``). Four more
+    int32 inputs (order, parent, diff_ptr, diff_idx; groups == 1) give an MST schedule (ops/binary/mst.py):
+    the same result, computed with channel reuse.
     """
 
     op: ClassVar[str] = "binary_conv2d"
-    n_inputs: ClassVar[tuple[int, ...]] = (4,)
+    n_inputs: ClassVar[tuple[int, ...]] = (4, 8)
     in_channels: int
     out_channels: int
     kernel: tuple[int, int] = (3, 3)
@@ -119,6 +121,11 @@ class BinaryConv2d(_Binary):
         o, (kh, kw) = self.out_channels, self.kernel
         _need(self, w, (o, kh, kw, words(self.in_channels // self.groups)), "uint64", "weight")
         _epilogue(self, ins, o)
+        if len(ins) == 8:
+            if self.groups != 1:
+                self._fail(f"an MST schedule needs groups == 1, got groups={self.groups}")
+            for spec, n, what in zip(ins[4:], (o, o, o + 1, None), ("order", "parent", "diff_ptr", "diff_idx")):
+                _need(self, spec, (n,), "int32", f"MST {what}")
         t, l, b, r = self.padding
         oh = _window_out(x.shape[1], kh, self.stride[0], t, b, 1, False)
         ow = _window_out(x.shape[2], kw, self.stride[1], l, r, 1, False)

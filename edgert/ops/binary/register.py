@@ -23,9 +23,10 @@ def _bitpack(node: BitPack, args, state):
 
 @register_kernel(BinaryConv2d.op)
 def _conv(node: BinaryConv2d, args, state):
-    x, w, p0, p1 = args
+    x, w, p0, p1 = args[:4]
     return conv.binary_conv2d(np.ascontiguousarray(x), w, node.in_channels, node.stride, node.padding,
-                              node.pad_mode, node.groups, node.output_kind, p0, p1, node.out_groups)
+                              node.pad_mode, node.groups, node.output_kind, p0, p1, node.out_groups,
+                              tuple(args[4:]) or None)
 
 
 @register_kernel(BinaryDense.op)
@@ -47,7 +48,7 @@ def _sign(node: BinarySign, args, state):
 # ---- NumPy reference rules ----
 
 def _conv_ref(node: BinaryConv2d, args, spec, state):
-    x, w, p0, p1 = args
+    x, w, p0, p1 = args[:4]  # an MST schedule changes how, never what: the reference ignores it
     dot = conv.binary_conv_dot_ref(x, w, node.in_channels, node.stride, node.padding, node.pad_mode, node.groups)
     return conv.epilogue_ref(dot, node.output_kind, p0, p1, node.out_groups)
 
