@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHES = ["float_cnn", "shift", "spiking", "binary"]
+BENCHES = ["float_cnn", "shift", "spiking", "binary", "calibrate"]
 
 if __name__ == "__main__":
     for name in sys.argv[1:] or BENCHES:
