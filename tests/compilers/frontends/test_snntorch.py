@@ -180,3 +180,13 @@ def test_activity_counts_come_from_the_compiled_run(tmp_path):
     e = energy_pj([hidden, last], load_target("loihi").energy)
     assert e["total_pj"] == pytest.approx((hidden.synops + last.synops) * 23.6
                                           + (hidden.neuron_updates + last.neuron_updates) * 81.0)
+
+
+def test_spiking_artifact_profiles_per_time_step(tmp_path):
+    from edgert.runtime.profile import profile_artifact
+
+    path = edgert.compile(_fc(snn.Leaky(beta=0.9, init_hidden=True, output=True)),
+                          np.zeros((1, 24), np.float32)).save(tmp_path / "p.edgert")
+    report = profile_artifact(path, repeat=3)
+    ops = {n["name"]: n["ops"] for n in report["nodes"]}
+    assert ops["1"]["accumulate"] == 24 * 32 and report["total"]["latency_s"] > 0
