@@ -93,3 +93,19 @@ def test_bad_price_tables_are_named(tmp_path):
     for problem in ("unknown field throughput.fp32_macs; valid fields: fp32_mac", "int8_mac = -1 must be >= 0",
                     "energy.fp32_mac_pj = 'lots' should be a number", "missing field memory.flash_bytes"):
         assert problem in msg, msg
+
+
+def test_cli_lists_one_line_per_board_and_names_a_malformed_file(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "broken-board.toml").write_text('name = "broken-board"\narch = "x"\n')
+    env = dict(os.environ, EDGERT_TARGETS=str(tmp_path), COLUMNS="200")
+    out = subprocess.run([sys.executable, "-m", "edgert.cli", "targets"], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    rows = [line for line in out.stdout.splitlines() if line.startswith("│")]
+    for name in CATALOGUE:
+        assert sum(line.split("│")[1].strip() == name for line in rows) == 1, name
+    assert "malformed" in out.stdout
+    assert "broken-board.toml is malformed" in out.stderr and "missing field description" in out.stderr
