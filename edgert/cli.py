@@ -102,7 +102,8 @@ def targets() -> None:
     """List the known target boards, one line each."""
     from edgert.targets import load_target, target_files
 
-    table = Table("name", "arch", "cores x clock", "RAM", "flash", "codegen", "description")
+    table = Table("name", "arch", "cores x clock", "RAM", "flash", "codegen")
+    table.add_column("description", no_wrap=True, overflow="ellipsis")  # one line per board
     bad = []
     for name, path in target_files().items():
         try:

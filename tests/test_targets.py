@@ -107,5 +107,6 @@ def test_cli_lists_one_line_per_board_and_names_a_malformed_file(tmp_path):
     rows = [line for line in out.stdout.splitlines() if line.startswith("│")]
     for name in CATALOGUE:
         assert sum(line.split("│")[1].strip() == name for line in rows) == 1, name
+    assert len(rows) == len(CATALOGUE) + 1  # no row wraps onto a second line
     assert "malformed" in out.stdout
     assert "broken-board.toml is malformed" in out.stderr and "missing field description" in out.stderr
