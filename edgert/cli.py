@@ -102,8 +102,10 @@ def targets() -> None:
     """List the known target boards, one line each."""
     from edgert.targets import load_target, target_files
 
-    table = Table("name", "arch", "cores x clock", "RAM", "flash", "codegen")
-    table.add_column("description", no_wrap=True, overflow="ellipsis")  # one line per board
+    table = Table()  # one line per board: no cell wraps; a long description is cut with an ellipsis
+    for col in ("name", "arch", "cores x clock", "RAM", "flash", "codegen"):
+        table.add_column(col, no_wrap=True, min_width={"name": 12, "cores x clock": 14}.get(col))
+    table.add_column("description", no_wrap=True, overflow="ellipsis", ratio=1)
     bad = []
     for name, path in target_files().items():
         try:
