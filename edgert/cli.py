@@ -104,7 +104,7 @@ def targets() -> None:
 
     table = Table()  # one line per board: no cell wraps; a long description is cut with an ellipsis
     for col in ("name", "arch", "cores x clock", "RAM", "flash", "codegen"):
-        table.add_column(col, no_wrap=True, min_width={"name": 12, "cores x clock": 14}.get(col))
+        table.add_column(col, no_wrap=True, min_width={"name": 12, "cores x clock": 14, "codegen": 13}.get(col))
     table.add_column("description", no_wrap=True, overflow="ellipsis", ratio=1)
     bad = []
     for name, path in target_files().items():
