@@ -204,7 +204,9 @@ def profile(
 
         write_html(report, html)
     if as_json:
-        print(json.dumps(report, indent=1))
+        from edgert.runtime.calibrate import _plain
+
+        print(json.dumps(report, indent=1, default=_plain))
         return
     _print_measured(report, artifact.name)
     for est in report["estimates"].values():

@@ -284,12 +284,19 @@ def calibrate_host(artifact=None, batch: int = 1, repeat: int = 20) -> dict:
     return report
 
 
+def _plain(o):
+    """numpy scalars (counts and times can be numpy ints and floats) as plain JSON numbers."""
+    if isinstance(o, np.generic):
+        return o.item()
+    raise TypeError(f"{type(o).__name__} is not JSON serializable")
+
+
 def print_calibration(report: dict, console, as_json: bool = False) -> None:
     """Rich tables (or JSON) for a calibrate_host report."""
     from rich.table import Table
 
     if as_json:
-        print(json.dumps(report, indent=1))
+        print(json.dumps(report, indent=1, default=_plain))
         return
     m = report["measured"]
     t = Table("op kind", "measured ops/cycle (1 core)", "board file", "how (measured on this machine)",
