@@ -5,7 +5,8 @@ Nothing here is a measurement. Every figure carries a label saying which model m
 - **latency, "estimated (roofline)"**: per node, compute time ``sum_k ops_k / (ops_per_cycle_k x
   clock)`` on one core (edgert runs one thread per inference) against memory time ``bytes_moved /
   bandwidth``; the larger binds. A board file may add ``cpu.kernel_overhead_cycles`` (the fixed cost
-  of one kernel call, measured by ``edgert profile --calibrate``), charged once per node.
+  of one kernel call, measured by ``edgert profile --calibrate``), charged once per node that moves
+  data (the nodes of a fused kernel each pay it: a small overestimate).
 - **energy, "compute-only (per-op table)"**: ``sum_k ops_k x energy_k``. On a board with
   ``neuron_update_pj`` (neuromorphic), a stateful node's output elements are priced as neuron updates
   instead of as elementwise ops.
@@ -71,7 +72,9 @@ def estimate_node(cost: NodeCost, target: Target, stateful: bool = False,
         bound = "compute" if compute_s >= memory_s else "memory"
     latency = None
     if compute_s is not None:
-        latency = max(compute_s, memory_s) + target.cpu.get("kernel_overhead_cycles", 0) / clock
+        latency = max(compute_s, memory_s)
+        if cost.ops or cost.bytes_moved:  # a view has no kernel to call
+            latency += target.cpu.get("kernel_overhead_cycles", 0) / clock
 
     by_kind: dict[str, float] = {}
     e = target.energy

@@ -122,3 +122,11 @@ def test_cli_profile_every_board(tmp_path):
         assert f"{name}:" in out.stdout
     assert "estimated (roofline" in out.stdout and "compute-only" in out.stdout and "memory-aware" in out.stdout
     assert out.stdout.count("RAM:") == len(target_files()) and "not measured" in out.stdout
+
+
+def test_kernel_overhead_is_charged_to_kernels_not_views():
+    toy = parse_target(dict(BOARD, cpu={"cores": 1, "clock_hz": 1e9, "kernel_overhead_cycles": 1000}))
+    view = NodeCost("flat", "flatten", (1,), {}, param_bytes=0, act_bytes=0)
+    assert estimate_node(view, toy).latency_s == 0
+    relu = NodeCost("r", "relu", (1,), {"elementwise": 100}, param_bytes=0, act_bytes=800)
+    assert estimate_node(relu, toy).latency_s == pytest.approx(800e-9 + 1e-6)
