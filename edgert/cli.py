@@ -134,7 +134,7 @@ def _uj(v: float | None) -> str:
 def _print_measured(report: dict, name: str) -> None:
     t = report["total"]
     table = Table("node", "op", "output", "MACs", "other ops", "bytes moved", "param B", "latency ms", "how",
-                  title=f"{name} measured on this machine, batch {report['batch']}")
+                  title=f"{name} on this machine, batch {report['batch']}, per {report['per']}")
     for n in report["nodes"]:
         table.add_row(n["name"], n["op"], "x".join(map(str, n["output_shape"])), f"{n['macs']:,}",
                       f"{n['other_ops']:,}", f"{n['bytes_moved']:,}", f"{n['param_bytes']:,}",
@@ -153,7 +153,8 @@ def _print_estimate(report: dict, est: dict) -> None:
     lab = est["labels"]
     table = Table("node", "ops by kind", "bytes moved", f"latency ms\n{lab['latency']}", "bound",
                   f"µJ\n{lab['energy_compute']}", f"µJ\n{lab['energy_memory']}",
-                  title=f"{est['target']}: {est['description']} (estimates, batch {report['batch']})")
+                  title=f"{est['target']}: {est['description']} (estimates, batch {report['batch']}, "
+                        f"per {report['per']})")
     for n, e in zip(report["nodes"], est["nodes"]):
         table.add_row(n["name"], ", ".join(f"{k} {v:,}" for k, v in n["ops"].items()) or "-",
                       f"{n['bytes_moved']:,}", _ms(e["latency_s"]), e["bound"], _uj(e["energy_compute_j"]),

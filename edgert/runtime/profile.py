@@ -238,6 +238,8 @@ def profile_artifact(path, batch: int = 1, repeat: int = 50, seed: int = 0, targ
         "artifact": str(path),
         "target": artifact.target_name,
         "batch": batch,
+        # a stateful (spiking) graph is counted, timed and priced for one time step
+        "per": "time step" if any(stateful.values()) else "inference",
         "nodes": [c.to_json() for c in costs],
         "kernels": kernels,
         "total": total,

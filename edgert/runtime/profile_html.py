@@ -138,7 +138,7 @@ def write_html(report: dict, path: str | Path) -> Path:
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}} th{{background:#eee}} img{{max-width:100%}}</style>
 </head><body>
 <h1>edgert profile: {html.escape(Path(report['artifact']).name)}</h1>
-<p>Compiled for <b>{html.escape(report['target'])}</b>, batch {report['batch']}.
+<p>Compiled for <b>{html.escape(report['target'])}</b>, batch {report['batch']}; every figure is per {report['per']}.
 Measured here: {_fmt(t['latency_s'], 1e3)} ms ({html.escape(t['latency_label'])}).
 {t['macs']:,} MACs, {t['param_bytes']:,} parameter bytes, {t['bytes_moved']:,} bytes moved,
 peak live activations {t['peak_activation_bytes']:,} B (at {html.escape(t['peak_activation_at'])}).</p>
