@@ -46,7 +46,8 @@ class Target:
 OP_KINDS = ("fp32_mac", "int8_mac", "binary_mac", "shift_add", "accumulate", "elementwise")
 _FIELDS: dict[str, tuple[str, ...] | None] = {
     "cpu": ("cores", "clock_hz", "simd_bits", "kernel_overhead_cycles"),
-    "memory": ("ram_bytes", "flash_bytes", "sram_bytes", "bandwidth_bytes_per_s"),
+    "memory": ("ram_bytes", "flash_bytes", "sram_bytes", "bandwidth_bytes_per_s", "cache_bytes",
+               "cache_bandwidth_bytes_per_s"),
     "throughput": OP_KINDS,
     # per op (pJ), per byte from on-chip SRAM and from DRAM (flash on a microcontroller), and the
     # neuromorphic per-neuron-update figure

@@ -8,7 +8,8 @@ Throughput per op kind (operations per cycle on one core, at the clock in target
   fixed cost of one kernel call (intercept) and the elementwise rate (slope).
 - fp32_mac: a 3x3 convolution (32 -> 32 channels, 16x16), same path, less one kernel overhead: what
   edgert's own float code reaches, not the core's peak.
-- bandwidth: an add of two 4M-float tensors (48 MB moved, far past the caches), same path.
+- bandwidth: an add of two 4M-float tensors (48 MB moved, past the caches), same path; cache
+  bandwidth: the same add on 16K floats (192 KB moved, inside the 512 KB L2).
 - int8_mac, binary_mac, shift_add, accumulate: small Numba loops (the backend of those op families):
   an int8 dot product, XNOR-popcount over uint64 words, a shift-and-add, and a gather-accumulate.
 
@@ -167,6 +168,15 @@ def measure_host(repeat: int = 20, clock_hz: float | None = None) -> dict:
     out["bandwidth_bytes_per_s"] = 3 * 4 * n / s
     out["how"]["bandwidth_bytes_per_s"] = f"TVM add of two {n:,}-float tensors (48 MB moved) in {s * 1e3:.2f} ms"
 
+    n = 1 << 14
+    add = ir.Graph(inputs=(("x", ir.TensorSpec((None, n), F32)),),
+                   nodes=(ir.Add(name="k", inputs=("x", "w"), output="y"),), outputs=("y",),
+                   params={"w": rng.standard_normal((1, n)).astype(np.float32)})
+    s = _tvm_kernel_seconds(add, rng.standard_normal((1, n)).astype(np.float32), repeat)
+    out["cache_bandwidth_bytes_per_s"] = 3 * 4 * n / max(s - overhead, 1e-9)
+    out["how"]["cache_bandwidth_bytes_per_s"] = (f"TVM add of two {n:,}-float tensors (192 KB moved, inside L2) "
+                                                 f"in {s * 1e6:.2f} us, less one kernel overhead")
+
     int8_dot, xnor, shift, acc = _numba_kernels()
     m, k = 64, 1024
     a8, b8 = rng.integers(-128, 128, (m, k), dtype=np.int8), rng.integers(-128, 128, k, dtype=np.int8)
@@ -197,7 +207,8 @@ def calibrated_host(measured: dict) -> Target:
     base = load_target("x86-host")
     return replace(base, throughput={**base.throughput, **measured["throughput"]},
                    cpu={**base.cpu, "kernel_overhead_cycles": measured["kernel_overhead_cycles"]},
-                   memory={**base.memory, "bandwidth_bytes_per_s": measured["bandwidth_bytes_per_s"]})
+                   memory={**base.memory, "bandwidth_bytes_per_s": measured["bandwidth_bytes_per_s"],
+                           "cache_bandwidth_bytes_per_s": measured["cache_bandwidth_bytes_per_s"]})
 
 
 def kernel_cost(nodes: list[str], costs: dict, by_name: dict, specs: dict, batch: int, params_of) -> "NodeCost":
@@ -276,6 +287,7 @@ def calibrate_host(artifact=None, batch: int = 1, repeat: int = 20) -> dict:
     report = {"date": time.strftime("%Y-%m-%d"), "measured": measured,
               "board_file": {"throughput": base.throughput,
                              "bandwidth_bytes_per_s": base.memory.get("bandwidth_bytes_per_s"),
+                             "cache_bandwidth_bytes_per_s": base.memory.get("cache_bandwidth_bytes_per_s"),
                              "kernel_overhead_cycles": base.cpu.get("kernel_overhead_cycles")}}
     if artifact is not None:
         rows = compare_layers(artifact, calibrated_host(measured), batch, repeat, measured["overhead_s_by_op"])
@@ -305,6 +317,8 @@ def print_calibration(report: dict, console, as_json: bool = False) -> None:
         t.add_row(k, f"{v:.3g}", str(report["board_file"]["throughput"].get(k, "-")), m["how"][k])
     t.add_row("bandwidth B/s", f"{m['bandwidth_bytes_per_s']:.3g}",
               str(report["board_file"]["bandwidth_bytes_per_s"]), m["how"]["bandwidth_bytes_per_s"])
+    t.add_row("cache bandwidth B/s", f"{m['cache_bandwidth_bytes_per_s']:.3g}",
+              str(report["board_file"].get("cache_bandwidth_bytes_per_s")), m["how"]["cache_bandwidth_bytes_per_s"])
     t.add_row("kernel overhead cycles", f"{m['kernel_overhead_cycles']:.0f}",
               str(report["board_file"]["kernel_overhead_cycles"] or "-"), m["how"]["kernel_overhead_cycles"])
     t.add_row("overhead by op kind", ", ".join(f"{k} {v * 1e6:.1f} us" for k, v in m["overhead_s_by_op"].items()),

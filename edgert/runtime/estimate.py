@@ -4,7 +4,8 @@ Nothing here is a measurement. Every figure carries a label saying which model m
 
 - **latency, "estimated (roofline)"**: per node, compute time ``sum_k ops_k / (ops_per_cycle_k x
   clock)`` on one core (edgert runs one thread per inference) against memory time ``bytes_moved /
-  bandwidth``; the larger binds. A board file may add ``cpu.kernel_overhead_cycles`` (the fixed cost
+  bandwidth``; the larger binds. The bandwidth is the cache's (``cache_bandwidth_bytes_per_s``) when
+  the node's bytes fit in ``cache_bytes`` (a model run again and again keeps them there), else memory's. A board file may add ``cpu.kernel_overhead_cycles`` (the fixed cost
   of one kernel call, measured by ``edgert profile --calibrate``), charged once per node that moves
   data (the nodes of a fused kernel each pay it: a small overestimate).
 - **energy, "compute-only (per-op table)"**: ``sum_k ops_k x energy_k``. On a board with
@@ -61,6 +62,8 @@ def estimate_node(cost: NodeCost, target: Target, stateful: bool = False,
     """Roofline latency and both energy models for one node on ``target``."""
     clock = target.cpu.get("clock_hz", 0.0)
     bw = target.memory.get("bandwidth_bytes_per_s")
+    if cost.bytes_moved <= target.memory.get("cache_bytes", -1) and target.memory.get("cache_bandwidth_bytes_per_s"):
+        bw = target.memory["cache_bandwidth_bytes_per_s"]  # the node's data stays in the core's cache
     memory_s = cost.bytes_moved / bw if bw else 0.0
     lacking = missing_kinds(cost, target)
     if not target.throughput or not clock:

@@ -130,3 +130,12 @@ def test_kernel_overhead_is_charged_to_kernels_not_views():
     assert estimate_node(view, toy).latency_s == 0
     relu = NodeCost("r", "relu", (1,), {"elementwise": 100}, param_bytes=0, act_bytes=800)
     assert estimate_node(relu, toy).latency_s == pytest.approx(800e-9 + 1e-6)
+
+
+def test_data_that_fits_in_cache_moves_at_cache_bandwidth():
+    toy = parse_target(dict(BOARD, memory={**BOARD["memory"], "cache_bytes": 1_000,
+                                           "cache_bandwidth_bytes_per_s": 1e10}))
+    small = NodeCost("r", "relu", (1,), {"elementwise": 1}, param_bytes=0, act_bytes=800)
+    big = NodeCost("r", "relu", (1,), {"elementwise": 1}, param_bytes=0, act_bytes=8_000)
+    assert estimate_node(small, toy).memory_s == pytest.approx(800 / 1e10)
+    assert estimate_node(big, toy).memory_s == pytest.approx(8_000 / 1e9)
