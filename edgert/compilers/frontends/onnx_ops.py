@@ -386,3 +386,7 @@ CONVERTERS: dict[str, Callable[[OnnxImporter, onnx.NodeProto], None]] = {
     "Add": _add, "Concat": _concat, "Softmax": _softmax, "Identity": lambda c, n: c.alias(n),
     "Dropout": _dropout, "Cast": _cast, "CastLike": _cast_like,
 }
+
+from edgert.compilers.frontends.onnx_binary import BINARY_CONVERTERS  # noqa: E402  (Sign -> binary layers)
+
+CONVERTERS.update(BINARY_CONVERTERS)
