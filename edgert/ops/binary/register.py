@@ -24,9 +24,14 @@ def _bitpack(node: BitPack, args, state):
 @register_kernel(BinaryConv2d.op)
 def _conv(node: BinaryConv2d, args, state):
     x, w, p0, p1 = args[:4]
+    w_t = None
+    if node.groups == 1 and len(args) == 4:
+        if state.get("weight") is not w:  # transposed once per weight array (set_params replaces it)
+            state["weight"], state["w_t"] = w, conv.transpose_weight(w)
+        w_t = state["w_t"]
     return conv.binary_conv2d(np.ascontiguousarray(x), w, node.in_channels, node.stride, node.padding,
                               node.pad_mode, node.groups, node.output_kind, p0, p1, node.out_groups,
-                              tuple(args[4:]) or None)
+                              tuple(args[4:]) or None, w_t)
 
 
 @register_kernel(BinaryDense.op)
