@@ -202,25 +202,26 @@ def _epilogue_kernel(acc, k, corr, use_corr, bits_out, p0f, p1f, thr, flip, out_
     n_, oh, ow, o_ = acc.shape
     ogo = o_ // out_groups
     wpo = (ogo + 63) // 64
-    word = np.empty(o_, np.int64)
-    mask = np.empty(o_, np.uint64)
-    for o in range(o_):
-        word[o] = (o // ogo) * wpo + (o % ogo) // 64
-        mask[o] = np.uint64(1) << np.uint64((o % ogo) % 64)
     for n in range(n_):
         for oy in range(oh):
             for ox in range(ow):
-                if bits_out:
-                    for c in range(yb.shape[3]):
-                        yb[n, oy, ox, c] = 0
-                for o in range(o_):
-                    dot = k - 2 * np.int64(acc[n, oy, ox, o])
-                    if use_corr:
-                        dot -= corr[oy, ox, o]
-                    if bits_out:
-                        if (dot < thr[o]) != flip[o]:
-                            yb[n, oy, ox, word[o]] |= mask[o]
-                    else:
+                if bits_out:  # one word at a time, branch-free: bit b of a word is channel base + b
+                    for g in range(out_groups):
+                        for wi in range(wpo):
+                            base = g * ogo + wi * 64
+                            v = np.uint64(0)
+                            for b in range(min(64, ogo - wi * 64)):
+                                o = base + b
+                                dot = k - 2 * np.int64(acc[n, oy, ox, o])
+                                if use_corr:
+                                    dot -= corr[oy, ox, o]
+                                v |= np.uint64((dot < thr[o]) != flip[o]) << np.uint64(b)
+                            yb[n, oy, ox, g * wpo + wi] = v
+                else:
+                    for o in range(o_):
+                        dot = k - 2 * np.int64(acc[n, oy, ox, o])
+                        if use_corr:
+                            dot -= corr[oy, ox, o]
                         yf[n, o, oy, ox] = np.float32(dot) * p0f[o] + p1f[o]
 
 
