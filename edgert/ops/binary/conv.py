@@ -246,15 +246,23 @@ def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, paddin
             else np.zeros((1, 1, 1), np.int64))
     f32, i32, u8 = np.zeros(1, np.float32), np.zeros(1, np.int32), np.zeros(1, np.uint8)
     bits = output_kind == "bits"
-    if groups == 1:
+    og = o // groups
+    if groups == 1 or og >= 8:  # few groups: one vectorized pass per group on its own contiguous words
         acc = np.empty((n, oh, ow, o), np.int32)
         if schedule is not None:
             from edgert.ops.binary.mst import mst_conv_acc
             mst_conv_acc(xp.reshape(n, xp.shape[1], -1), w.reshape(o, -1), nw, stride[1], stride[0], oh, ow, kw,
                          *schedule, acc)
-        else:
+        elif groups == 1:
             _conv_dense_kernel(xp.reshape(n, xp.shape[1], -1), transpose_weight(w) if w_t is None else w_t, nw,
                                stride[1], oh, ow, stride[0], acc)
+        else:
+            part = np.empty((n, oh, ow, og), np.int32)
+            for g in range(groups):
+                xg = np.ascontiguousarray(xp[..., g * wpg:(g + 1) * wpg])
+                _conv_dense_kernel(xg.reshape(n, xg.shape[1], -1), transpose_weight(w[g * og:(g + 1) * og]), wpg,
+                                   stride[1], oh, ow, stride[0], part)
+                acc[..., g * og:(g + 1) * og] = part
         k = kh * kw * cg
         if bits:
             yb = np.empty((n, oh, ow, out_groups * -(-(o // out_groups) // 64)), np.uint64)
