@@ -35,6 +35,11 @@ MANIFEST_SUM = "manifest.sha256"
 PARAMS = "params.npz"
 
 
+# What every reader relies on; checked before anything is used, so a bad manifest is one clear error.
+_MANIFEST_FIELDS = {"target": dict, "graph": dict, "stages": list, "backends": dict, "inputs": list,
+                    "outputs": list, "param_order": list, "members": dict}
+
+
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -152,6 +157,11 @@ class Artifact:
                 f"{manifest.get('edgert_version', '?')}); this edgert {__version__} reads version "
                 f"{SCHEMA_VERSION}. " + ("Upgrade edgert on this device." if newer else
                                          "Recompile the model with this edgert."))
+        missing = [f"{k} ({t.__name__})" for k, t in _MANIFEST_FIELDS.items() if not isinstance(manifest.get(k), t)]
+        if missing:
+            raise ArtifactSchemaError(f"{path}: the manifest lacks or mistypes {', '.join(missing)}; it was "
+                                      "written by an incompatible edgert build. Recompile the model with "
+                                      "this edgert.")
         for name, digest in manifest.get("members", {}).items():
             if name not in data:
                 raise ArtifactTruncatedError(f"{path}: member {name!r} listed in the manifest is missing")

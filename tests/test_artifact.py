@@ -105,3 +105,22 @@ def test_missing_file_and_non_archive(tmp_path):
     (tmp_path / "x.edgert").write_text("hello")
     with pytest.raises(ArtifactTruncatedError):
         Artifact.read(tmp_path / "x.edgert")
+
+
+def test_manifest_missing_fields_is_a_schema_error(tmp_path):
+    """A manifest from an incompatible build (same schema number, other layout) fails clearly, not with KeyError."""
+    path = _artifact().save(tmp_path / "m.edgert")
+
+    def drop(name, b):
+        if name == MANIFEST:
+            m = json.loads(b)
+            del m["stages"]
+            return json.dumps(m).encode()
+        return b
+
+    _rewrite(path, tmp_path / "n.edgert", drop)
+    _rewrite(tmp_path / "n.edgert", tmp_path / "n2.edgert",
+             lambda n, b: _sha256(zipfile.ZipFile(tmp_path / "n.edgert").read(MANIFEST)).encode()
+             if n == MANIFEST_SUM else b)
+    with pytest.raises(ArtifactSchemaError, match="lacks or mistypes stages"):
+        Artifact.read(tmp_path / "n2.edgert")
