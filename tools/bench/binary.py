@@ -6,6 +6,14 @@ LCE's four 3x3 reference layers (stride 1, +1 padding, in = out channels), batch
 runs its binary conv with the fused threshold writing packed bits (the path between two binary layers)
 and, separately, with float output; both include the padded copy of the input and the epilogue. The peak is measured in the same run by a streaming Numba kernel
 (XOR + popcount + add over two L1-resident word arrays): binary MAC/s = 64 x words per second.
+
+Optional third runtime, Larq Compute Engine's interpreter on the same four layers (its .tflite files
+in ../shared/data/lce, BatchNorm fused into a float output), timed in a subprocess in LCE's own venv
+right after each layer's edgert/torch rounds; set it up once with
+
+    python3 -m venv build/lce-venv && build/lce-venv/bin/pip install larq-compute-engine==0.16.0 "numpy<2"
+
+($EDGERT_LCE_PYTHON and $EDGERT_LCE_MODELS override the interpreter and the model folder).
 """
 
 from __future__ import annotations
@@ -14,7 +22,10 @@ import os
 
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
+import json
 import statistics
+import subprocess
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -45,6 +56,24 @@ def _peak_fn():
     return (lambda: _stream(a, b, reps)), PEAK_WORDS * reps * 64
 
 
+ROOT = Path(__file__).resolve().parents[2]
+LCE_PYTHON = Path(os.environ.get("EDGERT_LCE_PYTHON", ROOT / "build/lce-venv/bin/python"))
+LCE_MODELS = Path(os.environ.get("EDGERT_LCE_MODELS", ROOT.parent / "shared/data/lce"))
+
+
+def _lce(hw: int, c: int, rounds: int) -> list[float] | None:
+    """LCE seconds per call on the same layer, or None when its venv or model file is missing."""
+    model = LCE_MODELS / f"bconv3x3_{hw}x{hw}x{c}.tflite"
+    if not (LCE_PYTHON.exists() and model.exists()):
+        return None
+    run = subprocess.run([str(LCE_PYTHON), str(ROOT / "tools/bench/lce_runner.py"), str(rounds), str(model)],
+                         capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if run.returncode != 0:
+        print(f"LCE failed on {model.name}: {run.stderr.strip().splitlines()[-1:]}")
+        return None
+    return json.loads(run.stdout.strip().splitlines()[-1])[str(model)]
+
+
 def main() -> str:
     torch.set_num_threads(1)
     peak_fn, peak_macs = _peak_fn()
@@ -68,12 +97,15 @@ def main() -> str:
         }
         with torch.no_grad():
             samples = time_interleaved(fns, rounds=11)
+        lce = _lce(hw, c, 11)
+        if lce is not None:
+            samples["LCE 0.16 float"] = lce
         med = {k: statistics.median(v) for k, v in samples.items()}
         best = {k: min(v) for k, v in samples.items()}
         peak = peak_macs / med["peak"]
         peaks.append(peak)
         macs = hw * hw * c * c * 9
-        for name in ("edgert bits", "edgert float", "torch fp32"):
+        for name in [k for k in samples if k != "peak"]:
             rate = macs / med[name]
             rows.append(f"| {hw}x{hw}x{c} | {name} | {best[name] * 1e3:.3f} | {med[name] * 1e3:.3f} | "
                         f"{rate / 1e9:.1f} | {rate / peak * 100:.1f}% | {med['torch fp32'] / med[name]:.1f}x |")
@@ -83,7 +115,9 @@ def main() -> str:
         f"{machine()}; batch 1, one thread; stride 1, +1 padding, in = out channels. MAC/s counts binary "
         "MACs for edgert and fp32 MACs for torch (the same conv on +-1 floats). Peak: streaming XOR-popcount "
         f"Numba kernel measured in the same run, median {statistics.median(peaks) / 1e9:.0f} G binary MAC/s "
-        f"(range {min(peaks) / 1e9:.0f}-{max(peaks) / 1e9:.0f}).",
+        f"(range {min(peaks) / 1e9:.0f}-{max(peaks) / 1e9:.0f}). LCE: its interpreter (indirect BGEMM, one "
+        "thread) on LCE's own model of the layer, run in a subprocess right after the other rows "
+        "(omitted when its venv is missing; see tools/bench/binary.py).",
         "",
         "| layer | runtime | min ms | median ms | G MAC/s (median) | of binary peak | vs torch fp32 |",
         "|---|---|---|---|---|---|---|",
