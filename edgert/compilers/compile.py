@@ -14,6 +14,7 @@ from edgert.compilers.passes.select_shift_path import preferred_path, select_shi
 from edgert.compilers.partition import choose_backends, partition
 from edgert.compilers.passes.fold_binary_threshold import fold_binary_threshold
 from edgert.compilers.passes.binarize_sign_layers import binarize_sign_layers
+from edgert.compilers.passes.pack_before_flatten import pack_before_flatten
 from edgert.compilers.passes.schedule_mst import schedule_mst
 from edgert.compilers.passes import fold_batchnorm, fuse_linear_leaky, remove_dead_nodes
 from edgert.errors import EdgertError, InternalError
@@ -49,7 +50,7 @@ def import_model(model: Any, example_input: Any = None) -> ir.Graph:
 def optimize(g: ir.Graph, fold_bn: bool = True) -> ir.Graph:
     """The default pass pipeline; ``fold_bn=False`` keeps BatchNorm nodes for adaptation."""
     g = remove_dead_nodes(g.validate())
-    g = binarize_sign_layers(g)
+    g = pack_before_flatten(binarize_sign_layers(g))
     if fold_bn:
         g = schedule_mst(fold_binary_threshold(g))
         g = fold_batchnorm(g)

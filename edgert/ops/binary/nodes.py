@@ -205,3 +205,21 @@ class BinarySign(_Binary):
         if ins[0].dtype != "float32":
             self._fail(f"input must be float32, got {ins[0].dtype}")
         return ins[0]
+
+
+@ir.register_op
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BitFlatten(_Binary):
+    """Packed [N, H, W, words] -> [N, H * W * words]: flatten in (h, w, channel) order, no data change.
+
+    Only exact when every pixel's words are full (channels a multiple of 64), so the flat words hold
+    H * W * C signs with no padding between pixels.
+    """
+
+    op: ClassVar[str] = "bit_flatten"
+
+    def infer(self, ins: Sequence[TensorSpec]) -> TensorSpec:
+        x = ins[0]
+        if x.dtype != "uint64" or x.rank != 4:
+            self._fail(f"input must be packed bits uint64 [N, H, W, words], got {x.dtype} {x.shape}")
+        return TensorSpec((x.shape[0], x.shape[1] * x.shape[2] * x.shape[3]), "uint64")

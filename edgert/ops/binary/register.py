@@ -8,7 +8,7 @@ import numpy as np
 
 from edgert import ir
 from edgert.ops.binary import bits, conv
-from edgert.ops.binary.nodes import BinaryConv2d, BinaryDense, BinaryMaxPool2d, BinarySign, BitPack
+from edgert.ops.binary.nodes import BinaryConv2d, BinaryDense, BinaryMaxPool2d, BinarySign, BitFlatten, BitPack
 from edgert.ops.reference import EXTRA_RULES
 from edgert.runtime.kernels import register_kernel
 from edgert.runtime.profile import COUNTERS
@@ -50,6 +50,11 @@ def _sign(node: BinarySign, args, state):
     return bits.sign(args[0])
 
 
+@register_kernel(BitFlatten.op)
+def _bit_flatten(node: BitFlatten, args, state):
+    return args[0].reshape(args[0].shape[0], -1)
+
+
 # ---- NumPy reference rules ----
 
 def _conv_ref(node: BinaryConv2d, args, spec, state):
@@ -65,6 +70,7 @@ def _dense_ref(node: BinaryDense, args, spec, state):
 
 EXTRA_RULES[BitPack.op] = lambda node, args, spec, state: bits.bitpack_ref(args[0], node.groups)
 EXTRA_RULES[BinarySign.op] = lambda node, args, spec, state: bits.sign_ref(args[0])
+EXTRA_RULES[BitFlatten.op] = lambda node, args, spec, state: args[0].reshape(args[0].shape[0], -1).copy()
 EXTRA_RULES[BinaryConv2d.op] = _conv_ref
 EXTRA_RULES[BinaryDense.op] = _dense_ref
 EXTRA_RULES[BinaryMaxPool2d.op] = lambda node, args, spec, state: conv.binary_max_pool_ref(
@@ -98,4 +104,5 @@ COUNTERS[BinaryConv2d.op] = _count_conv
 COUNTERS[BinaryDense.op] = _count_conv
 COUNTERS[BitPack.op] = _count_pack
 COUNTERS[BinarySign.op] = _count_pack
+COUNTERS[BitFlatten.op] = lambda node, ins, out, batch: {}  # a view
 COUNTERS[BinaryMaxPool2d.op] = _count_pool

@@ -60,7 +60,8 @@ def test_reference_model_end_to_end_through_pt2_and_artifact(tmp_path):
     np.testing.assert_allclose(engine.run(x.numpy()), want, rtol=1e-5, atol=1e-5)  # float first/last layers
     ops = [n.op for n in art.graph.nodes]
     assert ops.count("binary_conv2d") == 2 and "binary_max_pool2d" in ops and "binary_dense" in ops
-    assert [n.output_kind for n in art.graph.nodes if n.op == "binary_conv2d"] == ["bits", "float"]  # the second feeds a flatten
+    assert [n.output_kind for n in art.graph.nodes if n.op == "binary_conv2d"] == ["bits", "bits"]
+    assert "bit_flatten" in ops and "flatten" not in ops  # the binary core stays packed into the dense
 
 
 def test_rejects_unknown_pad_value():
