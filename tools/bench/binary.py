@@ -4,7 +4,8 @@
 
 LCE's four 3x3 reference layers (stride 1, +1 padding, in = out channels), batch 1, one thread. edgert
 runs its binary conv with the fused threshold writing packed bits (the path between two binary layers)
-and, separately, with float output; both include the padded copy of the input and the epilogue. The peak is measured in the same run by a streaming Numba kernel
+and, separately, with float output; both include the padded copy of the input and the epilogue. The
+peak is measured in the same run by a streaming Numba kernel
 (XOR + popcount + add over two L1-resident word arrays): binary MAC/s = 64 x words per second.
 
 Optional third runtime, Larq Compute Engine's interpreter on the same four layers (its .tflite files

@@ -270,8 +270,8 @@ def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, paddin
                              out_groups, np.zeros((1, 1, 1, 1), np.float32), yb)
             return yb
         yf = np.empty((n, o, oh, ow), np.float32)
-        _epilogue_kernel(acc, k, corr, use_corr, False, p0.astype(np.float32), p1.astype(np.float32), i32, u8.astype(bool),
-                         1, yf, np.zeros((1, 1, 1, 1), np.uint64))
+        _epilogue_kernel(acc, k, corr, use_corr, False, p0.astype(np.float32), p1.astype(np.float32), i32,
+                         u8.astype(bool), 1, yf, np.zeros((1, 1, 1, 1), np.uint64))
         return yf
     if bits:
         yb = np.empty((n, oh, ow, out_groups * -(-(o // out_groups) // 64)), np.uint64)

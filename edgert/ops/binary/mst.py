@@ -104,7 +104,9 @@ class MstPlan:
 
 
 def plan(w: np.ndarray, k_bits: int) -> MstPlan:
-    """MST over word-level distances (bit-level ties broken), rooted at its centre; channels whose parent saves nothing stay roots.
+    """MST over word-level distances (bit-level ties broken), rooted at its centre.
+
+    Channels whose parent saves nothing stay roots (computed in full).
 
     ``w`` is packed [O, ...] and ``k_bits`` the real reduction length (bits per output channel).
     """
