@@ -28,6 +28,14 @@ def _rewrite(src, dst, change):
             zout.writestr(name, change(name, zin.read(name)))
 
 
+def _rewrite_manifest(src, dst, change):
+    """A genuine-looking artifact whose manifest dict went through ``change`` (checksum kept consistent)."""
+    with zipfile.ZipFile(src) as z:
+        manifest = json.dumps(change(json.loads(z.read(MANIFEST)))).encode()
+    _rewrite(src, dst, lambda n, b: manifest if n == MANIFEST else _sha256(manifest).encode()
+             if n == MANIFEST_SUM else b)
+
+
 def test_round_trip_keeps_graph_params_and_library(tmp_path):
     art = _artifact()
     again = Artifact.read(art.save(tmp_path / "m.edgert"))
@@ -84,19 +92,9 @@ def test_flipped_byte_in_any_member_is_caught(tmp_path):
 
 def test_newer_schema_asks_for_an_upgrade(tmp_path):
     path = _artifact().save(tmp_path / "m.edgert")
-
-    def bump(name, b):
-        if name == MANIFEST:
-            return json.dumps(dict(json.loads(b), schema_version=SCHEMA_VERSION + 1)).encode()
-        return b
-
-    _rewrite(path, tmp_path / "n.edgert", bump)
-    # keep the manifest checksum consistent: this is a genuine newer file, not a tampered one
-    _rewrite(tmp_path / "n.edgert", tmp_path / "n2.edgert",
-             lambda n, b: _sha256(zipfile.ZipFile(tmp_path / "n.edgert").read(MANIFEST)).encode()
-             if n == MANIFEST_SUM else b)
+    _rewrite_manifest(path, tmp_path / "n.edgert", lambda m: {**m, "schema_version": SCHEMA_VERSION + 1})
     with pytest.raises(ArtifactSchemaError, match="Upgrade edgert"):
-        Artifact.read(tmp_path / "n2.edgert")
+        Artifact.read(tmp_path / "n.edgert")
 
 
 def test_missing_file_and_non_archive(tmp_path):
@@ -110,17 +108,6 @@ def test_missing_file_and_non_archive(tmp_path):
 def test_manifest_missing_fields_is_a_schema_error(tmp_path):
     """A manifest from an incompatible build (same schema number, other layout) fails clearly, not with KeyError."""
     path = _artifact().save(tmp_path / "m.edgert")
-
-    def drop(name, b):
-        if name == MANIFEST:
-            m = json.loads(b)
-            del m["stages"]
-            return json.dumps(m).encode()
-        return b
-
-    _rewrite(path, tmp_path / "n.edgert", drop)
-    _rewrite(tmp_path / "n.edgert", tmp_path / "n2.edgert",
-             lambda n, b: _sha256(zipfile.ZipFile(tmp_path / "n.edgert").read(MANIFEST)).encode()
-             if n == MANIFEST_SUM else b)
+    _rewrite_manifest(path, tmp_path / "n.edgert", lambda m: {k: v for k, v in m.items() if k != "stages"})
     with pytest.raises(ArtifactSchemaError, match="lacks or mistypes stages"):
-        Artifact.read(tmp_path / "n2.edgert")
+        Artifact.read(tmp_path / "n.edgert")

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from edgert.nn import BinaryConv2d, BinaryLinear
-from tools.models.digits_cnn import digits_split, save_pt2
+from tools.models.digits_cnn import fit, save_pt2
 
 
 class BinaryDigits(nn.Module):
@@ -41,30 +41,13 @@ class BinaryDigits(nn.Module):
 def train(epochs: int = 15, seed: int = 0, mst: float = 0.0, mst_every: int = 50) -> tuple[BinaryDigits, float]:
     """Train with Adam; ``mst`` > 0 adds the MST word-distance regularizer. Returns (model, test accuracy)."""
     torch.manual_seed(seed)
-    xtr, ytr, xte, yte = digits_split(seed)
     model = BinaryDigits()
-    reg = None
+    extra = None
     if mst > 0:
         from edgert.nn.mst import MSTRegularizer
         reg = MSTRegularizer([m for m in model.modules() if isinstance(m, BinaryConv2d)], every=mst_every)
-    opt = torch.optim.Adam(model.parameters(), lr=5e-3)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
-    xt, yt = torch.from_numpy(xtr), torch.from_numpy(ytr)
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        model.train()
-        for idx in torch.randperm(len(xt), generator=gen).split(64):
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(model(xt[idx]), yt[idx])
-            if reg is not None:
-                loss = loss + mst * reg()
-            loss.backward()
-            opt.step()
-        sched.step()
-    model.eval()
-    with torch.no_grad():
-        acc = (model(torch.from_numpy(xte)).argmax(1).numpy() == yte).mean()
-    return model, float(acc)
+        extra = lambda: mst * reg()  # noqa: E731
+    return model, fit(model, epochs, 5e-3, seed, cosine=True, extra_loss=extra)
 
 
 def mst_table(model: BinaryDigits, repeat: int = 30) -> list[dict]:
