@@ -9,6 +9,7 @@ import numpy as np
 
 from edgert import ir
 from edgert.artifact import Artifact
+from edgert.compilers.adapt_plan import plan_adaptation
 from edgert.compilers.backends.tvm import compile_graph
 from edgert.compilers.passes.select_shift_path import preferred_path, select_shift_path
 from edgert.compilers.partition import choose_backends, partition
@@ -66,21 +67,26 @@ def compile_model(model: Any, example_input: Any = None, target: str | Target = 
     if isinstance(example_input, np.ndarray):
         example_input = example_input.astype(np.float32, copy=False)
     say("importing model")
-    graph = optimize(import_model(model, example_input), fold_bn)
+    imported = import_model(model, example_input)
+    graph = optimize(imported, fold_bn)
     graph = select_shift_path(graph, preferred_path(tgt.throughput))
-    return build_artifact(graph, tgt, say)
+    graph, plan = plan_adaptation(optimize(imported, fold_bn=False), graph)  # what adapt/ needs
+    return build_artifact(graph, tgt, say, adapt=plan)
 
 
 def build_artifact(graph: ir.Graph, target: str | Target = "x86-host",
-                   progress: Callable[[str], None] | None = None) -> Artifact:
-    """Choose a backend per node, partition into stages, build each TVM stage, bundle the artifact."""
+                   progress: Callable[[str], None] | None = None, adapt: dict | None = None) -> Artifact:
+    """Choose a backend per node, partition into stages, build each TVM stage, bundle the artifact.
+
+    ``adapt`` (from plan_adaptation) goes into the manifest; its "taps" become extra stage outputs.
+    """
     say = progress or (lambda msg: None)
     tgt = target if isinstance(target, Target) else load_target(target)
     backends = choose_backends(graph, BACKENDS)
     stages, libraries = [], {}
     if tgt.has_codegen:
         specs = graph.infer_specs()
-        for i, stage in enumerate(partition(graph, backends)):
+        for i, stage in enumerate(partition(graph, backends, keep=tuple((adapt or {}).get("taps", ())))):
             entry = {"backend": stage.backend, "nodes": [n.name for n in stage.nodes],
                      "inputs": list(stage.inputs), "outputs": list(stage.outputs)}
             if stage.backend == "tvm":
@@ -95,4 +101,4 @@ def build_artifact(graph: ir.Graph, target: str | Target = "x86-host",
                 entry.update(library=lib, params=list(built.param_names), kernels=built.kernels)
             stages.append(entry)
     info = {"name": tgt.name, "arch": tgt.arch, "tvm": tgt.tvm}
-    return Artifact.create(graph, info, stages, libraries, backends)
+    return Artifact.create(graph, info, stages, libraries, backends, {"adapt": adapt} if adapt else None)

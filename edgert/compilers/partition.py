@@ -38,8 +38,12 @@ def choose_backends(g: ir.Graph, available: tuple[str, ...]) -> dict[str, str]:
     return chosen
 
 
-def partition(g: ir.Graph, backend_of: dict[str, str], groupable: tuple[str, ...] = ("tvm",)) -> list[Stage]:
-    """Group maximal runs of consecutive nodes on a ``groupable`` backend; other nodes stand alone."""
+def partition(g: ir.Graph, backend_of: dict[str, str], groupable: tuple[str, ...] = ("tvm",),
+              keep: tuple[str, ...] = ()) -> list[Stage]:
+    """Group maximal runs of consecutive nodes on a ``groupable`` backend; other nodes stand alone.
+
+    Values named in ``keep`` (adaptation taps) are stage outputs even when nothing later reads them.
+    """
     runs: list[list[ir.Node]] = []
     for n in g.nodes:
         b = backend_of[n.name]
@@ -49,7 +53,7 @@ def partition(g: ir.Graph, backend_of: dict[str, str], groupable: tuple[str, ...
             runs.append([n])
     params = set(g.params)
     later_reads: list[set[str]] = []
-    acc = set(g.outputs)
+    acc = set(g.outputs) | set(keep)
     for run in reversed(runs):
         later_reads.append(set(acc))
         acc |= {i for n in run for i in n.inputs}

@@ -126,11 +126,21 @@ class Engine:
             out.append(np.ascontiguousarray(x))
         return out
 
-    def _forward(self, xs: list[np.ndarray]) -> list[np.ndarray]:
+    def _forward(self, xs: list[np.ndarray], taps: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
         env = dict(zip((n for n, _ in self.inputs), xs))
         for stage in self._stages:
             stage(env)
+        if taps is not None:
+            taps.update((t, env[t]) for t in self.artifact.manifest.get("adapt", {}).get("taps", ()))
         return [env[n] for n, _ in self.outputs]
+
+    def run_with_taps(self, *xs: np.ndarray) -> tuple[np.ndarray | list[np.ndarray], dict[str, np.ndarray]]:
+        """Run one batch of a stateless model; also return the adaptation taps the manifest names
+        (BatchNorm inputs or outputs, classifier features) that the compiler kept as stage outputs."""
+        if self.stateful:
+            raise InputError("run_with_taps serves stateless models; a spiking model adapts per step")
+        taps: dict[str, np.ndarray] = {}
+        return self._single(self._forward(self._check(xs), taps)), taps
 
     @staticmethod
     def _single(ys: list[np.ndarray]) -> np.ndarray | list[np.ndarray]:
@@ -192,7 +202,7 @@ class Engine:
             new[k] = v
         for stage in self._stages:
             if isinstance(stage, _TvmStage) and any(k in params for k in stage.params):
-                stage.runner.set_params([new[k] for k in stage.params])
+                stage.runner.update_params({i: new[k] for i, k in enumerate(stage.params) if k in params})
             elif isinstance(stage, _KernelStage):
                 stage.params = new
         self.artifact = Artifact(self.artifact.manifest, new, self.artifact.libraries)

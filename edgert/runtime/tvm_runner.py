@@ -71,6 +71,19 @@ class TvmRunner:
         self._params = tensors + packed
         self._param_ptrs = {np.from_dlpack(t).ctypes.data for t in self._params if t.shape and 0 not in t.shape}
 
+    def update_params(self, changed: dict[int, np.ndarray]) -> None:
+        """Copy new values into some parameters in place (by position; same shapes and dtypes), then
+        repack once: cheaper than set_params for the small per-step changes of adaptation."""
+        n = len(self._specs)
+        for i, p in changed.items():
+            p = np.ascontiguousarray(p)
+            if not 0 <= i < n or (p.shape, p.dtype) != self._specs[i]:
+                raise InputError(f"update_params: parameter {i} must be one of {n}, with its shape and dtype")
+            self._params[i].copyfrom(p)
+        if changed and self._transform is not None:
+            self._params = self._params[:n] + list(self._transform(*self._params[:n]))
+            self._param_ptrs = {np.from_dlpack(t).ctypes.data for t in self._params if t.shape and 0 not in t.shape}
+
     def _input(self, i: int, x: np.ndarray):
         """Zero-copy view of an aligned writeable array, else a copy into an aligned staging buffer."""
         x = np.ascontiguousarray(x)

@@ -58,3 +58,10 @@ def make_policy(name: str, engine: Engine, **options: Any):
     if name not in POLICIES:
         raise EdgertError(f"unknown adaptation policy {name!r}; choose one of {', '.join(POLICIES)}")
     return POLICIES[name](engine, **options)
+
+
+DEFAULT_POLICY = "norm"  # what `--adapt` and the daemon use when no policy is named
+
+from edgert.runtime.adapt.norm import NormPolicy  # noqa: E402  (registers after POLICIES exists)
+
+POLICIES["norm"] = NormPolicy

@@ -1,0 +1,64 @@
+"""What test-time adaptation needs from a compiled graph: BatchNorm statistics and source params, taps.
+
+``plan_adaptation(unfolded, compiled)`` compares the graph before BatchNorm folding with the graph
+that will be built. For every BatchNorm it records how the runtime can re-estimate its statistics:
+
+- ``"kept"``: the BatchNorm node survived; the tap is its input, the runtime rewrites its mean/var.
+- ``"folded"``: it was folded into conv/linear ``node``; the tap is the folded output (equal to the
+  BatchNorm's output), and the source conv weight/bias, gamma, beta, mean and var are kept as extra
+  parameters ``adapt.<bn>.<name>`` so the runtime can re-fold w' = w*s, b' = (b - mean)*s + beta.
+
+BatchNorms folded into something else (binary thresholds) are listed under ``"skipped"``. The plan
+also names the classifier's input features (the input of a final linear layer) for memory policies.
+Taps become extra outputs of the stage that computes them; the Engine does not return them from run().
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgert import ir
+
+
+def plan_adaptation(unfolded: ir.Graph, compiled: ir.Graph) -> tuple[ir.Graph, dict[str, Any]]:
+    """``compiled`` with the extra source parameters added, and the JSON-ready plan for the manifest."""
+    producers = unfolded.producers()
+    after = {n.name: n for n in compiled.nodes}
+    made_by = compiled.producers()
+    params = dict(compiled.params)
+    layers, skipped = [], []
+    for bn in unfolded.nodes:
+        if not isinstance(bn, ir.BatchNorm):
+            continue
+        kept = after.get(bn.name)
+        if isinstance(kept, ir.BatchNorm):
+            g, b, m, v = kept.inputs[1:]
+            layers.append({"bn": bn.name, "kind": "kept", "eps": bn.eps, "tap": kept.inputs[0],
+                           "gamma": g, "beta": b, "mean": m, "var": v})
+            continue
+        prod = producers.get(bn.inputs[0])
+        folded = made_by.get(bn.output)
+        if (prod is None or folded is None or folded.name != prod.name
+                or folded.inputs[1:] != (f"{prod.name}.weight_folded", f"{prod.name}.bias_folded")):
+            skipped.append(bn.name)
+            continue
+        src = unfolded.params
+        w = src[prod.inputs[1]]
+        b = src[prod.inputs[2]] if len(prod.inputs) == 3 else np.zeros(w.shape[0], np.float32)
+        source = dict(zip(("gamma", "beta", "mean", "var"), (src[p] for p in bn.inputs[1:])),
+                      weight=w, bias=b)
+        entry = {"bn": bn.name, "kind": "folded", "eps": bn.eps, "tap": bn.output, "node": prod.name,
+                 "weight": folded.inputs[1], "bias": folded.inputs[2]}
+        for k, arr in source.items():
+            params[f"adapt.{bn.name}.{k}"] = np.asarray(arr, np.float32)
+            entry[f"source_{k}"] = f"adapt.{bn.name}.{k}"
+        layers.append(entry)
+    plan: dict[str, Any] = {"norm": layers, "skipped": skipped}
+    last = made_by.get(compiled.outputs[0]) if len(compiled.outputs) == 1 else None
+    if isinstance(last, ir.Linear) and last.inputs[0] not in dict(compiled.inputs):
+        plan["features"] = last.inputs[0]
+    plan["taps"] = list(dict.fromkeys([e["tap"] for e in layers] + ([plan["features"]] if "features" in plan else [])))
+    graph = ir.Graph(inputs=compiled.inputs, nodes=compiled.nodes, outputs=compiled.outputs, params=params)
+    return graph.validate(), plan

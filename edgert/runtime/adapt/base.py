@@ -1,0 +1,160 @@
+"""What every adapting policy shares: the collapse guard, snapshots, and state checks.
+
+A policy subclasses ``AdaptingPolicy`` and implements ``_adapt(x, y, taps)`` (one update from a batch,
+given the outputs and the taps the Engine returned), ``_state()`` / ``_load(state)`` (its adapted
+arrays) and ``_reset()``. ``run`` then does inference, the update and the guard.
+
+The collapse guard watches the last ``window`` predictions. Collapse is declared when one class takes
+more than ``max_share`` of them, or when their mean prediction entropy (normalized by ln C) falls
+below ``min_entropy``; the policy then restores the last good snapshot (taken every
+``snapshot_every`` samples while healthy), or the source parameters when there is none or that
+snapshot collapsed again, and says so in ``stats()``.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgert.errors import EdgertError, InputError
+from edgert.runtime.engine import Engine
+
+
+def softmax(y: np.ndarray) -> np.ndarray:
+    """Row-wise softmax in float64."""
+    z = y.astype(np.float64) - y.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def check_state(state: dict[str, np.ndarray], expected: dict[str, np.ndarray], policy: str) -> None:
+    """Raise one InputError naming every missing, unknown or misshapen array of a policy state."""
+    problems = [f"missing {k!r}" for k in expected if k not in state]
+    problems += [f"unknown {k!r}" for k in state if k not in expected]
+    problems += [f"{k!r} is {np.shape(state[k])}, expected {v.shape}" for k, v in expected.items()
+                 if k in state and np.shape(state[k]) != v.shape]
+    if problems:
+        raise InputError(f"state for the {policy!r} policy does not fit this artifact: "
+                         f"{'; '.join(problems)}; save it from a policy on the same artifact")
+
+
+class AdaptingPolicy:
+    """Inference + one unsupervised update per batch, with a collapse guard and snapshots."""
+
+    name = "?"
+
+    def __init__(self, engine: Engine, guard: bool = True, window: int = 64, max_share: float = 0.6,
+                 min_entropy: float = 0.02, snapshot_every: int = 256):
+        if engine.stateful:
+            raise EdgertError(f"the {self.name!r} policy adapts stateless models; this artifact is "
+                              "stateful (spiking): run it with --adapt none")
+        if not 0 < max_share <= 1 or window < 1 or snapshot_every < 1:
+            raise EdgertError("guard options: need window >= 1, 0 < max_share <= 1, snapshot_every >= 1")
+        self.engine = engine
+        self.guard, self.window, self.max_share = guard, window, max_share
+        self.min_entropy, self.snapshot_every = min_entropy, snapshot_every
+        self._preds: deque[int] = deque(maxlen=window)
+        self._ents: deque[float] = deque(maxlen=window)
+        self._good: dict[str, np.ndarray] | None = None
+        self._since_snapshot = 0
+        self.samples = self.updates = self.collapses = 0
+        self.events: list[str] = []
+
+    # -- what a policy implements -------------------------------------------------------------
+    def _adapt(self, x: np.ndarray, y: np.ndarray, taps: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def _state(self) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def _load(self, state: dict[str, np.ndarray]) -> None:
+        raise NotImplementedError
+
+    def _reset(self) -> None:
+        raise NotImplementedError
+
+    def _predict(self, y: np.ndarray, taps: dict[str, np.ndarray]) -> np.ndarray:
+        return y
+
+    # -- the fixed interface ------------------------------------------------------------------
+    def run(self, x: np.ndarray) -> np.ndarray:
+        y, taps = self.engine.run_with_taps(x)
+        if isinstance(y, list):
+            raise EdgertError(f"the {self.name!r} policy adapts single-output classifiers")
+        out = self._predict(y, taps)
+        self._adapt(x, y, taps)
+        self.samples += len(x)
+        self.updates += 1
+        if self.guard and out.ndim == 2:
+            self._watch(out)
+        return out
+
+    def state_dict(self) -> dict[str, np.ndarray]:
+        return {k: np.array(v, copy=True) for k, v in self._state().items()}
+
+    def load_state_dict(self, state: dict[str, np.ndarray]) -> None:
+        check_state(state, self._state(), self.name)
+        self._load({k: np.asarray(v) for k, v in state.items()})
+
+    def reset(self) -> None:
+        self._reset()
+        self._preds.clear()
+        self._ents.clear()
+
+    def stats(self) -> dict[str, Any]:
+        share = np.bincount(np.asarray(self._preds, int)).max() / len(self._preds) if self._preds else None
+        return {"policy": self.name, "samples": self.samples, "updates": self.updates,
+                "collapses": self.collapses, "events": self.events[-10:],
+                "snapshot": self._good is not None,
+                "window_top_class_share": None if share is None else float(share),
+                "window_entropy": float(np.mean(self._ents)) if self._ents else None}
+
+    # -- guard --------------------------------------------------------------------------------
+    def _watch(self, y: np.ndarray) -> None:
+        p = softmax(y)
+        ent = -(p * np.log(np.clip(p, 1e-12, None))).sum(axis=1) / np.log(max(y.shape[1], 2))
+        self._preds.extend(y.argmax(axis=1).tolist())
+        self._ents.extend(ent.tolist())
+        self._since_snapshot += len(y)
+        if len(self._preds) < self.window:
+            return
+        share = np.bincount(np.asarray(self._preds, int)).max() / len(self._preds)
+        mean_ent = float(np.mean(self._ents))
+        if share > self.max_share or mean_ent < self.min_entropy:
+            self.collapses += 1
+            why = (f"top class share {share:.2f} > {self.max_share}" if share > self.max_share
+                   else f"mean entropy {mean_ent:.3f} < {self.min_entropy}")
+            if self._good is not None:
+                self._load(self._good)
+                self._good = None  # if it collapses again, go back to the source
+                self.events.append(f"collapse at sample {self.samples}: {why}; restored the last good snapshot")
+            else:
+                self._reset()
+                self.events.append(f"collapse at sample {self.samples}: {why}; reset to source parameters")
+            self._preds.clear()
+            self._ents.clear()
+            self._since_snapshot = 0
+        elif self._since_snapshot >= self.snapshot_every:
+            self._good = self.state_dict()
+            self._since_snapshot = 0
+
+
+def save_state(policy: Any, path: str | Path) -> Path:
+    """Write a policy's adapted state as an .npz (no pickle)."""
+    path = Path(path)
+    with open(path, "wb") as f:
+        np.savez(f, **policy.state_dict())
+    return path
+
+
+def load_state(policy: Any, path: str | Path) -> None:
+    """Load an .npz written by save_state into ``policy`` (shapes are checked)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            state = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read adaptation state {path}: {e}; give an .npz from save_state") from None
+    policy.load_state_dict(state)

@@ -1,0 +1,123 @@
+"""The ``norm`` policy: BatchNorm statistics re-estimated from the stream, forward only.
+
+Per BatchNorm, per channel, running averages of the first and second moment of its input x:
+
+    m1 <- (1 - a) m1 + a mean(x),   m2 <- (1 - a) m2 + a mean(x^2),   a = 1 - (1 - momentum)^n
+
+over the batch and spatial positions (n = batch size, so ``momentum`` is per sample and the time
+constant does not depend on the batch size); then mean = m1, var = m2 - m1^2. The moments update
+every batch; the weights are re-folded once ``refold_every`` samples have passed (at batch size 1 the
+re-fold costs about an inference, so doing it every 8th sample keeps the step near one inference). Averaging moments, not
+per-batch variances, keeps the between-sample spread, so it is safe at batch size 1. A folded
+BatchNorm is re-folded into its conv/linear (w' = w*s, b' = (b - mean)*s + beta, s = gamma/sqrt(var+eps));
+its input moments are recovered from the moments of the folded output y = s (x - mean) + beta.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgert.errors import EdgertError
+from edgert.runtime.adapt.base import AdaptingPolicy
+from edgert.runtime.engine import Engine
+
+
+def moments(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel (axis 1) mean and mean square over every other axis, in float64."""
+    t = t.astype(np.float64, copy=False)
+    axes = (0,) + tuple(range(2, t.ndim))
+    return t.mean(axis=axes), np.square(t).mean(axis=axes)
+
+
+class NormPolicy(AdaptingPolicy):
+    """Running-average BatchNorm statistics, re-folded into the weights after every batch."""
+
+    name = "norm"
+
+    def __init__(self, engine: Engine, momentum: float = 0.02, refold_every: int = 8, **guard: Any):
+        super().__init__(engine, **guard)
+        if not 0 < momentum <= 1:
+            raise EdgertError(f"norm policy: momentum={momentum} must be in (0, 1]")
+        if refold_every < 1:
+            raise EdgertError(f"norm policy: refold_every={refold_every} must be >= 1")
+        self.momentum, self.refold_every, self._pending, self.refolds = momentum, refold_every, 0, 0
+        plan = engine.artifact.manifest.get("adapt", {})
+        self.layers = list(plan.get("norm", []))
+        if not self.layers:
+            raise EdgertError("the 'norm' policy found no BatchNorm to adapt in this artifact (or it was "
+                              "compiled by an edgert without adaptation support); recompile a model with "
+                              "BatchNorm, or run with --adapt none")
+        p = engine.artifact.params
+        f64 = lambda name: p[name].astype(np.float64)  # noqa: E731
+        self._src: dict[str, dict[str, np.ndarray]] = {}
+        for e in self.layers:
+            if e["kind"] == "folded":
+                self._src[e["bn"]] = {k: f64(e[f"source_{k}"]) for k in
+                                      ("gamma", "beta", "mean", "var", "weight", "bias")}
+            else:
+                self._src[e["bn"]] = {k: f64(e[k]) for k in ("gamma", "beta", "mean", "var")}
+        self.skipped = list(plan.get("skipped", []))
+        self._reset()
+
+    def _reset(self) -> None:
+        self._m1 = {b: s["mean"].copy() for b, s in self._src.items()}
+        self._m2 = {b: s["var"] + np.square(s["mean"]) for b, s in self._src.items()}
+        self._apply()
+
+    def _mean_var(self, bn: str) -> tuple[np.ndarray, np.ndarray]:
+        return self._m1[bn], np.maximum(self._m2[bn] - np.square(self._m1[bn]), 0.0)
+
+    def _adapt(self, x: np.ndarray, y: np.ndarray, taps: dict[str, np.ndarray]) -> None:
+        a = 1.0 - (1.0 - self.momentum) ** len(x)
+        for e in self.layers:
+            bn, src = e["bn"], self._src[e["bn"]]
+            t1, t2 = moments(taps[e["tap"]])
+            if e["kind"] == "folded":  # taps hold y = s (x - mean) + beta: invert per channel
+                mean, var = self._applied[bn]  # the statistics folded into the weights that ran
+                s = src["gamma"] / np.sqrt(var + e["eps"])
+                ok = np.abs(s) > 1e-12  # a zero-scale channel carries no information: keep its stats
+                s = np.where(ok, s, 1.0)
+                x1 = (t1 - src["beta"]) / s + mean
+                x2 = np.maximum(t2 - np.square(t1), 0.0) / np.square(s) + np.square(x1)
+                t1, t2 = np.where(ok, x1, self._m1[bn]), np.where(ok, x2, self._m2[bn])
+            self._m1[bn] = (1 - a) * self._m1[bn] + a * t1
+            self._m2[bn] = (1 - a) * self._m2[bn] + a * t2
+        self._pending += len(x)
+        if self._pending >= self.refold_every:
+            self._apply()
+
+    def _apply(self) -> None:
+        """Write the current statistics into the engine's parameters (re-folding where folded)."""
+        new: dict[str, np.ndarray] = {}
+        self._applied, self._pending = {}, 0
+        self.refolds += 1
+        for e in self.layers:
+            bn, src = e["bn"], self._src[e["bn"]]
+            mean, var = self._applied[bn] = self._mean_var(bn)
+            if e["kind"] == "folded":
+                s = src["gamma"] / np.sqrt(var + e["eps"])
+                w = src["weight"]
+                new[e["weight"]] = (w * s.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
+                new[e["bias"]] = ((src["bias"] - mean) * s + src["beta"]).astype(np.float32)
+            else:
+                new[e["mean"]], new[e["var"]] = mean.astype(np.float32), var.astype(np.float32)
+        self.engine.set_params(new)
+
+    def _state(self) -> dict[str, np.ndarray]:
+        out = {}
+        for bn in self._m1:
+            out[f"{bn}.m1"], out[f"{bn}.m2"] = self._m1[bn], self._m2[bn]
+        return out
+
+    def _load(self, state: dict[str, np.ndarray]) -> None:
+        for bn in self._m1:
+            self._m1[bn] = state[f"{bn}.m1"].astype(np.float64)
+            self._m2[bn] = state[f"{bn}.m2"].astype(np.float64)
+        self._apply()
+
+    def stats(self) -> dict[str, Any]:
+        out = super().stats()
+        out.update(momentum=self.momentum, refold_every=self.refold_every, refolds=self.refolds, layers=len(self.layers), skipped_layers=self.skipped)
+        return out

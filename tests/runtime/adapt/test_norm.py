@@ -1,0 +1,128 @@
+"""The norm policy against a torch model whose BatchNorm statistics follow the same running-moment rule."""
+
+import numpy as np
+import pytest
+
+from edgert.errors import EdgertError, InputError
+from edgert.runtime.adapt import POLICIES, make_policy
+from edgert.runtime.adapt.base import load_state, save_state
+from edgert.runtime.engine import Engine
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+
+def _model() -> "nn.Module":
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+                      nn.Conv2d(4, 6, 3), nn.BatchNorm2d(6), nn.ReLU(), nn.Flatten(),
+                      nn.Linear(6 * 4 * 4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 5))
+    g = torch.Generator().manual_seed(1)
+    for bn in (m[1], m[4], m[8]):
+        c = bn.num_features
+        bn.weight.data = torch.rand(c, generator=g) + 0.5
+        bn.bias.data = torch.randn(c, generator=g) * 0.1
+        bn.running_mean = torch.randn(c, generator=g) * 0.2
+        bn.running_var = torch.rand(c, generator=g) + 0.5
+    return m.eval()
+
+
+@pytest.fixture(scope="module")
+def artifacts():
+    import edgert
+
+    x = np.zeros((1, 1, 6, 6), np.float32)
+    return {fold: edgert.compile(_model(), x, fold_bn=fold) for fold in (True, False)}
+
+
+def _stream(batch: int, n: int = 5):
+    rng = np.random.default_rng(batch)
+    return [(rng.standard_normal((batch, 1, 6, 6)) * 1.5 + 0.7).astype(np.float32) for _ in range(n)]
+
+
+def _torch_reference(xs, momentum):
+    """Outputs of the torch model per batch (before that batch's update), updating BN by the rule."""
+    model = _model()
+    bns = [m for m in model if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+    m1 = [bn.running_mean.double().numpy().copy() for bn in bns]
+    m2 = [bn.running_var.double().numpy() + m ** 2 for bn, m in zip(bns, m1)]
+    seen = {}
+    hooks = [bn.register_forward_hook(lambda mod, inp, out, i=i: seen.__setitem__(i, inp[0].double().numpy()))
+             for i, bn in enumerate(bns)]
+    outs = []
+    for x in xs:
+        with torch.no_grad():
+            outs.append(model(torch.from_numpy(x)).numpy())
+        a = 1 - (1 - momentum) ** len(x)
+        for i, bn in enumerate(bns):
+            axes = (0,) + tuple(range(2, seen[i].ndim))
+            m1[i] = (1 - a) * m1[i] + a * seen[i].mean(axes)
+            m2[i] = (1 - a) * m2[i] + a * (seen[i] ** 2).mean(axes)
+            bn.running_mean = torch.from_numpy(m1[i]).float()
+            bn.running_var = torch.from_numpy(m2[i] - m1[i] ** 2).float()
+    for h in hooks:
+        h.remove()
+    return outs
+
+
+@pytest.mark.parametrize("fold", [True, False])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_norm_matches_torch_running_moments(artifacts, fold, batch):
+    xs = _stream(batch)
+    policy = make_policy("norm", Engine(artifacts[fold]), momentum=0.2, refold_every=1, guard=False)
+    ref = _torch_reference(xs, 0.2)
+    for x, want in zip(xs, ref):
+        np.testing.assert_allclose(policy.run(x), want, rtol=1e-4, atol=1e-4)
+    assert policy.stats()["layers"] == 3 and policy.stats()["samples"] == 5 * batch
+
+
+def test_folded_artifact_keeps_source_params_and_taps(artifacts):
+    plan = artifacts[True].manifest["adapt"]
+    assert [e["kind"] for e in plan["norm"]] == ["folded"] * 3
+    assert "batch_norm" not in [n["op"] for n in artifacts[True].manifest["graph"]["nodes"]]
+    outs = {o for s in artifacts[True].manifest["stages"] for o in s["outputs"]}
+    assert set(plan["taps"]) <= outs
+    y, taps = Engine(artifacts[True]).run_with_taps(_stream(2)[0])
+    assert y.shape == (2, 5) and set(taps) == set(plan["taps"])
+    assert [o["name"] for o in artifacts[True].manifest["outputs"]] == [artifacts[True].graph.outputs[0]]
+
+
+def test_state_roundtrip_reset_and_errors(artifacts, tmp_path):
+    engine = Engine(artifacts[True])
+    source = engine.run(_stream(3)[0])
+    policy = make_policy("norm", engine, momentum=0.3, refold_every=1, guard=False)
+    for x in _stream(2):
+        policy.run(x)
+    adapted = engine.run(_stream(3)[0])
+    assert not np.allclose(adapted, source)
+    path = save_state(policy, tmp_path / "s.npz")
+    policy.reset()
+    np.testing.assert_allclose(engine.run(_stream(3)[0]), source, rtol=1e-5, atol=1e-5)
+    load_state(policy, path)
+    np.testing.assert_allclose(engine.run(_stream(3)[0]), adapted, rtol=1e-6)
+    bad = policy.state_dict()
+    bad[next(iter(bad))] = np.zeros(99)
+    with pytest.raises(InputError, match="expected"):
+        policy.load_state_dict(bad)
+    with pytest.raises(InputError, match="missing"):
+        policy.load_state_dict({})
+
+
+def test_norm_needs_batchnorm():
+    import edgert
+
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(4, 3)).eval()
+    art = edgert.compile(model, np.zeros((1, 1, 4, 3), np.float32))
+    assert "norm" in POLICIES
+    with pytest.raises(EdgertError, match="no BatchNorm"):
+        make_policy("norm", Engine(art))
+
+
+def test_refold_every_matches_reference_at_refold_points(artifacts):
+    """Moments update every sample; weights change only every 3rd sample (then equal the reference)."""
+    xs = _stream(1, 7)
+    policy = make_policy("norm", Engine(artifacts[True]), momentum=0.2, refold_every=3, guard=False)
+    ref_policy = make_policy("norm", Engine(artifacts[False]), momentum=0.2, refold_every=3, guard=False)
+    for x in xs:
+        np.testing.assert_allclose(policy.run(x), ref_policy.run(x), rtol=1e-4, atol=1e-4)
+    assert policy.stats()["refolds"] == 1 + 2  # at construction, after samples 3 and 6
