@@ -62,8 +62,11 @@ def run(
     artifact: Path = typer.Argument(..., help="An .edgert file."),
     input: Path = typer.Option(..., "--input", "-i", help="Input batch as .npy."),
     output: Path = typer.Option(None, "--output", "-o", help="Write outputs here as .npy."),
+    adapt: str = typer.Option(None, help="Adapt while running: norm, none (see README 'Adapt')."),
+    adapt_batch: int = typer.Option(1, min=1, help="With --adapt: samples per adaptation step."),
+    adapt_state: Path = typer.Option(None, help="With --adapt: load this .npz state if it exists, save after."),
 ) -> None:
-    """Run ARTIFACT on the batch in an .npy file."""
+    """Run ARTIFACT on the batch in an .npy file (with --adapt, as a stream that adapts)."""
     from edgert.runtime.engine import load
 
     engine = load(artifact)
@@ -74,7 +77,10 @@ def run(
     if np.issubdtype(x.dtype, np.floating) and x.dtype != np.float32:
         x = x.astype(np.float32)  # the CLI converts float data; the Python API asks the caller to
     t0 = time.perf_counter()
-    y = engine.run(x)
+    if adapt:
+        y = _run_adapting(engine, x, adapt, adapt_batch, adapt_state)
+    else:
+        y = engine.run(x)
     ms = (time.perf_counter() - t0) * 1e3
     ys = y if isinstance(y, list) else [y]
     for (name, _), arr in zip(engine.outputs, ys):
@@ -86,6 +92,21 @@ def run(
     if output:
         np.save(output, ys[0] if len(ys) == 1 else np.stack(ys))
         console.print(f"wrote {output}")
+
+
+def _run_adapting(engine, x: np.ndarray, name: str, batch: int, state: Path | None) -> np.ndarray:
+    """Feed ``x`` through adaptation policy ``name`` in chunks of ``batch``; print its stats."""
+    from edgert.runtime.adapt import make_policy
+    from edgert.runtime.adapt.base import load_state, save_state
+
+    policy = make_policy(name, engine)
+    if state is not None and state.is_file():
+        load_state(policy, state)
+    y = np.concatenate([policy.run(x[i:i + batch]) for i in range(0, len(x), batch)])
+    if state is not None:
+        save_state(policy, state)
+    console.print(f"adaptation: {json.dumps(policy.stats())}", soft_wrap=True, markup=False, highlight=False)
+    return y
 
 
 def _size(n: float | None) -> str:

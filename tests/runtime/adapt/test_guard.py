@@ -1,0 +1,92 @@
+"""The collapse guard: a policy whose predictions collapse onto one class goes back to a good state."""
+
+import numpy as np
+import pytest
+
+from edgert.errors import EdgertError
+from edgert.runtime.adapt.base import AdaptingPolicy
+
+
+class _StubEngine:
+    """Returns logits chosen by the test; 'drift' is added to class 0 by the adapted state."""
+
+    stateful = False
+
+    def __init__(self):
+        self.next_logits = None
+
+    def run_with_taps(self, x):
+        return self.next_logits.copy(), {}
+
+
+class _Drifting(AdaptingPolicy):
+    """Each update pushes class 0 up by one: after a few batches every prediction is class 0."""
+
+    name = "drift"
+
+    def __init__(self, engine, **kw):
+        super().__init__(engine, **kw)
+        self.drift = np.zeros(1)
+
+    def _predict(self, y, taps):
+        y[:, 0] += self.drift[0]
+        return y
+
+    def _adapt(self, x, y, taps):
+        self.drift = self.drift + 1.0
+
+    def _state(self):
+        return {"drift": self.drift}
+
+    def _load(self, state):
+        self.drift = state["drift"].copy()
+
+    def _reset(self):
+        self.drift = np.zeros(1)
+
+
+def _batch(engine, rng, n=4):
+    engine.next_logits = rng.standard_normal((n, 5)) * 3  # varied classes before the drift
+    return np.zeros((n, 1), np.float32)
+
+
+def test_collapse_resets_to_source_and_says_so():
+    rng = np.random.default_rng(0)
+    eng = _StubEngine()
+    p = _Drifting(eng, window=8, max_share=0.6, snapshot_every=10**6)
+    for _ in range(12):
+        p.run(_batch(eng, rng))
+    s = p.stats()
+    assert s["collapses"] >= 1 and "reset to source parameters" in s["events"][0]
+    assert p.drift[0] < 12  # it was set back to 0 at least once
+
+
+def test_collapse_restores_last_good_snapshot_first():
+    rng = np.random.default_rng(1)
+    eng = _StubEngine()
+    p = _Drifting(eng, window=4, max_share=0.9, snapshot_every=4)
+    p.run(_batch(eng, rng))            # drift 0 -> 1 after; window full (4 samples): snapshot drift=1
+    assert p.stats()["snapshot"]
+    snaps = []
+    for _ in range(30):
+        p.run(_batch(eng, rng))
+        if p.collapses:
+            break
+        snaps.append(p._good["drift"][0])
+    assert "restored the last good snapshot" in p.events[0]
+    assert p.drift[0] == snaps[-1] < p.updates and not p.stats()["snapshot"]
+
+
+def test_no_collapse_on_a_healthy_stream():
+    rng = np.random.default_rng(2)
+    eng = _StubEngine()
+    p = _Drifting(eng, window=8)
+    p._adapt = lambda x, y, taps: None  # no drift
+    for _ in range(20):
+        p.run(_batch(eng, rng))
+    assert p.collapses == 0 and p.stats()["samples"] == 80
+
+
+def test_guard_options_are_checked():
+    with pytest.raises(EdgertError, match="max_share"):
+        _Drifting(_StubEngine(), max_share=0)
