@@ -1,0 +1,141 @@
+"""Byte ports by URL: serial ports and client sockets through pyserial, plus the server-side ends.
+
+Every port offers ``read(n)`` (up to n bytes, b"" after its timeout), ``write(data)`` and ``close()``,
+and raises ``PortClosed`` when the other end has gone (cable pulled, socket closed, EOF).
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import sys
+from urllib.parse import parse_qs, urlparse
+
+import serial
+
+from edgert.errors import EdgertError
+
+
+class PortClosed(Exception):
+    """The other end went away; a server reopens or accepts again, a client reports it."""
+
+
+class SerialPort:
+    """A pyserial port (``serial_for_url``): real ports, ``loop://``, ``socket://host:port`` (client)."""
+
+    def __init__(self, url: str, baudrate: int = 115200, timeout: float = 0.05):
+        try:
+            self.s = serial.serial_for_url(url, baudrate=baudrate, timeout=timeout)
+        except (serial.SerialException, ValueError, OSError) as e:
+            raise PortClosed(f"cannot open {url}: {e}") from None
+
+    def read(self, n: int) -> bytes:
+        try:
+            return self.s.read(max(1, min(n, self.s.in_waiting)))
+        except (serial.SerialException, OSError) as e:
+            raise PortClosed(str(e)) from None
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.s.write(data)
+        except (serial.SerialException, OSError) as e:
+            raise PortClosed(str(e)) from None
+
+    def close(self) -> None:
+        self.s.close()
+
+
+class SocketPort:
+    """One accepted connection (the server side of ``socket://``)."""
+
+    def __init__(self, sock: socket.socket, timeout: float = 0.05):
+        self.sock = sock
+        sock.settimeout(timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def read(self, n: int) -> bytes:
+        try:
+            data = self.sock.recv(max(n, 65536))
+        except socket.timeout:
+            return b""
+        except OSError as e:
+            raise PortClosed(str(e)) from None
+        if not data:
+            raise PortClosed("peer closed the connection")
+        return data
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.sock.sendall(data)
+        except OSError as e:
+            raise PortClosed(str(e)) from None
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class PipePort:
+    """Frames over this process's stdin and stdout (``--source stdin``); logs go to stderr."""
+
+    def __init__(self, timeout: float = 0.05):
+        self.rfd, self.wfd, self.timeout = sys.stdin.fileno(), sys.stdout.fileno(), timeout
+
+    def read(self, n: int) -> bytes:
+        if not select.select([self.rfd], [], [], self.timeout)[0]:
+            return b""
+        data = os.read(self.rfd, max(n, 65536))
+        if not data:
+            raise PortClosed("stdin reached end of file")
+        return data
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.wfd, view):]
+
+    def close(self) -> None:
+        pass
+
+
+def parse_serial_url(url: str) -> tuple[str, int]:
+    """``serial:///dev/ttyUSB0?baud=115200`` -> ("/dev/ttyUSB0", 115200)."""
+    u = urlparse(url)
+    q = parse_qs(u.query)
+    try:
+        baud = int(q.get("baud", ["115200"])[0])
+    except ValueError:
+        raise EdgertError(f"{url}: baud must be an integer, e.g. serial:///dev/ttyUSB0?baud=115200") from None
+    if not u.path:
+        raise EdgertError(f"{url}: no device path; write serial:///dev/ttyUSB0?baud=115200")
+    return u.path, baud
+
+
+def open_client(url: str, timeout: float = 0.05) -> SerialPort:
+    """The host side of a link: ``serial:///dev/X?baud=N``, a plain device path, ``socket://``, ``loop://``."""
+    if url.startswith("serial://"):
+        path, baud = parse_serial_url(url)
+        return SerialPort(path, baud, timeout)
+    return SerialPort(url, timeout=timeout)
+
+
+class Listener:
+    """``socket://host:port`` on the device side: listen, hand out one connection at a time."""
+
+    def __init__(self, url: str):
+        u = urlparse(url)
+        if not u.port:
+            raise EdgertError(f"{url}: give a port, e.g. socket://0.0.0.0:5555")
+        self.sock = socket.create_server((u.hostname or "0.0.0.0", u.port), reuse_port=False)
+        self.sock.settimeout(0.2)
+        self.address = self.sock.getsockname()
+
+    def accept(self) -> SocketPort | None:
+        try:
+            conn, _ = self.sock.accept()
+        except socket.timeout:
+            return None
+        return SocketPort(conn)
+
+    def close(self) -> None:
+        self.sock.close()
