@@ -45,6 +45,7 @@ class AdaptingPolicy:
     """Inference + one unsupervised update per batch, with a collapse guard and snapshots."""
 
     name = "?"
+    rerun_from: int | None = None  # batches at least this large are answered after their own update
 
     def __init__(self, engine: Engine, guard: bool = True, window: int = 64, max_share: float = 0.6,
                  min_entropy: float = 0.02, snapshot_every: int = 256):
@@ -86,6 +87,8 @@ class AdaptingPolicy:
             raise EdgertError(f"the {self.name!r} policy adapts single-output classifiers")
         out = self._predict(y, taps)
         self._adapt(x, y, taps)
+        if self.rerun_from is not None and len(x) >= self.rerun_from:
+            out = self._predict(self.engine.run(x), taps)  # answer with the state adapted to this batch
         self.samples += len(x)
         self.updates += 1
         if self.guard and out.ndim == 2:

@@ -7,7 +7,11 @@ Per BatchNorm, per channel, running averages of the first and second moment of i
 over the batch and spatial positions (n = batch size, so ``momentum`` is per sample and the time
 constant does not depend on the batch size); then mean = m1, var = m2 - m1^2. The moments update
 every batch; the weights are re-folded once ``refold_every`` samples have passed (at batch size 1 the
-re-fold costs about an inference, so doing it every 8th sample keeps the step near one inference). Averaging moments, not
+re-fold costs about an inference, so doing it every 8th sample keeps the step near one inference).
+A batch of ``rerun_from`` samples or more (default 16) is answered after its own update, as
+batch-statistics methods do: layer by layer, each BatchNorm's moments taken from a forward through the
+already updated layers before it (L + 1 forwards for L BatchNorms); smaller batches are answered with
+the statistics so far (one forward). Averaging moments, not
 per-batch variances, keeps the between-sample spread, so it is safe at batch size 1. A folded
 BatchNorm is re-folded into its conv/linear (w' = w*s, b' = (b - mean)*s + beta, s = gamma/sqrt(var+eps));
 its input moments are recovered from the moments of the folded output y = s (x - mean) + beta.
@@ -36,8 +40,10 @@ class NormPolicy(AdaptingPolicy):
 
     name = "norm"
 
-    def __init__(self, engine: Engine, momentum: float = 0.02, refold_every: int = 8, **guard: Any):
+    def __init__(self, engine: Engine, momentum: float = 0.05, refold_every: int = 8,
+                 rerun_from: int | None = 16, **guard: Any):
         super().__init__(engine, **guard)
+        self.rerun_from = rerun_from
         if not 0 < momentum <= 1:
             raise EdgertError(f"norm policy: momentum={momentum} must be in (0, 1]")
         if refold_every < 1:
@@ -71,22 +77,35 @@ class NormPolicy(AdaptingPolicy):
 
     def _adapt(self, x: np.ndarray, y: np.ndarray, taps: dict[str, np.ndarray]) -> None:
         a = 1.0 - (1.0 - self.momentum) ** len(x)
+        if self.rerun_from is not None and len(x) >= self.rerun_from:
+            # a large step: layer by layer, each layer's statistics from a forward through the layers
+            # before it already updated (as a training-mode forward computes them); L forwards, L re-folds
+            for k, e in enumerate(self.layers):
+                if k:
+                    taps = self.engine.run_with_taps(x)[1]
+                self._update(e, taps[e["tap"]], a)
+                self._apply()
+            return
         for e in self.layers:
-            bn, src = e["bn"], self._src[e["bn"]]
-            t1, t2 = moments(taps[e["tap"]])
-            if e["kind"] == "folded":  # taps hold y = s (x - mean) + beta: invert per channel
-                mean, var = self._applied[bn]  # the statistics folded into the weights that ran
-                s = src["gamma"] / np.sqrt(var + e["eps"])
-                ok = np.abs(s) > 1e-12  # a zero-scale channel carries no information: keep its stats
-                s = np.where(ok, s, 1.0)
-                x1 = (t1 - src["beta"]) / s + mean
-                x2 = np.maximum(t2 - np.square(t1), 0.0) / np.square(s) + np.square(x1)
-                t1, t2 = np.where(ok, x1, self._m1[bn]), np.where(ok, x2, self._m2[bn])
-            self._m1[bn] = (1 - a) * self._m1[bn] + a * t1
-            self._m2[bn] = (1 - a) * self._m2[bn] + a * t2
+            self._update(e, taps[e["tap"]], a)
         self._pending += len(x)
         if self._pending >= self.refold_every:
             self._apply()
+
+    def _update(self, e: dict[str, Any], tap: np.ndarray, a: float) -> None:
+        """Fold one batch's moments of BatchNorm ``e``'s input into the running moments."""
+        bn, src = e["bn"], self._src[e["bn"]]
+        t1, t2 = moments(tap)
+        if e["kind"] == "folded":  # the tap holds y = s (x - mean) + beta: invert per channel
+            mean, var = self._applied[bn]  # the statistics folded into the weights that ran
+            s = src["gamma"] / np.sqrt(var + e["eps"])
+            ok = np.abs(s) > 1e-12  # a zero-scale channel carries no information: keep its stats
+            s = np.where(ok, s, 1.0)
+            x1 = (t1 - src["beta"]) / s + mean
+            x2 = np.maximum(t2 - np.square(t1), 0.0) / np.square(s) + np.square(x1)
+            t1, t2 = np.where(ok, x1, self._m1[bn]), np.where(ok, x2, self._m2[bn])
+        self._m1[bn] = (1 - a) * self._m1[bn] + a * t1
+        self._m2[bn] = (1 - a) * self._m2[bn] + a * t2
 
     def _apply(self) -> None:
         """Write the current statistics into the engine's parameters (re-folding where folded)."""

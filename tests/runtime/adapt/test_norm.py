@@ -126,3 +126,13 @@ def test_refold_every_matches_reference_at_refold_points(artifacts):
     for x in xs:
         np.testing.assert_allclose(policy.run(x), ref_policy.run(x), rtol=1e-4, atol=1e-4)
     assert policy.stats()["refolds"] == 1 + 2  # at construction, after samples 3 and 6
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_large_batch_with_momentum_one_is_training_mode_batchnorm(artifacts, fold):
+    """At a = 1 the layer-by-layer update of a large batch equals torch's training-mode BatchNorm."""
+    x = _stream(16, 1)[0]
+    policy = make_policy("norm", Engine(artifacts[fold]), momentum=1.0, rerun_from=16, guard=False)
+    with torch.no_grad():
+        want = _model().train()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(policy.run(x), want, rtol=1e-4, atol=1e-4)
