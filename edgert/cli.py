@@ -1,4 +1,4 @@
-"""The `edgert` command: compile | run | profile | targets."""
+"""The `edgert` command: compile | run | profile | targets | daemon | agent | deploy."""
 
 from __future__ import annotations
 
@@ -235,6 +235,25 @@ def profile(
         _print_estimate(report, est)
     if html:
         console.print(f"wrote {html}")
+
+
+@app.command()
+def daemon(
+    artifact: Path = typer.Argument(..., help="An .edgert file."),
+    source: str = typer.Option(..., "--source", help="serial:///dev/ttyX?baud=N, socket://host:port (listens), "
+                                                     "dir://PATH or stdin."),
+    adapt: str = typer.Option("none", "--adapt", help="Adaptation policy (edgert.runtime.adapt)."),
+    state_dir: Path = typer.Option(..., "--state-dir", help="Where checkpoints of the adapted state live."),
+    checkpoint_every: int = typer.Option(1000, min=1, help="Checkpoint every N samples."),
+    checkpoint_seconds: float = typer.Option(60.0, min=0.01, help="... or every T seconds."),
+    keep: int = typer.Option(3, min=1, help="Checkpoints kept."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress (connections, checkpoints)."),
+) -> None:
+    """Serve ARTIFACT on a device: infer, adapt, checkpoint, survive; JSON-line logs on stderr."""
+    from edgert.daemon import Daemon, Log
+
+    Daemon(artifact, adapt, state_dir, checkpoint_every, checkpoint_seconds, keep,
+           log=Log(verbose=verbose)).run(source)
 
 
 def main() -> None:

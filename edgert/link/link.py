@@ -10,6 +10,7 @@ import numpy as np
 
 from edgert.link.framing import MAX_FRAME, BadFrame, Frame, FrameReader, encode_frame
 from edgert.link.messages import LinkError, Message, RemoteError, T, decode_payload, encode_payload
+from edgert.link.ports import PortClosed
 
 
 class Link:
@@ -58,8 +59,14 @@ class Link:
                 timeout: float = 10.0) -> Message:
         """Send a request and wait for its reply; an ERROR reply raises RemoteError."""
         rid = self.next_rid()
-        self.send(mtype, rid, meta, arrays)
         deadline = time.monotonic() + timeout
+        try:
+            self.send(mtype, rid, meta, arrays)
+            return self._wait(mtype, rid, deadline, timeout)
+        except PortClosed as e:
+            raise LinkError(f"the link dropped during {mtype.name}: {e}") from None
+
+    def _wait(self, mtype: T, rid: int, deadline: float, timeout: float) -> Message:
         while time.monotonic() < deadline:
             ev = self.poll()
             if isinstance(ev, Message) and ev.rid == rid:

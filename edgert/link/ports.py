@@ -124,8 +124,8 @@ class Listener:
 
     def __init__(self, url: str):
         u = urlparse(url)
-        if not u.port:
-            raise EdgertError(f"{url}: give a port, e.g. socket://0.0.0.0:5555")
+        if u.port is None:
+            raise EdgertError(f"{url}: give a port, e.g. socket://0.0.0.0:5555 (0 picks a free one)")
         self.sock = socket.create_server((u.hostname or "0.0.0.0", u.port), reuse_port=False)
         self.sock.settimeout(0.2)
         self.address = self.sock.getsockname()
