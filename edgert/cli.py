@@ -65,8 +65,11 @@ def run(
     adapt: str = typer.Option(None, help="Adapt while running: norm, none (see README 'Adapt')."),
     adapt_batch: int = typer.Option(1, min=1, help="With --adapt: samples per adaptation step."),
     adapt_state: Path = typer.Option(None, help="With --adapt: load this .npz state if it exists, save after."),
+    remote: str = typer.Option(None, "--remote", help="Run on the board's `edgert agent` at this URL instead."),
 ) -> None:
     """Run ARTIFACT on the batch in an .npy file (with --adapt, as a stream that adapts)."""
+    if remote:
+        return _run_remote(artifact, input, output, remote)
     from edgert.runtime.engine import load
 
     engine = load(artifact)
@@ -107,6 +110,24 @@ def _run_adapting(engine, x: np.ndarray, name: str, batch: int, state: Path | No
         save_state(policy, state)
     console.print(f"adaptation: {json.dumps(policy.stats())}", soft_wrap=True, markup=False, highlight=False)
     return y
+
+
+def _run_remote(artifact: Path, input: Path, output: Path | None, url: str) -> None:
+    from edgert.link.deploy import run_remote
+
+    try:
+        x = np.load(input, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise EdgertError(f"cannot read --input {input}: {e}; give a .npy file (numpy.save)") from None
+    if np.issubdtype(x.dtype, np.floating) and x.dtype != np.float32:
+        x = x.astype(np.float32)
+    ys, ms = run_remote(url, artifact, x)
+    for i, arr in enumerate(ys):
+        console.print(f"output {i}: shape {arr.shape}, dtype {arr.dtype}")
+    console.print(f"latency {ms:.3f} ms (measured on board, one call)")
+    if output:
+        np.save(output, ys[0] if len(ys) == 1 else np.stack(ys))
+        console.print(f"wrote {output}")
 
 
 def _size(n: float | None) -> str:
@@ -254,6 +275,45 @@ def daemon(
 
     Daemon(artifact, adapt, state_dir, checkpoint_every, checkpoint_seconds, keep,
            log=Log(verbose=verbose)).run(source)
+
+
+@app.command()
+def agent(
+    port: str = typer.Option(..., "--port", help="serial:///dev/ttyX?baud=N or socket://host:port (listens)."),
+    store: Path = typer.Option(..., "--store", help="Folder of verified artifacts; `current` is the one served."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress."),
+) -> None:
+    """Run on the board: receive deployed artifacts, verify them, switch atomically, run remote requests."""
+    import signal
+
+    from edgert.daemon import Log
+    from edgert.link.deploy import Agent
+    from edgert.link.server import serve
+
+    log = Log(verbose=verbose)
+    stopped = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stopped.append(1))
+    a = Agent(store, log)
+    log("start", port=port, store=str(store))
+    serve(port, a.handle, lambda: bool(stopped), lambda: None, log)
+    log("stop", runs=a.runs)
+
+
+@app.command()
+def deploy(
+    artifact: Path = typer.Argument(..., help="An .edgert file."),
+    port: str = typer.Option(..., "--port", help="The board's agent: serial:///dev/ttyX?baud=N, a device path, "
+                                                 "or socket://host:port."),
+    chunk: int = typer.Option(32768, min=256, max=512 * 1024, help="Bytes per chunk."),
+) -> None:
+    """Stream ARTIFACT to `edgert agent` in checksummed chunks; run again after a drop to resume."""
+    from edgert.link.deploy import deploy as send
+
+    r = send(port, artifact, chunk)
+    resumed = f", resumed at {r['resumed_at']:,} B" if r["resumed_at"] else ""
+    console.print(f"deployed {artifact.name} ({r['size']:,} B, sha256 {r['sha256'][:12]}) in "
+                  f"{r['seconds']:.2f} s{resumed}; the board switched to it")
 
 
 def main() -> None:
