@@ -29,9 +29,22 @@ class SerialPort:
             self.s = serial.serial_for_url(url, baudrate=baudrate, timeout=timeout)
         except (serial.SerialException, ValueError, OSError) as e:
             raise PortClosed(f"cannot open {url}: {e}") from None
+        # pyserial's socket:// reports in_waiting as 0 or 1, so reads would go byte by byte; read what
+        # arrived from its socket directly, and send small frames at once (no Nagle delay).
+        self.sock = getattr(self.s, "_socket", None)
+        if self.sock is not None:
+            self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.timeout = timeout
 
     def read(self, n: int) -> bytes:
         try:
+            if self.sock is not None:
+                if not select.select([self.sock], [], [], self.timeout)[0]:
+                    return b""
+                data = self.sock.recv(max(n, 65536))
+                if not data:
+                    raise PortClosed("peer closed the connection")
+                return data
             return self.s.read(max(1, min(n, self.s.in_waiting)))
         except (serial.SerialException, OSError) as e:
             raise PortClosed(str(e)) from None

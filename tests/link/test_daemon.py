@@ -101,7 +101,7 @@ def test_sigkill_mid_stream_loses_at_most_one_interval_and_never_corrupts(tiny_a
     args = ("daemon", tiny_artifact, "--source", "socket://127.0.0.1:0", "--adapt", "running_sum",
             "--state-dir", tmp_path / "state", "--checkpoint-every", every, "--checkpoint-seconds", 1000)
     rng = np.random.default_rng(1)
-    xs = [_x(rng) for _ in range(400)]
+    xs = list(_x(rng, 20000)[:, None])
     acked = 0
     for attempt in range(2):
         d = procs(*args)
