@@ -13,6 +13,20 @@ from edgert.link.messages import LinkError, Message, RemoteError, T, decode_payl
 from edgert.link.ports import PortClosed
 
 
+def to_message(f: Frame) -> Message | BadFrame:
+    """A frame with a good CRC as a Message, or a BadFrame (with its request id) when its type is
+    unknown or its payload undecodable, so the other end can be told which request failed."""
+    try:
+        mtype = T(f.type)
+    except ValueError:
+        return BadFrame(f"unknown message type {f.type}", f.rid)
+    try:
+        meta, arrays = decode_payload(f.payload)
+    except LinkError as e:
+        return BadFrame(str(e), f.rid)
+    return Message(mtype, f.rid, meta, arrays)
+
+
 class Link:
     """One framed conversation over a port (see ports.py); never raises on bad frames."""
 
@@ -34,26 +48,11 @@ class Link:
         self.port.write(encode_frame(int(mtype), rid, payload))
 
     def poll(self) -> Message | BadFrame | None:
-        """The next message or dropped frame if one arrives within the port's timeout, else None.
-
-        A frame with a good CRC but an undecodable payload or unknown type comes back as a BadFrame
-        carrying its request id, so the other end can be told which request failed.
-        """
+        """The next message or dropped frame if one arrives within the port's timeout, else None."""
         if not self.pending:
             for ev in self.reader.feed(self.port.read(65536)):
-                self.pending.append(self._message(ev) if isinstance(ev, Frame) else ev)
+                self.pending.append(to_message(ev) if isinstance(ev, Frame) else ev)
         return self.pending.pop(0) if self.pending else None
-
-    def _message(self, f: Frame) -> Message | BadFrame:
-        try:
-            mtype = T(f.type)
-        except ValueError:
-            return BadFrame(f"unknown message type {f.type}", f.rid)
-        try:
-            meta, arrays = decode_payload(f.payload)
-        except LinkError as e:
-            return BadFrame(str(e), f.rid)
-        return Message(mtype, f.rid, meta, arrays)
 
     def request(self, mtype: T, meta: dict[str, Any] | None = None, arrays: list[np.ndarray] | None = None,
                 timeout: float = 10.0) -> Message:

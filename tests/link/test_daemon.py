@@ -251,3 +251,47 @@ def test_serial_pty_survives_a_cable_drop(tiny_artifact, tmp_path, procs):
     assert link.request(T.STATS).meta["policy"]["count"] == 4  # adaptation carried across the drop
     link.close()
     assert d.signal(signal.SIGTERM) == 0
+
+
+def test_stdin_source_serves_frames_until_eof(tiny_artifact, tmp_path):
+    import subprocess
+    import sys
+
+    from edgert.link import FrameReader
+    from edgert.link.link import to_message
+    from tests.link.conftest import ROOT
+
+    rng = np.random.default_rng(6)
+    xs = [_x(rng) for _ in range(3)]
+    wire = b"".join(encode_frame(T.INFER, i + 1, encode_payload({}, [x])) for i, x in enumerate(xs))
+    wire += b"\x07garbage" + encode_frame(T.STATS, 9, encode_payload({}, []))
+    p = subprocess.run([sys.executable, "-m", "tests.link.edgert_main", "daemon", str(tiny_artifact), "--source",
+                        "stdin", "--adapt", "running_sum", "--state-dir", str(tmp_path)], cwd=ROOT, input=wire,
+                       capture_output=True, timeout=60)
+    assert p.returncode == 0, p.stderr.decode()
+    replies = [to_message(f) for f in FrameReader().feed(p.stdout)]
+    assert [(r.type, r.rid) for r in replies] == [(T.RESULT, 1), (T.RESULT, 2), (T.RESULT, 3), (T.ERROR, 0),
+                                                 (T.STATS_REPLY, 9)]
+    for r, x in zip(replies, xs):
+        np.testing.assert_allclose(r.arrays[0], _ref(x), rtol=1e-5, atol=1e-5)
+    assert replies[-1].meta["policy"]["count"] == 3
+    assert int(read_checkpoint(checkpoint_files(tmp_path)[0])[0]["count"]) == 3  # saved at end of input
+
+
+def test_checkpoints_every_n_samples_or_t_seconds(tiny_artifact, tmp_path):
+    out = io.StringIO()
+    d = Daemon(tiny_artifact, "running_sum", tmp_path, checkpoint_every=3, checkpoint_seconds=0.2, keep=2,
+               log=Log(out, verbose=True))
+    rng = np.random.default_rng(7)
+    for _ in range(7):
+        d.infer(_x(rng))
+        d.maybe_checkpoint()
+    d.maybe_checkpoint()
+    assert [json.loads(line)["why"] for line in out.getvalue().splitlines() if '"checkpoint"' in line] == \
+        ["samples", "samples"]
+    time.sleep(0.25)
+    d.maybe_checkpoint()  # one sample since the last checkpoint and T seconds passed
+    d.maybe_checkpoint()  # nothing new: no checkpoint
+    files = checkpoint_files(tmp_path)
+    assert len(files) == 2 and int(read_checkpoint(files[0])[0]["count"]) == 7  # only the newest `keep`
+    assert json.loads(out.getvalue().splitlines()[-1])["why"] == "time"
