@@ -295,3 +295,30 @@ def test_checkpoints_every_n_samples_or_t_seconds(tiny_artifact, tmp_path):
     files = checkpoint_files(tmp_path)
     assert len(files) == 2 and int(read_checkpoint(files[0])[0]["count"]) == 7  # only the newest `keep`
     assert json.loads(out.getvalue().splitlines()[-1])["why"] == "time"
+
+
+def test_norm_policy_resumes_to_the_same_outputs(tmp_path):
+    """With the real `norm` policy: a daemon restarted from a checkpoint answers like one never stopped."""
+    import torch
+    from torch import nn
+
+    from edgert.compilers.compile import compile_model
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Flatten(),
+                          nn.Linear(64, 3)).eval()
+    art = compile_model(model, torch.zeros(1, 1, 4, 4)).save(tmp_path / "bn.edgert")
+    rng = np.random.default_rng(8)
+    xs = [(_x(rng) * 2 + 1).astype(np.float32) for _ in range(21)]  # shifted input: norm has work to do
+    a = Daemon(art, "norm", tmp_path / "a", log=Log(io.StringIO()))
+    for x in xs[:16]:
+        a.infer(x)
+    a.checkpoint("test")
+    b = Daemon(art, "norm", tmp_path / "a", log=Log(io.StringIO()))
+    assert b.resumed_from.startswith("ckpt-") and b.samples == 16
+    for k, v in a.policy.state_dict().items():
+        np.testing.assert_array_equal(b.policy.state_dict()[k], v, err_msg=k)
+    for x in xs[16:]:
+        np.testing.assert_array_equal(a.infer(x)[0][0], b.infer(x)[0][0])
+    fresh = Daemon(art, "norm", tmp_path / "fresh", log=Log(io.StringIO()))
+    assert not np.array_equal(fresh.infer(xs[20])[0][0], b.infer(xs[20])[0][0])  # adaptation did something
