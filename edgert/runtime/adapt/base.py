@@ -13,7 +13,6 @@ snapshot collapsed again, and says so in ``stats()``.
 
 from __future__ import annotations
 
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +56,9 @@ class AdaptingPolicy:
         self.engine = engine
         self.guard, self.window, self.max_share = guard, window, max_share
         self.min_entropy, self.snapshot_every = min_entropy, snapshot_every
-        self._preds: deque[int] = deque(maxlen=window)
-        self._ents: deque[float] = deque(maxlen=window)
+        self._preds = np.zeros(window, np.int64)  # ring buffers of the last `window` predictions
+        self._ents = np.zeros(window)
+        self._filled = self._pos = 0
         self._good: dict[str, np.ndarray] | None = None
         self._since_snapshot = 0
         self.samples = self.updates = self.collapses = 0
@@ -104,28 +104,33 @@ class AdaptingPolicy:
 
     def reset(self) -> None:
         self._reset()
-        self._preds.clear()
-        self._ents.clear()
+        self._filled = self._pos = 0
 
     def stats(self) -> dict[str, Any]:
-        share = np.bincount(np.asarray(self._preds, int)).max() / len(self._preds) if self._preds else None
+        n = self._filled
+        share = np.bincount(self._preds[:n]).max() / n if n else None
         return {"policy": self.name, "samples": self.samples, "updates": self.updates,
                 "collapses": self.collapses, "events": self.events[-10:],
                 "snapshot": self._good is not None,
                 "window_top_class_share": None if share is None else float(share),
-                "window_entropy": float(np.mean(self._ents)) if self._ents else None}
+                "window_entropy": float(np.mean(self._ents[:n])) if n else None}
 
     # -- guard --------------------------------------------------------------------------------
     def _watch(self, y: np.ndarray) -> None:
-        p = softmax(y)
-        ent = -(p * np.log(np.clip(p, 1e-12, None))).sum(axis=1) / np.log(max(y.shape[1], 2))
-        self._preds.extend(y.argmax(axis=1).tolist())
-        self._ents.extend(ent.tolist())
+        z = y - y.max(axis=1, keepdims=True)  # entropy of softmax(y) = logsumexp(z) - sum(p z)
+        e = np.exp(z)
+        tot = e.sum(axis=1)
+        ent = (np.log(tot) - (e * z).sum(axis=1) / tot) / np.log(max(y.shape[1], 2))
+        idx = (self._pos + np.arange(len(y))) % self.window
+        self._preds[idx[-self.window:]] = y.argmax(axis=1)[-self.window:]
+        self._ents[idx[-self.window:]] = ent[-self.window:]
+        self._pos = (self._pos + len(y)) % self.window
+        self._filled = min(self.window, self._filled + len(y))
         self._since_snapshot += len(y)
-        if len(self._preds) < self.window:
+        if self._filled < self.window:
             return
-        share = np.bincount(np.asarray(self._preds, int)).max() / len(self._preds)
-        mean_ent = float(np.mean(self._ents))
+        share = np.bincount(self._preds).max() / self.window
+        mean_ent = float(self._ents.mean())
         if share > self.max_share or mean_ent < self.min_entropy:
             self.collapses += 1
             why = (f"top class share {share:.2f} > {self.max_share}" if share > self.max_share
@@ -137,8 +142,7 @@ class AdaptingPolicy:
             else:
                 self._reset()
                 self.events.append(f"collapse at sample {self.samples}: {why}; reset to source parameters")
-            self._preds.clear()
-            self._ents.clear()
+            self._filled = self._pos = 0
             self._since_snapshot = 0
         elif self._since_snapshot >= self.snapshot_every:
             self._good = self.state_dict()

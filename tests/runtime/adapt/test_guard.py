@@ -90,3 +90,20 @@ def test_no_collapse_on_a_healthy_stream():
 def test_guard_options_are_checked():
     with pytest.raises(EdgertError, match="max_share"):
         _Drifting(_StubEngine(), max_share=0)
+
+
+def test_window_entropy_is_the_normalized_softmax_entropy():
+    rng = np.random.default_rng(3)
+    eng = _StubEngine()
+    p = _Drifting(eng, window=6)
+    p._adapt = lambda x, y, taps: None
+    logits = []
+    for _ in range(3):  # 12 samples through a window of 6: the last 6 count
+        p.run(_batch(eng, rng))
+        logits.append(eng.next_logits)
+    y = np.concatenate(logits)[-6:]
+    q = np.exp(y - y.max(1, keepdims=True))
+    q /= q.sum(1, keepdims=True)
+    want = (-(q * np.log(q)).sum(1) / np.log(5)).mean()
+    assert abs(p.stats()["window_entropy"] - want) < 1e-12
+    assert p.stats()["window_top_class_share"] == np.bincount(y.argmax(1)).max() / 6

@@ -136,3 +136,14 @@ def test_large_batch_with_momentum_one_is_training_mode_batchnorm(artifacts, fol
     with torch.no_grad():
         want = _model().train()(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(policy.run(x), want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (2, 5), (1, 4, 3, 3), (3, 2, 7, 5)])
+def test_moments_kernel_matches_reference(shape):
+    from edgert.runtime.adapt.norm import moments, moments_ref
+
+    t = np.random.default_rng(0).standard_normal(shape).astype(np.float32) + 2
+    m1, m2 = moments_ref(t)
+    np.testing.assert_allclose(m1, t.astype(np.float64).mean(axis=tuple(i for i in range(t.ndim) if i != 1)))
+    for got, want in zip(moments(t), (m1, m2)):
+        np.testing.assert_allclose(got, want, rtol=1e-12)

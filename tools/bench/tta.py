@@ -1,0 +1,190 @@
+"""Test-time adaptation on a continual corrupted digits stream: edgert policies vs no adaptation vs TENT.
+
+    python -m tools.bench tta
+
+The reference float CNN (tools/models/digits_cnn.py, conv-BN-ReLU x3) is trained on clean digits and
+compiled with BatchNorm folded (the default). The stream is the held-out split under seven
+corruptions (noise, blur, contrast, brightness, shift, occlusion, pixelation) at severities 1, 3 and 5
+in sequence, 48 images per (corruption, severity), the same stream ten times over (continual: no
+reset between segments or repeats). Each policy's outputs are scored before it adapts on that batch.
+TENT is the PyTorch reference with full backpropagation: BatchNorm in training mode (batch
+statistics), Adam on BN scale and shift, entropy loss, as in Wang et al. 2021.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TVM_NUM_THREADS", "1")  # before TVM loads its thread pool
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import copy
+import time
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from tools.bench.report import machine, summarize, time_interleaved, write_section
+
+SEVERITIES = (1, 3, 5)
+PER_SEGMENT = 64
+REPEATS = 10
+BATCHES = (1, 16, 64)
+
+
+def _blur(x: np.ndarray, s: int) -> np.ndarray:
+    k = np.array([1.0, 2.0, 1.0]) if s < 3 else (np.ones(3) if s < 5 else np.ones(5))
+    k = k / k.sum()
+    r = len(k) // 2
+    p = np.pad(x, ((0, 0), (0, 0), (r, r), (r, r)), mode="edge")
+    p = sum(k[i] * p[:, :, :, i:i + x.shape[3]] for i in range(len(k)))
+    return sum(k[i] * p[:, :, i:i + x.shape[2], :] for i in range(len(k)))
+
+
+def _pixelate(x: np.ndarray, s: int) -> np.ndarray:
+    f = 2 if s < 5 else 4
+    small = x.reshape(x.shape[0], 1, 8 // f, f, 8 // f, f).mean(axis=(3, 5))
+    out = small.repeat(f, axis=2).repeat(f, axis=3)
+    return out if s > 1 else 0.5 * (x + out)
+
+
+def _occlude(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
+    k = 1 + s // 2 + 1  # 2, 3, 4 pixels square
+    out = x.copy()
+    for i in range(len(x)):
+        r, c = rng.integers(0, 9 - k, 2)
+        out[i, :, r:r + k, c:c + k] = 0.0
+    return out
+
+
+def _shift(x: np.ndarray, s: int, rng: np.random.Generator) -> np.ndarray:
+    out = np.zeros_like(x)
+    d = (s + 1) // 2  # 1, 2, 3 pixels
+    for i in range(len(x)):
+        dr, dc = rng.integers(-d, d + 1, 2)
+        out[i] = np.roll(x[i], (dr, dc), axis=(1, 2))
+    return out
+
+
+CORRUPTIONS: dict[str, Callable[[np.ndarray, int, np.random.Generator], np.ndarray]] = {
+    "noise": lambda x, s, rng: x + rng.normal(0, 0.08 * s, x.shape),
+    "blur": lambda x, s, rng: _blur(x, s),
+    "contrast": lambda x, s, rng: (x - x.mean(axis=(2, 3), keepdims=True)) * (1 - 0.17 * s)
+                                  + x.mean(axis=(2, 3), keepdims=True),
+    "brightness": lambda x, s, rng: x + 0.12 * s,
+    "shift": _shift,
+    "occlusion": _occlude,
+    "pixelation": lambda x, s, rng: _pixelate(x, s),
+}
+
+
+def make_stream(x: np.ndarray, y: np.ndarray, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """One pass: every corruption at every severity, PER_SEGMENT images each, in sequence."""
+    rng = np.random.default_rng(seed)
+    xs, ys, names = [], [], []
+    for name, fn in CORRUPTIONS.items():
+        for s in SEVERITIES:
+            idx = rng.choice(len(x), PER_SEGMENT, replace=False)
+            xs.append(fn(x[idx].astype(np.float64), s, rng).astype(np.float32))
+            ys.append(y[idx])
+            names.append(f"{name}-{s}")
+    return np.concatenate(xs), np.concatenate(ys), names
+
+
+class Tent:
+    """PyTorch TENT: BN in train mode, Adam on BN affine parameters, entropy of the softmax."""
+
+    def __init__(self, model: nn.Module, lr: float = 1e-3):
+        self.model = copy.deepcopy(model).train()
+        params = []
+        for m in self.model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.track_running_stats, m.running_mean, m.running_var = False, None, None
+                params += [m.weight, m.bias]
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        self.opt = torch.optim.Adam(params, lr=lr, betas=(0.9, 0.999))
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        out = self.model(torch.from_numpy(x))
+        logp = out.log_softmax(1)
+        loss = -(logp.exp() * logp).sum(1).mean()
+        self.opt.zero_grad()
+        loss.backward()
+        self.opt.step()
+        return out.detach().numpy()
+
+
+def _errors(run: Callable[[np.ndarray], np.ndarray], xs: np.ndarray, ys: np.ndarray, batch: int) -> list[float]:
+    """Error per repeat of the stream."""
+    out = []
+    for _ in range(REPEATS):
+        wrong = 0
+        for i in range(0, len(xs), batch):
+            wrong += int((run(xs[i:i + batch]).argmax(1) != ys[i:i + batch]).sum())
+        out.append(wrong / len(xs))
+    return out
+
+
+def main() -> str:
+    import edgert
+    from edgert.runtime.adapt import POLICIES, make_policy
+    from edgert.runtime.engine import Engine
+    from tools.models.digits_cnn import digits_split, train
+
+    torch.set_num_threads(1)
+    t_start = time.perf_counter()
+    model, clean_acc = train()
+    _, _, xte, yte = digits_split()
+    xs, ys, segments = make_stream(xte, yte)
+    art = edgert.compile(model, xte[:1])
+    policies = [p for p in POLICIES if p != "none"]
+    rows = []
+    for batch in BATCHES:
+        runs: dict[str, Callable[[np.ndarray], np.ndarray]] = {"none": Engine(art).run}
+        for name in policies:
+            runs[name] = make_policy(name, Engine(art)).run
+        runs["norm (no guard)"] = make_policy("norm", Engine(art), guard=False).run
+        for lr in (1e-3, 1e-2):
+            torch.manual_seed(0)
+            runs[f"TENT torch lr {lr:g}"] = Tent(model, lr).run
+        for name, run in runs.items():
+            errs = _errors(run, xs, ys, batch)
+            rows.append((batch, name, errs))
+    # step latency at batch 1, relative to inference
+    x1 = xs[:1]
+    engine = Engine(art)
+    fns = {"inference (none)": lambda: engine.run(x1)}
+    for name in policies:
+        p = make_policy(name, Engine(art))
+        fns[f"{name} step"] = lambda p=p: p.run(x1)
+    tent = Tent(model)
+    fns["TENT torch step"] = lambda: tent.run(x1)
+    timing = summarize(time_interleaved(fns, rounds=15), "inference (none)")
+
+    lines = [f"Machine: {machine()}; one thread. Model: tools/models/digits_cnn.py (clean held-out error "
+             f"{100 * (1 - clean_acc):.1f}%), compiled with BatchNorm folded. Stream: {len(xs)} images per "
+             f"repeat ({len(CORRUPTIONS)} corruptions x severities {list(SEVERITIES)} x {PER_SEGMENT}), "
+             f"{REPEATS} repeats, continual. Error (%) of outputs scored before each update; policies with "
+             "the collapse guard unless stated. TENT: PyTorch, full backprop, Adam on BN scale/shift.", "",
+             "| batch | method | error, repeat 1 | error, repeat 10 | mean over repeats |",
+             "|---|---|---|---|---|"]
+    for batch, name, errs in rows:
+        lines.append(f"| {batch} | {name} | {100 * errs[0]:.1f} | {100 * errs[-1]:.1f} | "
+                     f"{100 * np.mean(errs):.1f} |")
+    lines += ["", "Step latency at batch 1 (inference + one adaptation step), relative to inference:", "",
+              "| | min ms | median ms | median / inference |", "|---|---|---|---|"]
+    for name, lo, med, ratio in timing:
+        lines.append(f"| {name} | {lo:.3f} | {med:.3f} | {1 / ratio:.2f}x |")
+    lines += ["", f"Run time {time.perf_counter() - t_start:.0f} s."]
+    md = "\n".join(lines)
+    write_section("tta", "## Test-time adaptation (digits, continual corrupted stream)\n\n" + md)
+    return md
+
+
+if __name__ == "__main__":
+    print(main())
