@@ -65,3 +65,7 @@ DEFAULT_POLICY = "norm"  # what `--adapt` and the daemon use when no policy is n
 from edgert.runtime.adapt.norm import NormPolicy  # noqa: E402  (registers after POLICIES exists)
 
 POLICIES["norm"] = NormPolicy
+
+from edgert.runtime.adapt.knn import KnnPolicy  # noqa: E402
+
+POLICIES["knn"] = KnnPolicy

@@ -1,0 +1,92 @@
+"""The ``knn`` policy: a bounded memory of test features votes with the classifier (forward only).
+
+After AdaNPC (Zhang et al., 2023), without its source-data memory: the device has no source data, so
+the memory fills from the stream. Features f are the classifier's input (the compiler keeps them as a
+tap), L2-normalized. A sample whose classifier confidence max softmax >= ``confidence`` is stored with
+its softmax as a soft label; the memory holds at most ``capacity`` entries, oldest replaced first.
+Once it holds ``k`` entries, the prediction is
+
+    p = (1 - weight) softmax(logits) + weight * sum_j w_j q_j / sum_j w_j,   w_j = exp(cos(f, f_j) / tau)
+
+over the ``k`` most similar entries j (soft labels q_j); the policy returns log p, so argmax and
+softmax of its output are the mixed prediction. A batch is answered from the memory before it is
+stored.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgert.errors import EdgertError
+from edgert.runtime.adapt.base import AdaptingPolicy, softmax
+from edgert.runtime.engine import Engine
+
+
+class KnnPolicy(AdaptingPolicy):
+    """Bounded feature memory voting with the classifier."""
+
+    name = "knn"
+
+    def __init__(self, engine: Engine, capacity: int = 256, k: int = 8, tau: float = 0.1,
+                 weight: float = 0.5, confidence: float = 0.9, **guard: Any):
+        super().__init__(engine, **guard)
+        plan = engine.artifact.manifest.get("adapt", {})
+        self.tap = plan.get("features")
+        if self.tap is None:
+            raise EdgertError("the 'knn' policy needs a model that ends in a linear classifier (its input "
+                              "features are the memory keys); this artifact has none, or was compiled by "
+                              "an edgert without adaptation support: recompile it, or use --adapt norm")
+        if not (capacity >= k >= 1 and tau > 0 and 0 <= weight <= 1 and 0 <= confidence <= 1):
+            raise EdgertError(f"knn options: need capacity >= k >= 1, tau > 0, 0 <= weight <= 1 and "
+                              f"0 <= confidence <= 1; got capacity={capacity}, k={k}, tau={tau}, "
+                              f"weight={weight}, confidence={confidence}")
+        self.capacity, self.k, self.tau, self.weight, self.confidence = capacity, k, tau, weight, confidence
+        specs = engine.artifact.manifest["specs"]
+        self.dim = int(np.prod(specs[self.tap]["shape"][1:]))
+        self.classes = int(engine.outputs[0][1].shape[-1])
+        self._reset()
+
+    def _reset(self) -> None:
+        self.keys = np.zeros((self.capacity, self.dim), np.float32)
+        self.labels = np.zeros((self.capacity, self.classes), np.float32)
+        self.filled = self.pos = 0
+
+    def _features(self, taps: dict[str, np.ndarray]) -> np.ndarray:
+        f = taps[self.tap].reshape(len(taps[self.tap]), -1).astype(np.float32, copy=False)
+        return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
+
+    def _predict(self, y: np.ndarray, taps: dict[str, np.ndarray]) -> np.ndarray:
+        p = softmax(y)
+        if self.filled >= self.k:
+            sims = self._features(taps) @ self.keys[:self.filled].T           # [B, filled]
+            near = np.argpartition(-sims, self.k - 1, axis=1)[:, :self.k]     # k most similar
+            s = np.take_along_axis(sims, near, axis=1)
+            w = np.exp((s - s.max(axis=1, keepdims=True)) / self.tau)
+            vote = (w[:, :, None] * self.labels[near]).sum(axis=1) / w.sum(axis=1, keepdims=True)
+            p = (1 - self.weight) * p + self.weight * vote
+        return np.log(np.maximum(p, 1e-30)).astype(np.float32)
+
+    def _adapt(self, x: np.ndarray, y: np.ndarray, taps: dict[str, np.ndarray]) -> None:
+        p = softmax(y)
+        keep = p.max(axis=1) >= self.confidence
+        f, q = self._features(taps)[keep], p[keep]
+        for fi, qi in zip(f[-self.capacity:], q[-self.capacity:]):
+            self.keys[self.pos], self.labels[self.pos] = fi, qi
+            self.pos = (self.pos + 1) % self.capacity
+            self.filled = min(self.capacity, self.filled + 1)
+
+    def _state(self) -> dict[str, np.ndarray]:
+        return {"keys": self.keys, "labels": self.labels, "filled": np.array(self.filled),
+                "pos": np.array(self.pos)}
+
+    def _load(self, state: dict[str, np.ndarray]) -> None:
+        self.keys = state["keys"].astype(np.float32, copy=True)
+        self.labels = state["labels"].astype(np.float32, copy=True)
+        self.filled, self.pos = int(state["filled"]), int(state["pos"])
+
+    def stats(self) -> dict[str, Any]:
+        out = super().stats()
+        out.update(memory=self.filled, capacity=self.capacity, k=self.k)
+        return out
