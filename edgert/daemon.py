@@ -84,6 +84,8 @@ class Daemon:
                 self.policy.reset()
                 raise
 
+        for stale in self.state_dir.glob(".ckpt-*.tmp"):  # left by a kill during a write; never valid
+            stale.unlink(missing_ok=True)
         path, meta, skipped = load_newest(self.state_dir, accept)
         for name, reason in skipped:
             self.log("checkpoint_skipped", file=name, reason=reason)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import math
 import struct
 from dataclasses import dataclass, field
 from typing import Any
@@ -88,12 +89,13 @@ def decode_payload(payload: bytes) -> tuple[dict[str, Any], list[np.ndarray]]:
             dtype, shape = np.dtype(spec[0]), tuple(int(d) for d in spec[1])
         except (TypeError, ValueError, IndexError) as e:
             raise LinkError(f"malformed array description {spec!r}: {e}") from None
-        if dtype.kind not in _KINDS or dtype.hasobject or any(d < 0 for d in shape):
+        if dtype.kind not in _KINDS or dtype.hasobject or any(d < 0 for d in shape) or len(shape) > 32:
             raise LinkError(f"array of dtype {dtype} and shape {shape} is not allowed on the link")
-        size = dtype.itemsize * int(np.prod(shape, dtype=np.int64))
+        count = math.prod(shape)  # Python ints: no overflow from a hostile shape
+        size = dtype.itemsize * count
         if pos + size > len(payload):
             raise LinkError(f"array {dtype}{list(shape)} needs {size} bytes, the frame has {len(payload) - pos}")
-        arrays.append(np.frombuffer(payload, dtype, int(np.prod(shape, dtype=np.int64)), pos).reshape(shape).copy())
+        arrays.append(np.frombuffer(payload, dtype, count, pos).reshape(shape).copy())
         pos += size
     if pos != len(payload):
         raise LinkError(f"{len(payload) - pos} stray bytes after the arrays")

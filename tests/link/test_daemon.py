@@ -158,7 +158,10 @@ def test_truncated_and_corrupted_checkpoints_fall_back(tiny_artifact, tmp_path):
     i = raw.find(b"count.npy") + 200
     raw[i] ^= 0xFF  # a flipped byte inside the data
     files[1].write_bytes(bytes(raw))
+    stale = tmp_path / ".ckpt-000000000009.npz.abc.tmp"  # killed during a write, before the rename
+    stale.write_bytes(b"PK\x03\x04 half a zip")
     d, log = _resume(tiny_artifact, tmp_path)
+    assert not stale.exists()
     assert d.policy.count == 3 and d.samples == 3
     skipped = [e for e in log if e["event"] == "checkpoint_skipped"]
     assert [e["file"] for e in skipped] == [files[2].name, files[1].name]

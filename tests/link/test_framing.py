@@ -1,5 +1,8 @@
 """Framing and messages over pyserial's loop://: COBS against its definition, CRC, garbage, truncation, size."""
 
+import json
+import struct
+
 import numpy as np
 import pytest
 
@@ -54,6 +57,10 @@ def test_object_dtype_and_short_payload_are_refused():
         decode_payload(evil)
     with pytest.raises(LinkError, match="needs 12 bytes"):
         decode_payload(good[:-1])
+    hb = json.dumps({"_arrays": [["<f4", [2**32, 2**32]]]}).encode()
+    huge = struct.pack("<I", len(hb)) + hb + bytes(4)
+    with pytest.raises(LinkError, match="needs 73786976294838206464 bytes"):
+        decode_payload(huge)  # would overflow int64 arithmetic
 
 
 def _loop():
