@@ -121,6 +121,7 @@ def _parts(art_bytes: bytes, x: np.ndarray) -> list:
 
 def main(frames: int = 100_000) -> str:
     rows = []
+    load0 = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         art = tiny_artifact(tmp / "tiny.edgert")
@@ -151,8 +152,10 @@ def main(frames: int = 100_000) -> str:
     rep = len(encode_frame(T.RESULT, 1, encode_payload({"latency_ms": 0.0123456789, "samples": 100000},
                                                        [np.zeros((1, 3), np.float32)])))
     lines = [f"Daemon under load ({frames:,} INFER round trips per transport, one synchronous client, policy "
-             f"'none', tiny conv model [1,1,4,4] -> [1,3]); {machine()}. Memory is the daemon's VmRSS from "
-             "after warm-up to the end, sampled every 10% of the run.", "",
+             f"'none', tiny conv model [1,1,4,4] -> [1,3]); {machine()}; {os.cpu_count()} cores, load average "
+             f"{load0:.1f} at the start and {os.getloadavg()[0]:.1f} at the end (client and daemon share the "
+             "cores). Memory is the daemon's VmRSS from after warm-up to the end, sampled every 10% of the "
+             "run.", "",
              "| transport | frames/s | p50 ms | p90 ms | p99 ms | max ms | daemon RSS first -> last (max) | errors |",
              "|---|---|---|---|---|---|---|---|"]
     for name, r in rows:
