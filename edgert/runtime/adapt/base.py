@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numba
 import numpy as np
 
 from edgert.errors import EdgertError, InputError
@@ -27,6 +28,35 @@ def softmax(y: np.ndarray) -> np.ndarray:
     z = y.astype(np.float64) - y.max(axis=1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=1, keepdims=True)
+
+
+def entropy_argmax_ref(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row: softmax entropy normalized by ln C (0 = one-hot, 1 = uniform), and the argmax."""
+    z = y.astype(np.float64) - y.max(axis=1, keepdims=True)  # H = logsumexp(z) - sum(p z)
+    e = np.exp(z)
+    tot = e.sum(axis=1)
+    return (np.log(tot) - (e * z).sum(axis=1) / tot) / np.log(max(y.shape[1], 2)), y.argmax(axis=1)
+
+
+@numba.njit(cache=True, nogil=True)
+def entropy_argmax(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """entropy_argmax_ref in one pass per row (the guard runs on every step)."""
+    b, c = y.shape
+    ent, arg = np.empty(b), np.empty(b, np.int64)
+    for i in range(b):
+        m, k = y[i, 0], 0
+        for j in range(1, c):
+            if y[i, j] > m:
+                m, k = y[i, j], j
+        tot = ez = 0.0
+        for j in range(c):
+            z = np.float64(y[i, j]) - m
+            e = np.exp(z)
+            tot += e
+            ez += e * z
+        ent[i] = (np.log(tot) - ez / tot) / np.log(max(c, 2))
+        arg[i] = k
+    return ent, arg
 
 
 def check_state(state: dict[str, np.ndarray], expected: dict[str, np.ndarray], policy: str) -> None:
@@ -117,12 +147,9 @@ class AdaptingPolicy:
 
     # -- guard --------------------------------------------------------------------------------
     def _watch(self, y: np.ndarray) -> None:
-        z = y - y.max(axis=1, keepdims=True)  # entropy of softmax(y) = logsumexp(z) - sum(p z)
-        e = np.exp(z)
-        tot = e.sum(axis=1)
-        ent = (np.log(tot) - (e * z).sum(axis=1) / tot) / np.log(max(y.shape[1], 2))
+        ent, arg = entropy_argmax(np.ascontiguousarray(y, dtype=np.float32))
         idx = (self._pos + np.arange(len(y))) % self.window
-        self._preds[idx[-self.window:]] = y.argmax(axis=1)[-self.window:]
+        self._preds[idx[-self.window:]] = arg[-self.window:]
         self._ents[idx[-self.window:]] = ent[-self.window:]
         self._pos = (self._pos + len(y)) % self.window
         self._filled = min(self.window, self._filled + len(y))

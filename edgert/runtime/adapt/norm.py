@@ -52,6 +52,30 @@ def _moments3(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return m1 / (n * s), m2 / (n * s)
 
 
+@numba.njit(cache=True, nogil=True)
+def _update_moments(t: np.ndarray, m1: np.ndarray, m2: np.ndarray, a: float, folded: bool,
+                    beta: np.ndarray, mean: np.ndarray, s: np.ndarray, ok: np.ndarray) -> None:
+    """One pass of NormPolicy._update_ref: channel moments of t [N, C, S], inverted through the fold
+    y = s (x - mean) + beta when ``folded`` (channels with ok False kept), blended into m1, m2."""
+    n, c, size = t.shape
+    for j in range(c):
+        if folded and not ok[j]:
+            continue
+        acc1 = acc2 = 0.0
+        for i in range(n):
+            for k in range(size):
+                v = np.float64(t[i, j, k])
+                acc1 += v
+                acc2 += v * v
+        t1, t2 = acc1 / (n * size), acc2 / (n * size)
+        if folded:
+            x1 = (t1 - beta[j]) / s[j] + mean[j]
+            t2 = max(t2 - t1 * t1, 0.0) / (s[j] * s[j]) + x1 * x1
+            t1 = x1
+        m1[j] = (1 - a) * m1[j] + a * t1
+        m2[j] = (1 - a) * m2[j] + a * t2
+
+
 def moments(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Same as moments_ref in one pass (Numba): NumPy's multi-axis means cost ~30 us each on small maps."""
     t = np.ascontiguousarray(t, dtype=np.float32)
@@ -116,16 +140,22 @@ class NormPolicy(AdaptingPolicy):
             self._apply()
 
     def _update(self, e: dict[str, Any], tap: np.ndarray, a: float) -> None:
-        """Fold one batch's moments of BatchNorm ``e``'s input into the running moments."""
+        """Fold one batch's moments of BatchNorm ``e``'s input into the running moments (in place)."""
+        bn = e["bn"]
+        t = np.ascontiguousarray(tap, dtype=np.float32)
+        _update_moments(t.reshape(t.shape[0], t.shape[1], -1), self._m1[bn], self._m2[bn], a,
+                        e["kind"] == "folded", *self._applied[bn])
+
+    def _update_ref(self, e: dict[str, Any], tap: np.ndarray, a: float) -> None:
+        """NumPy reference of ``_update``."""
         bn, src = e["bn"], self._src[e["bn"]]
-        t1, t2 = moments(tap)
+        t1, t2 = moments_ref(tap)
         if e["kind"] == "folded":  # the tap holds y = s (x - mean) + beta: invert per channel
-            mean, s, ok = self._applied[bn]  # the statistics folded into the weights that ran
-            x1 = (t1 - src["beta"]) / s + mean
+            beta, mean, s, ok = self._applied[bn]  # the statistics folded into the weights that ran
+            x1 = (t1 - beta) / s + mean
             x2 = np.maximum(t2 - t1 * t1, 0.0) / (s * s) + x1 * x1
-            if ok is not None:  # a zero-scale channel carries no information: keep its stats
-                x1, x2 = np.where(ok, x1, self._m1[bn]), np.where(ok, x2, self._m2[bn])
-            t1, t2 = x1, x2
+            # a zero-scale channel carries no information: keep its stats
+            t1, t2 = np.where(ok, x1, self._m1[bn]), np.where(ok, x2, self._m2[bn])
         self._m1[bn] = (1 - a) * self._m1[bn] + a * t1
         self._m2[bn] = (1 - a) * self._m2[bn] + a * t2
 
@@ -140,11 +170,13 @@ class NormPolicy(AdaptingPolicy):
             if e["kind"] == "folded":
                 s = src["gamma"] / np.sqrt(var + e["eps"])
                 ok = np.abs(s) > 1e-12
-                self._applied[bn] = (mean, np.where(ok, s, 1.0), None if ok.all() else ok)
+                self._applied[bn] = (src["beta"], mean.copy(), np.where(ok, s, 1.0), ok)
                 w = src["weight"]
                 new[e["weight"]] = (w * s.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
                 new[e["bias"]] = ((src["bias"] - mean) * s + src["beta"]).astype(np.float32)
             else:
+                c = len(mean)
+                self._applied[bn] = (np.zeros(c), np.zeros(c), np.ones(c), np.ones(c, np.bool_))
                 new[e["mean"]], new[e["var"]] = mean.astype(np.float32), var.astype(np.float32)
         self.engine.set_params(new)
 

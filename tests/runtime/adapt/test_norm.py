@@ -147,3 +147,25 @@ def test_moments_kernel_matches_reference(shape):
     np.testing.assert_allclose(m1, t.astype(np.float64).mean(axis=tuple(i for i in range(t.ndim) if i != 1)))
     for got, want in zip(moments(t), (m1, m2)):
         np.testing.assert_allclose(got, want, rtol=1e-12)
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_update_kernel_matches_numpy_reference(artifacts, fold):
+    engine = Engine(artifacts[fold])
+    policy = make_policy("norm", engine, guard=False)
+    x = _stream(3, 1)[0]
+    taps = engine.run_with_taps(x)[1]
+    for e in policy.layers:
+        bn = e["bn"]
+        if fold:  # a zero-scale channel: its statistics must stay
+            ok = policy._applied[bn][3]
+            ok[0] = False
+        before = policy._m1[bn].copy(), policy._m2[bn].copy()
+        policy._update_ref(e, taps[e["tap"]], 0.3)
+        want = policy._m1[bn], policy._m2[bn]
+        policy._m1[bn], policy._m2[bn] = before[0].copy(), before[1].copy()
+        policy._update(e, taps[e["tap"]], 0.3)
+        np.testing.assert_allclose(policy._m1[bn], want[0], rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(policy._m2[bn], want[1], rtol=1e-10, atol=1e-12)
+        if fold:
+            assert policy._m1[bn][0] == before[0][0] and not np.allclose(policy._m1[bn][1:], before[0][1:])
