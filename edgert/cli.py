@@ -18,7 +18,7 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="Compile trained models into .edgert artifacts and run them on edge boards.")
 # Piped output (make demo, CI logs) gets a wide table instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 150)
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error line is never hard-wrapped mid-message
 
 
 def _shape(text: str) -> tuple[int, ...]:
