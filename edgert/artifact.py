@@ -142,6 +142,8 @@ class Artifact:
                                         "modified or corrupted, copy or compile it again") from None
         except (EOFError, OSError) as e:
             raise ArtifactTruncatedError(f"{path}: the archive ends early ({e}); copy or compile it again") from None
+        except ArtifactError:
+            raise
         except Exception as e:  # zipfile on damaged bytes can raise more kinds than it documents
             raise ArtifactTamperedError(f"{path}: the archive is damaged ({type(e).__name__}: {e}); copy or "
                                         "compile it again") from None

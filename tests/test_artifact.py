@@ -111,3 +111,13 @@ def test_manifest_missing_fields_is_a_schema_error(tmp_path):
     _rewrite_manifest(path, tmp_path / "n.edgert", lambda m: {k: v for k, v in m.items() if k != "stages"})
     with pytest.raises(ArtifactSchemaError, match="lacks or mistypes stages"):
         Artifact.read(tmp_path / "n.edgert")
+
+
+def test_missing_member_is_truncation(tmp_path):
+    path = _artifact().save(tmp_path / "m.edgert")
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(tmp_path / "t.edgert", "w") as zout:
+        for name in zin.namelist():
+            if name != "params.npz":
+                zout.writestr(name, zin.read(name))
+    with pytest.raises(ArtifactTruncatedError, match="'params.npz'\\] are missing"):
+        Artifact.read(tmp_path / "t.edgert")
