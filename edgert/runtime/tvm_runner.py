@@ -52,6 +52,7 @@ class TvmRunner:
         self._params: list = []
         self._param_ptrs: set[int] = set()
         self._staging: dict[int, np.ndarray] = {}
+        self._aliased: list[bool] | None = None  # per output: a view of an input or parameter
         self.set_params(params, _first=True)
 
     def set_params(self, params: Sequence[np.ndarray], _first: bool = False) -> None:
@@ -109,13 +110,13 @@ class TvmRunner:
         """
         args = self._args(inputs)
         # outputs are fresh VM allocations, handed out without a copy, except an output that is an
-        # input or parameter passed straight through: copy that so no caller shares our buffers
-        shared = self._param_ptrs | {np.from_dlpack(a).ctypes.data for a in args[:len(inputs)]}
-        outs = []
-        for y in self._main(*args):
-            a = np.from_dlpack(y)
-            outs.append(a.copy() if a.size and a.ctypes.data in shared else a)
-        return outs
+        # input or parameter passed straight through (or a view of one): copy that so no caller shares
+        # our buffers. Which outputs alias is fixed by the compiled code, so it is found once.
+        outs = [np.from_dlpack(y) for y in self._main(*args)]
+        if self._aliased is None:
+            shared = self._param_ptrs | {np.from_dlpack(a).ctypes.data for a in args[:len(inputs)]}
+            self._aliased = [bool(a.size) and a.ctypes.data in shared for a in outs]
+        return [a.copy() if alias else a for a, alias in zip(outs, self._aliased)]
 
     def profile(self, inputs: Sequence[np.ndarray], repeat: int = 20) -> list[tuple[str, float]]:
         """Seconds per kernel call, in execution order: the median over ``repeat`` timings.
