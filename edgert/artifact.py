@@ -14,8 +14,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 import time
 import zipfile
 import zlib
@@ -26,6 +24,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from edgert import __version__, ir
+from edgert.atomic import atomic_write
 from edgert.errors import (ArtifactError, ArtifactSchemaError, ArtifactTamperedError,
                            ArtifactTruncatedError)
 
@@ -94,26 +93,19 @@ class Artifact:
         return self.manifest["target"]["name"]
 
     def save(self, path: str | Path) -> Path:
-        """Write atomically: a temporary file beside ``path``, fsync, then rename."""
+        """Write atomically (edgert.atomic): a crash leaves the old file or the new one."""
         path = Path(path)
         members = {PARAMS: _npz_bytes(self.params), **self.libraries}
         manifest = dict(self.manifest, members={k: _sha256(v) for k, v in members.items()})
         manifest_bytes = json.dumps(manifest, indent=1, sort_keys=True).encode()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
-                    z.writestr(MANIFEST, manifest_bytes)
-                    z.writestr(MANIFEST_SUM, _sha256(manifest_bytes))
-                    for name, data in members.items():
-                        z.writestr(name, data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        def write(f) -> None:
+            with zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
+                z.writestr(MANIFEST, manifest_bytes)
+                z.writestr(MANIFEST_SUM, _sha256(manifest_bytes))
+                for name, data in members.items():
+                    z.writestr(name, data)
+
+        atomic_write(path, write)
         return path
 
     @staticmethod

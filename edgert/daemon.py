@@ -18,7 +18,6 @@ import json
 import os
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from edgert import __version__
+from edgert.atomic import atomic_write
 from edgert.errors import EdgertError, InputError
 from edgert.link.messages import Message, T
 from edgert.link.server import Reply, serve
@@ -205,22 +205,11 @@ class Daemon:
         try:
             x = np.load(p, allow_pickle=False)
             ys, ms = self.infer(x)
-            _atomic_write(p.with_suffix(".out.npy"), lambda f: np.save(f, ys[0] if len(ys) == 1 else np.stack(ys)))
+            atomic_write(p.with_suffix(".out.npy"), lambda f: np.save(f, ys[0] if len(ys) == 1 else np.stack(ys)))
             self.log("processed", file=p.name, latency_ms=round(ms, 3), verbose=True)
         except Exception as e:
             self.errors += 1
-            _atomic_write(p.with_suffix(".err.txt"), lambda f: f.write(f"{type(e).__name__}: {e}\n".encode()))
+            atomic_write(p.with_suffix(".err.txt"), lambda f: f.write(f"{type(e).__name__}: {e}\n".encode()))
             self.log("input_error", file=p.name, kind=type(e).__name__, message=str(e))
 
 
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

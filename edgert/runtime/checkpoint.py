@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from edgert.atomic import atomic_write
 
 PREFIX, SUFFIX = "ckpt-", ".npz"
 META = "__meta__"
@@ -45,21 +45,7 @@ def save_checkpoint(state_dir: Path, seq: int, state: dict[str, np.ndarray], met
         raise ValueError(f"state may not use the reserved name {META!r}")
     meta = dict(meta, seq=seq, saved=time.time(), digest=state_digest(state), names=sorted(state))
     path = state_dir / f"{PREFIX}{seq:012d}{SUFFIX}"
-    fd, tmp = tempfile.mkstemp(dir=state_dir, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **state, **{META: np.frombuffer(json.dumps(meta).encode(), np.uint8)})
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dfd = os.open(state_dir, os.O_RDONLY)  # make the rename itself durable
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+    atomic_write(path, lambda f: np.savez(f, **state, **{META: np.frombuffer(json.dumps(meta).encode(), np.uint8)}))
     for old in checkpoint_files(state_dir)[keep:]:
         old.unlink(missing_ok=True)
     return path
