@@ -501,6 +501,13 @@ class Graph:
 
     __hash__ = None  # type: ignore[assignment]
 
+    def with_nodes(self, nodes, params: Mapping[str, np.ndarray] | None = None) -> "Graph":
+        """The same inputs and outputs with these nodes, keeping only the parameters they read."""
+        nodes = tuple(nodes)
+        used = {i for n in nodes for i in n.inputs}
+        params = self.params if params is None else params
+        return Graph(self.inputs, nodes, self.outputs, {k: v for k, v in params.items() if k in used})
+
     def producers(self) -> dict[str, Node]:
         return {n.output: n for n in self.nodes}
 

@@ -46,7 +46,4 @@ def fold_batchnorm(g: ir.Graph) -> ir.Graph:
         dropped[bn.name] = bn.output
     if not replaced:
         return g
-    nodes = tuple(replaced.get(n.name, n) for n in g.nodes if n.name not in dropped)
-    used = {i for n in nodes for i in n.inputs}
-    params = {k: v for k, v in params.items() if k in used}
-    return ir.Graph(inputs=g.inputs, nodes=nodes, outputs=g.outputs, params=params).validate()
+    return g.with_nodes((replaced.get(n.name, n) for n in g.nodes if n.name not in dropped), params).validate()

@@ -83,7 +83,4 @@ def fold_binary_threshold(g: ir.Graph) -> ir.Graph:
         replace[pack.name] = tuple(new)
     if not replace:
         return g
-    nodes = [m for n in g.nodes if n.name not in drop for m in replace.get(n.name, (n,))]
-    used = {i for n in nodes for i in n.inputs}
-    return ir.Graph(inputs=g.inputs, nodes=tuple(nodes), outputs=g.outputs,
-                    params={k: v for k, v in params.items() if k in used})
+    return g.with_nodes((m for n in g.nodes if n.name not in drop for m in replace.get(n.name, (n,))), params)

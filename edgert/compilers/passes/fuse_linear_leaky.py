@@ -39,6 +39,4 @@ def fuse_linear_leaky(g: ir.Graph) -> ir.Graph:
         dropped.add(lin.name)
     if not fused:
         return g
-    nodes = tuple(fused.get(n.name, n) for n in g.nodes if n.name not in dropped)
-    used = {i for n in nodes for i in n.inputs}
-    return ir.Graph(g.inputs, nodes, g.outputs, {k: v for k, v in params.items() if k in used})
+    return g.with_nodes((fused.get(n.name, n) for n in g.nodes if n.name not in dropped), params)
