@@ -40,12 +40,14 @@ def _stream(batch: int, n: int = 5):
     return [(rng.standard_normal((batch, 1, 6, 6)) * 1.5 + 0.7).astype(np.float32) for _ in range(n)]
 
 
-def _torch_reference(xs, momentum):
-    """Outputs of the torch model per batch (before that batch's update), updating BN by the rule."""
+def _torch_reference(xs, momentum, source_weight):
+    """Outputs of the torch model per batch (before that batch's update), updating BN by the rule:
+    running moments m1, m2; applied moments mixed with the source's by ``source_weight``."""
     model = _model()
     bns = [m for m in model if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
     m1 = [bn.running_mean.double().numpy().copy() for bn in bns]
     m2 = [bn.running_var.double().numpy() + m ** 2 for bn, m in zip(bns, m1)]
+    src1, src2 = [m.copy() for m in m1], [m.copy() for m in m2]
     seen = {}
     hooks = [bn.register_forward_hook(lambda mod, inp, out, i=i: seen.__setitem__(i, inp[0].double().numpy()))
              for i, bn in enumerate(bns)]
@@ -58,19 +60,22 @@ def _torch_reference(xs, momentum):
             axes = (0,) + tuple(range(2, seen[i].ndim))
             m1[i] = (1 - a) * m1[i] + a * seen[i].mean(axes)
             m2[i] = (1 - a) * m2[i] + a * (seen[i] ** 2).mean(axes)
-            bn.running_mean = torch.from_numpy(m1[i]).float()
-            bn.running_var = torch.from_numpy(m2[i] - m1[i] ** 2).float()
+            a1 = (1 - source_weight) * m1[i] + source_weight * src1[i]
+            a2 = (1 - source_weight) * m2[i] + source_weight * src2[i]
+            bn.running_mean = torch.from_numpy(a1).float()
+            bn.running_var = torch.from_numpy(a2 - a1 ** 2).float()
     for h in hooks:
         h.remove()
     return outs
 
 
 @pytest.mark.parametrize("fold", [True, False])
-@pytest.mark.parametrize("batch", [1, 4])
-def test_norm_matches_torch_running_moments(artifacts, fold, batch):
+@pytest.mark.parametrize("batch,source_weight", [(1, 0.0), (1, 0.3), (4, 0.3)])
+def test_norm_matches_torch_running_moments(artifacts, fold, batch, source_weight):
     xs = _stream(batch)
-    policy = make_policy("norm", Engine(artifacts[fold]), momentum=0.2, refold_every=1, guard=False)
-    ref = _torch_reference(xs, 0.2)
+    policy = make_policy("norm", Engine(artifacts[fold]), momentum=0.2, source_weight=source_weight,
+                         refold_every=1, guard=False)
+    ref = _torch_reference(xs, 0.2, source_weight)
     for x, want in zip(xs, ref):
         np.testing.assert_allclose(policy.run(x), want, rtol=1e-4, atol=1e-4)
     assert policy.stats()["layers"] == 3 and policy.stats()["samples"] == 5 * batch
@@ -132,7 +137,8 @@ def test_refold_every_matches_reference_at_refold_points(artifacts):
 def test_large_batch_with_momentum_one_is_training_mode_batchnorm(artifacts, fold):
     """At a = 1 the layer-by-layer update of a large batch equals torch's training-mode BatchNorm."""
     x = _stream(16, 1)[0]
-    policy = make_policy("norm", Engine(artifacts[fold]), momentum=1.0, rerun_from=16, guard=False)
+    policy = make_policy("norm", Engine(artifacts[fold]), momentum=1.0, source_weight=0.0,
+                         rerun_from=16, guard=False)
     with torch.no_grad():
         want = _model().train()(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(policy.run(x), want, rtol=1e-4, atol=1e-4)
