@@ -59,6 +59,19 @@ def entropy_argmax(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ent, arg
 
 
+@numba.njit(cache=True, nogil=True)
+def push_window(y: np.ndarray, preds: np.ndarray, ents: np.ndarray, pos: int) -> tuple[int, float, float]:
+    """Write the argmax and normalized entropy of each row of y into the ring buffers preds/ents at
+    ``pos`` (only the last len(preds) rows when y has more); return the next position, the share of
+    the most frequent class in the window and the window's mean entropy (whole buffers)."""
+    ent, arg = entropy_argmax(y)
+    w, n = len(preds), len(y)
+    for i in range(max(0, n - w), n):
+        j = (pos + i) % w
+        preds[j], ents[j] = arg[i], ent[i]
+    return (pos + n) % w, np.bincount(preds).max() / w, ents.mean()
+
+
 def check_state(state: dict[str, np.ndarray], expected: dict[str, np.ndarray], policy: str) -> None:
     """Raise one InputError naming every missing, unknown or misshapen array of a policy state."""
     problems = [f"missing {k!r}" for k in expected if k not in state]
@@ -147,17 +160,12 @@ class AdaptingPolicy:
 
     # -- guard --------------------------------------------------------------------------------
     def _watch(self, y: np.ndarray) -> None:
-        ent, arg = entropy_argmax(np.ascontiguousarray(y, dtype=np.float32))
-        idx = (self._pos + np.arange(len(y))) % self.window
-        self._preds[idx[-self.window:]] = arg[-self.window:]
-        self._ents[idx[-self.window:]] = ent[-self.window:]
-        self._pos = (self._pos + len(y)) % self.window
+        self._pos, share, mean_ent = push_window(np.ascontiguousarray(y, dtype=np.float32), self._preds,
+                                                 self._ents, self._pos)
         self._filled = min(self.window, self._filled + len(y))
         self._since_snapshot += len(y)
         if self._filled < self.window:
             return
-        share = np.bincount(self._preds).max() / self.window
-        mean_ent = float(self._ents.mean())
         if share > self.max_share or mean_ent < self.min_entropy:
             self.collapses += 1
             why = (f"top class share {share:.2f} > {self.max_share}" if share > self.max_share

@@ -17,11 +17,51 @@ from __future__ import annotations
 
 from typing import Any
 
+import numba
 import numpy as np
 
 from edgert.errors import EdgertError
-from edgert.runtime.adapt.base import AdaptingPolicy, softmax
+from edgert.runtime.adapt.base import AdaptingPolicy
 from edgert.runtime.engine import Engine
+
+
+@numba.njit(cache=True, nogil=True)
+def knn_vote(y: np.ndarray, f: np.ndarray, keys: np.ndarray, labels: np.ndarray, filled: int, k: int,
+             tau: float, weight: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Softmax p of logits y [B, C], L2-normalized features of f [B, D], and log of the mixed
+    prediction (1 - weight) p + weight * vote of the k nearest of keys[:filled] (as p when filled < k).
+    One pass per row: at batch size 1 NumPy's per-call overhead is most of the cost."""
+    b, c = y.shape
+    p = np.empty((b, c))
+    fn = np.empty(f.shape, np.float32)
+    out = np.empty((b, c), np.float32)
+    sims = np.empty(filled)
+    for i in range(b):
+        m = y[i].max()
+        tot = 0.0
+        for j in range(c):
+            p[i, j] = np.exp(np.float64(y[i, j]) - m)
+            tot += p[i, j]
+        p[i] /= tot
+        nrm = max(np.sqrt(np.sum(f[i].astype(np.float64) ** 2)), 1e-12)
+        for d in range(f.shape[1]):
+            fn[i, d] = f[i, d] / nrm
+        mix = p[i].copy()
+        if filled >= k:
+            for r in range(filled):
+                sims[r] = np.dot(fn[i], keys[r])
+            near = np.argsort(-sims, kind="mergesort")[:k]  # stable, as ties resolve in the reference
+            top = sims[near[0]]
+            wsum = 0.0
+            vote = np.zeros(c)
+            for r in near:
+                w = np.exp((sims[r] - top) / tau)
+                wsum += w
+                vote += w * labels[r]
+            mix = (1 - weight) * mix + weight * vote / wsum
+        for j in range(c):
+            out[i, j] = np.log(max(mix[j], 1e-30))
+    return p, fn, out
 
 
 class KnnPolicy(AdaptingPolicy):
@@ -53,25 +93,16 @@ class KnnPolicy(AdaptingPolicy):
         self.labels = np.zeros((self.capacity, self.classes), np.float32)
         self.filled = self.pos = 0
 
-    def _features(self, taps: dict[str, np.ndarray]) -> np.ndarray:
-        f = taps[self.tap].reshape(len(taps[self.tap]), -1).astype(np.float32, copy=False)
-        return f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12)
-
     def _predict(self, y: np.ndarray, taps: dict[str, np.ndarray]) -> np.ndarray:
-        p = softmax(y)
-        if self.filled >= self.k:
-            sims = self._features(taps) @ self.keys[:self.filled].T           # [B, filled]
-            near = np.argpartition(-sims, self.k - 1, axis=1)[:, :self.k]     # k most similar
-            s = np.take_along_axis(sims, near, axis=1)
-            w = np.exp((s - s.max(axis=1, keepdims=True)) / self.tau)
-            vote = (w[:, :, None] * self.labels[near]).sum(axis=1) / w.sum(axis=1, keepdims=True)
-            p = (1 - self.weight) * p + self.weight * vote
-        return np.log(np.maximum(p, 1e-30)).astype(np.float32)
+        f = taps[self.tap].reshape(len(y), -1)
+        self._p, self._f, out = knn_vote(np.ascontiguousarray(y, dtype=np.float32),
+                                         np.ascontiguousarray(f, dtype=np.float32), self.keys, self.labels,
+                                         self.filled, self.k, self.tau, self.weight)
+        return out
 
     def _adapt(self, x: np.ndarray, y: np.ndarray, taps: dict[str, np.ndarray]) -> None:
-        p = softmax(y)
-        keep = p.max(axis=1) >= self.confidence
-        f, q = self._features(taps)[keep], p[keep]
+        keep = self._p.max(axis=1) >= self.confidence  # softmax and features from _predict, same batch
+        f, q = self._f[keep], self._p[keep]
         for fi, qi in zip(f[-self.capacity:], q[-self.capacity:]):
             self.keys[self.pos], self.labels[self.pos] = fi, qi
             self.pos = (self.pos + 1) % self.capacity

@@ -114,23 +114,25 @@ class NormPolicy(AdaptingPolicy):
         self._src: dict[str, dict[str, np.ndarray]] = {}
         for e in self.layers:
             if e["kind"] == "folded":
-                self._src[e["bn"]] = {k: f64(e[f"source_{k}"]) for k in
-                                      ("gamma", "beta", "mean", "var", "weight", "bias")}
+                self._src[e["bn"]] = {k: f64(e[f"source_{k}"]) for k in ("gamma", "beta", "mean", "var", "bias")}
+                self._src[e["bn"]]["weight"] = p[e["source_weight"]]  # float32: scaled in float32
             else:
                 self._src[e["bn"]] = {k: f64(e[k]) for k in ("gamma", "beta", "mean", "var")}
+        for src in self._src.values():
+            src["m2"] = src["var"] + np.square(src["mean"])
         self.skipped = list(plan.get("skipped", []))
         self._reset()
 
     def _reset(self) -> None:
         self._m1 = {b: s["mean"].copy() for b, s in self._src.items()}
-        self._m2 = {b: s["var"] + np.square(s["mean"]) for b, s in self._src.items()}
+        self._m2 = {b: s["m2"].copy() for b, s in self._src.items()}
         self._apply()
 
     def _mean_var(self, bn: str) -> tuple[np.ndarray, np.ndarray]:
         """The statistics to apply: running moments with a share ``source_weight`` of the source's."""
         w, src = self.source_weight, self._src[bn]
         m1 = (1 - w) * self._m1[bn] + w * src["mean"]
-        m2 = (1 - w) * self._m2[bn] + w * (src["var"] + np.square(src["mean"]))
+        m2 = (1 - w) * self._m2[bn] + w * src["m2"]
         return m1, np.maximum(m2 - np.square(m1), 0.0)
 
     def _adapt(self, x: np.ndarray, y: np.ndarray, taps: dict[str, np.ndarray]) -> None:
@@ -181,9 +183,9 @@ class NormPolicy(AdaptingPolicy):
             if e["kind"] == "folded":
                 s = src["gamma"] / np.sqrt(var + e["eps"])
                 ok = np.abs(s) > 1e-12
-                self._applied[bn] = (src["beta"], mean.copy(), np.where(ok, s, 1.0), ok)
+                self._applied[bn] = (src["beta"], mean, np.where(ok, s, 1.0), ok)
                 w = src["weight"]
-                new[e["weight"]] = (w * s.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
+                new[e["weight"]] = w * s.astype(np.float32).reshape((-1,) + (1,) * (w.ndim - 1))
                 new[e["bias"]] = ((src["bias"] - mean) * s + src["beta"]).astype(np.float32)
             else:
                 c = len(mean)
