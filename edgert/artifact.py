@@ -5,7 +5,8 @@ every other member, and the schema version. Nothing is unpickled and no code run
 libraries are only loaded later by the runtime, after their checksums matched.
 
 The manifest's ``stages`` list says how the runtime executes the graph: each stage is either a TVM
-library (``lib/stageN.so``: a subgraph's inputs, outputs and parameters) or one node run by a kernel
+library (``lib/stageN.so``: a subgraph's inputs, outputs and parameters; with ``taps``, a second
+library ``lib/stageN.taps.so`` that also returns the adaptation taps) or one node run by a kernel
 backend such as Numba. An artifact for a board without code generation has no stages (estimate only).
 """
 
@@ -169,11 +170,11 @@ class Artifact:
             params = {k: npz[k] for k in npz.files}
         libraries = {}
         for stage in manifest.get("stages", []):
-            lib = stage.get("library")
-            if lib is None:
-                continue
-            if lib not in data or lib not in manifest.get("members", {}):
-                raise ArtifactTruncatedError(f"{path}: the library {lib!r} is missing; copy or compile "
-                                             "the artifact again")
-            libraries[lib] = data[lib]
+            for lib in (stage.get("library"), stage.get("taps", {}).get("library")):
+                if lib is None:
+                    continue
+                if lib not in data or lib not in manifest.get("members", {}):
+                    raise ArtifactTruncatedError(f"{path}: the library {lib!r} is missing; copy or compile "
+                                                 "the artifact again")
+                libraries[lib] = data[lib]
         return Artifact(manifest, params, libraries)

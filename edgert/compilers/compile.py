@@ -10,7 +10,7 @@ import numpy as np
 from edgert import ir
 from edgert.artifact import Artifact
 from edgert.compilers.adapt_plan import plan_adaptation
-from edgert.compilers.backends.tvm import compile_graph
+from edgert.compilers.backends.tvm import TvmBuild, compile_graph
 from edgert.compilers.passes.select_shift_path import preferred_path, select_shift_path
 from edgert.compilers.partition import choose_backends, partition
 from edgert.compilers.passes.fold_binary_threshold import fold_binary_threshold
@@ -74,11 +74,21 @@ def compile_model(model: Any, example_input: Any = None, target: str | Target = 
     return build_artifact(graph, tgt, say, adapt=plan)
 
 
+def _build_stage(sub: ir.Graph, tgt: Target) -> tuple[bytes, TvmBuild]:
+    built = compile_graph(sub, tgt.tvm, cross_compiler=tgt.cross_compiler)
+    if list(built.param_names) != sorted(sub.params):
+        raise InternalError(f"TVM library takes parameters in order {built.param_names}, "
+                            "the artifact expects them sorted by name")
+    return built.library, built
+
+
 def build_artifact(graph: ir.Graph, target: str | Target = "x86-host",
                    progress: Callable[[str], None] | None = None, adapt: dict | None = None) -> Artifact:
     """Choose a backend per node, partition into stages, build each TVM stage, bundle the artifact.
 
-    ``adapt`` (from plan_adaptation) goes into the manifest; its "taps" become extra stage outputs.
+    ``adapt`` (from plan_adaptation) goes into the manifest. Its "taps" are computed by a second
+    library for each TVM stage that makes one (the stage entry's "taps": library and all its outputs),
+    used only by ``Engine.run_with_taps``; plain inference runs the library without them.
     """
     say = progress or (lambda msg: None)
     tgt = target if isinstance(target, Target) else load_target(target)
@@ -86,19 +96,22 @@ def build_artifact(graph: ir.Graph, target: str | Target = "x86-host",
     stages, libraries = [], {}
     if tgt.has_codegen:
         specs = graph.infer_specs()
-        for i, stage in enumerate(partition(graph, backends, keep=tuple((adapt or {}).get("taps", ())))):
+        tapped = partition(graph, backends, keep=tuple((adapt or {}).get("taps", ())))
+        for i, (stage, with_taps) in enumerate(zip(partition(graph, backends), tapped)):
             entry = {"backend": stage.backend, "nodes": [n.name for n in stage.nodes],
                      "inputs": list(stage.inputs), "outputs": list(stage.outputs)}
             if stage.backend == "tvm":
                 say(f"building stage {i} ({len(stage.nodes)} nodes) for {tgt.name} with TVM")
-                sub = stage.subgraph(graph, specs)
-                built = compile_graph(sub, tgt.tvm, cross_compiler=tgt.cross_compiler)
-                if list(built.param_names) != sorted(sub.params):
-                    raise InternalError(f"TVM library takes parameters in order {built.param_names}, "
-                                        "the artifact expects them sorted by name")
                 lib = f"lib/stage{i}.so"
-                libraries[lib] = built.library
+                libraries[lib], built = _build_stage(stage.subgraph(graph, specs), tgt)
                 entry.update(library=lib, params=list(built.param_names), kernels=built.kernels)
+                if with_taps.outputs != stage.outputs:
+                    # a second library also returns the adaptation taps: returning them from the
+                    # inference library costs every inference (unfused kernels, extra outputs)
+                    say(f"building stage {i} again, also returning adaptation taps")
+                    taps_lib = f"lib/stage{i}.taps.so"
+                    libraries[taps_lib], _ = _build_stage(with_taps.subgraph(graph, specs), tgt)
+                    entry["taps"] = {"library": taps_lib, "outputs": list(with_taps.outputs)}
             stages.append(entry)
     info = {"name": tgt.name, "arch": tgt.arch, "tvm": tgt.tvm}
     return Artifact.create(graph, info, stages, libraries, backends, {"adapt": adapt} if adapt else None)

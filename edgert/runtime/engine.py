@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -16,18 +16,52 @@ BACKENDS = ("tvm", "numba")
 
 
 class _TvmStage:
-    """One TVM library computing a subgraph: named inputs in, named outputs out."""
+    """One TVM library computing a subgraph: named inputs in, named outputs out.
+
+    A stage with adaptation taps has a second library that also returns them; it is loaded on first
+    use. Each library gets new parameter values when it next runs, so a policy that only runs with
+    taps never pays for re-packing the other library's weights.
+    """
 
     def __init__(self, entry: dict, artifact: Artifact):
-        from edgert.runtime.tvm_runner import TvmRunner  # imports tvm: keep it off `import edgert`
-
         self.entry = entry
         self.inputs, self.outputs, self.params = entry["inputs"], entry["outputs"], entry["params"]
-        self.runner = TvmRunner(artifact.libraries[entry["library"]],
-                                [artifact.params[k] for k in self.params])
+        self.taps_outputs = entry.get("taps", {}).get("outputs", [])  # the taps library's outputs, in order
+        self._libraries = artifact.libraries
+        self._values = [artifact.params[k] for k in self.params]
+        self._runners: dict[bool, Any] = {}
+        self._stale: dict[bool, set[int]] = {}
+        self._runner(False)  # load the inference library now: a bad library fails at load, not at first run
 
-    def __call__(self, env: dict[str, np.ndarray]) -> None:
-        env.update(zip(self.outputs, self.runner.run([env[i] for i in self.inputs])))
+    def _runner(self, taps: bool):
+        runner = self._runners.get(taps)
+        if runner is None:
+            from edgert.runtime.tvm_runner import TvmRunner  # imports tvm: keep it off `import edgert`
+
+            lib = self.entry["taps"]["library"] if taps else self.entry["library"]
+            runner = self._runners[taps] = TvmRunner(self._libraries[lib], self._values)
+            self._stale[taps] = set()
+        elif self._stale[taps]:
+            runner.update_params({i: self._values[i] for i in self._stale[taps]})
+            self._stale[taps] = set()
+        return runner
+
+    def set_params(self, params: dict[str, np.ndarray]) -> None:
+        changed = {i for i, k in enumerate(self.params) if k in params}
+        for i in changed:
+            self._values[i] = params[self.params[i]]
+        for stale in self._stale.values():
+            stale |= changed
+
+    def profile(self, inputs: list[np.ndarray], repeat: int) -> list[tuple[str, float]]:
+        return self._runner(False).profile(inputs, repeat)
+
+    def run(self, inputs: list[np.ndarray], taps: bool = False) -> list[np.ndarray]:
+        return self._runner(taps and bool(self.taps_outputs)).run(inputs)
+
+    def __call__(self, env: dict[str, np.ndarray], taps: bool = False) -> None:
+        names = self.taps_outputs if taps and self.taps_outputs else self.outputs
+        env.update(zip(names, self.run([env[i] for i in self.inputs], taps)))
 
 
 class _KernelStage:
@@ -38,7 +72,7 @@ class _KernelStage:
 
         self.node, self.fn, self.params, self.state = node, kernel_for(node), params, {}
 
-    def __call__(self, env: dict[str, np.ndarray]) -> None:
+    def __call__(self, env: dict[str, np.ndarray], taps: bool = False) -> None:
         args = [env[i] if i in env else self.params[i] for i in self.node.inputs]
         env[self.node.output] = self.fn(self.node, args, self.state)
 
@@ -129,7 +163,7 @@ class Engine:
     def _forward(self, xs: list[np.ndarray], taps: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
         env = dict(zip((n for n, _ in self.inputs), xs))
         for stage in self._stages:
-            stage(env)
+            stage(env, taps is not None)
         if taps is not None:
             taps.update((t, env[t]) for t in self.artifact.manifest.get("adapt", {}).get("taps", ()))
         return [env[n] for n, _ in self.outputs]
@@ -172,7 +206,7 @@ class Engine:
         env = {n: x.reshape((steps, -1) + x.shape[1:]) for (n, _), x in zip(self.inputs, flat)}
         for stage in self._stages:
             if isinstance(stage, _TvmStage):
-                ys = stage.runner.run([env[i].reshape((-1,) + env[i].shape[2:]) for i in stage.inputs])
+                ys = stage.run([env[i].reshape((-1,) + env[i].shape[2:]) for i in stage.inputs])
                 env.update((o, y.reshape((steps, -1) + y.shape[1:])) for o, y in zip(stage.outputs, ys))
             else:
                 stage.run_sequence(env, steps)
@@ -201,8 +235,8 @@ class Engine:
                                  f"{new.get(k, np.empty(0)).dtype}, got {v.shape} {v.dtype}")
             new[k] = v
         for stage in self._stages:
-            if isinstance(stage, _TvmStage) and any(k in params for k in stage.params):
-                stage.runner.update_params({i: new[k] for i, k in enumerate(stage.params) if k in params})
+            if isinstance(stage, _TvmStage):
+                stage.set_params(params)
             elif isinstance(stage, _KernelStage):
                 stage.params = new
         self.artifact = Artifact(self.artifact.manifest, new, self.artifact.libraries)
@@ -220,7 +254,7 @@ class Engine:
         out: list[tuple[str, float]] = []
         for stage in self._stages:
             if isinstance(stage, _TvmStage):
-                out += stage.runner.profile([env[i] for i in stage.inputs], repeat)
+                out += stage.profile([env[i] for i in stage.inputs], repeat)
                 stage(env)
             else:
                 saved = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in stage.state.items()}

@@ -158,10 +158,7 @@ def main() -> str:
     # step latency at batch 1, relative to inference
     x1 = xs[:1]
     engine = Engine(art)
-    from edgert.compilers.compile import build_artifact, import_model, optimize
-
-    plain = Engine(build_artifact(optimize(import_model(model, xte[:1]))))  # no adaptation taps
-    fns = {"inference (none)": lambda: engine.run(x1), "inference, built without taps": lambda: plain.run(x1)}
+    fns = {"inference (none)": lambda: engine.run(x1)}
     for name in policies:
         p = make_policy(name, Engine(art))
         fns[f"{name} step"] = lambda p=p: p.run(x1)

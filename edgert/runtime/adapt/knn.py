@@ -64,6 +64,20 @@ def knn_vote(y: np.ndarray, f: np.ndarray, keys: np.ndarray, labels: np.ndarray,
     return p, fn, out
 
 
+@numba.njit(cache=True, nogil=True)
+def knn_store(p: np.ndarray, f: np.ndarray, keys: np.ndarray, labels: np.ndarray, filled: int, pos: int,
+              confidence: float) -> tuple[int, int]:
+    """Store each row whose max p >= confidence (feature f as key, p as soft label) in the ring memory
+    keys/labels at ``pos``, oldest replaced first; return the new (filled, pos)."""
+    capacity = len(keys)
+    for i in range(len(p)):
+        if p[i].max() >= confidence:
+            keys[pos], labels[pos] = f[i], p[i]
+            pos = (pos + 1) % capacity
+            filled = min(capacity, filled + 1)
+    return filled, pos
+
+
 class KnnPolicy(AdaptingPolicy):
     """Bounded feature memory voting with the classifier."""
 
@@ -101,12 +115,9 @@ class KnnPolicy(AdaptingPolicy):
         return out
 
     def _adapt(self, x: np.ndarray, y: np.ndarray, taps: dict[str, np.ndarray]) -> None:
-        keep = self._p.max(axis=1) >= self.confidence  # softmax and features from _predict, same batch
-        f, q = self._f[keep], self._p[keep]
-        for fi, qi in zip(f[-self.capacity:], q[-self.capacity:]):
-            self.keys[self.pos], self.labels[self.pos] = fi, qi
-            self.pos = (self.pos + 1) % self.capacity
-            self.filled = min(self.capacity, self.filled + 1)
+        # softmax and features from _predict on the same batch
+        self.filled, self.pos = knn_store(self._p, self._f, self.keys, self.labels, self.filled, self.pos,
+                                          self.confidence)
 
     def _state(self) -> dict[str, np.ndarray]:
         return {"keys": self.keys, "labels": self.labels, "filled": np.array(self.filled),
