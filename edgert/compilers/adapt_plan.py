@@ -8,7 +8,12 @@ that will be built. For every BatchNorm it records how the runtime can re-estima
   BatchNorm's output), and the source conv weight/bias, gamma, beta, mean and var are kept as extra
   parameters ``adapt.<bn>.<name>`` so the runtime can re-fold w' = w*s, b' = (b - mean)*s + beta.
 
-BatchNorms folded into something else (binary thresholds) are listed under ``"skipped"``. The plan
+- ``"threshold"``: it was folded, with the sign after it, into binary layer ``node``'s integer
+  thresholds; the tap is the layer's packed input, from which the runtime recomputes the layer's
+  float output (its source scale and bias kept as ``adapt.<bn>.scale``/``.bias``) to take the
+  BatchNorm's input moments, then re-derives the thresholds.
+
+BatchNorms folded into anything else are listed under ``"skipped"``. The plan
 also names the classifier's input features (the input of a final linear layer) for memory policies.
 Taps become extra outputs of the stage that computes them; the Engine does not return them from run().
 """
@@ -39,6 +44,11 @@ def plan_adaptation(unfolded: ir.Graph, compiled: ir.Graph) -> tuple[ir.Graph, d
                            "gamma": g, "beta": b, "mean": m, "var": v})
             continue
         prod = producers.get(bn.inputs[0])
+        binary = after.get(prod.name) if prod is not None else None
+        if (getattr(binary, "output_kind", None) == "bits" and len(binary.inputs) >= 4
+                and binary.inputs[2:4] == (f"{prod.name}.threshold", f"{prod.name}.flip")):
+            layers.append(_threshold_entry(bn, prod, binary, unfolded.params, params))
+            continue
         folded = made_by.get(bn.output)
         if (prod is None or folded is None or folded.name != prod.name
                 or folded.inputs[1:] != (f"{prod.name}.weight_folded", f"{prod.name}.bias_folded")):
@@ -51,10 +61,7 @@ def plan_adaptation(unfolded: ir.Graph, compiled: ir.Graph) -> tuple[ir.Graph, d
                       weight=w, bias=b)
         entry = {"bn": bn.name, "kind": "folded", "eps": bn.eps, "tap": bn.output, "node": prod.name,
                  "weight": folded.inputs[1], "bias": folded.inputs[2]}
-        for k, arr in source.items():
-            params[f"adapt.{bn.name}.{k}"] = np.asarray(arr, np.float32)
-            entry[f"source_{k}"] = f"adapt.{bn.name}.{k}"
-        layers.append(entry)
+        layers.append(_keep_source(bn, source, entry, params))
     plan: dict[str, Any] = {"norm": layers, "skipped": skipped}
     last = made_by.get(compiled.outputs[0]) if len(compiled.outputs) == 1 else None
     if isinstance(last, ir.Linear) and last.inputs[0] not in dict(compiled.inputs):
@@ -62,3 +69,23 @@ def plan_adaptation(unfolded: ir.Graph, compiled: ir.Graph) -> tuple[ir.Graph, d
     plan["taps"] = list(dict.fromkeys([e["tap"] for e in layers] + ([plan["features"]] if "features" in plan else [])))
     graph = ir.Graph(inputs=compiled.inputs, nodes=compiled.nodes, outputs=compiled.outputs, params=params)
     return graph.validate(), plan
+
+
+def _threshold_entry(bn: ir.BatchNorm, layer: ir.Node, binary: ir.Node, src: dict[str, np.ndarray],
+                     params: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The plan of a BatchNorm folded into binary layer ``binary`` (``layer`` before folding)."""
+    entry: dict[str, Any] = {"bn": bn.name, "kind": "threshold", "eps": bn.eps, "tap": binary.inputs[0],
+                             "node": binary.name, "weight": binary.inputs[1], "threshold": binary.inputs[2],
+                             "flip": binary.inputs[3]}
+    source = dict(zip(("gamma", "beta", "mean", "var"), (src[p] for p in bn.inputs[1:])),
+                  scale=src[layer.inputs[2]], bias=src[layer.inputs[3]])
+    return _keep_source(bn, source, entry, params)
+
+
+def _keep_source(bn: ir.BatchNorm, source: dict[str, np.ndarray], entry: dict[str, Any],
+                 params: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Keep ``source`` arrays as parameters ``adapt.<bn>.<name>``, named in ``entry`` as source_<name>."""
+    for k, arr in source.items():
+        params[f"adapt.{bn.name}.{k}"] = np.asarray(arr, np.float32)
+        entry[f"source_{k}"] = f"adapt.{bn.name}.{k}"
+    return entry

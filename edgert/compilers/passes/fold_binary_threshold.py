@@ -16,16 +16,7 @@ import numpy as np
 
 from edgert import ir
 from edgert.ops.binary import BinaryConv2d, BinaryDense, BinaryMaxPool2d, BitPack
-
-
-def thresholds(a: np.ndarray, c: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per channel (threshold int32, flip uint8) with ``bit = (dot < threshold) XOR flip == (a*dot + c < 0)``."""
-    a, c = np.asarray(a, np.float64), np.asarray(c, np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        x = -c / a
-    thr = np.where(a > 0, np.ceil(x), np.where(a < 0, np.floor(x) + 1, k + 1))
-    flip = np.where(a > 0, 0, np.where(a < 0, 1, (c >= 0).astype(np.int64)))
-    return np.clip(thr, -k - 1, k + 1).astype(np.int32), flip.astype(np.uint8)
+from edgert.ops.binary.threshold import thresholds
 
 
 def _chain(g: ir.Graph, pack: BitPack, producers, consumers):

@@ -19,16 +19,21 @@ the statistics so far (one forward). Averaging moments, not
 per-batch variances, keeps the between-sample spread, so it is safe at batch size 1. A folded
 BatchNorm is re-folded into its conv/linear (w' = w*s, b' = (b - mean)*s + beta, s = gamma/sqrt(var+eps));
 its input moments are recovered from the moments of the folded output y = s (x - mean) + beta.
+A BatchNorm folded with the following sign into a binary layer's integer thresholds (binary models)
+takes its input moments from the layer's float output, recomputed from the layer's packed input
+(one more binary conv per step), and its thresholds are re-derived exactly as the compiler derives them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numba
 import numpy as np
 
 from edgert.errors import EdgertError
+from edgert.ops.binary.threshold import thresholds
 from edgert.runtime.adapt.base import AdaptingPolicy
 from edgert.runtime.engine import Engine
 
@@ -112,16 +117,35 @@ class NormPolicy(AdaptingPolicy):
         p = engine.artifact.params
         f64 = lambda name: p[name].astype(np.float64)  # noqa: E731
         self._src: dict[str, dict[str, np.ndarray]] = {}
+        self._layer_out: dict[str, Any] = {}  # BatchNorms folded into binary thresholds: their layer
         for e in self.layers:
             if e["kind"] == "folded":
                 self._src[e["bn"]] = {k: f64(e[f"source_{k}"]) for k in ("gamma", "beta", "mean", "var", "bias")}
                 self._src[e["bn"]]["weight"] = p[e["source_weight"]]  # float32: scaled in float32
+            elif e["kind"] == "threshold":
+                self._src[e["bn"]] = {k: f64(e[f"source_{k}"]) for k in
+                                      ("gamma", "beta", "mean", "var", "scale", "bias")}
+                self._layer_out[e["bn"]] = self._float_layer(engine, e)
             else:
                 self._src[e["bn"]] = {k: f64(e[k]) for k in ("gamma", "beta", "mean", "var")}
         for src in self._src.values():
             src["m2"] = src["var"] + np.square(src["mean"])
         self.skipped = list(plan.get("skipped", []))
         self._reset()
+
+    @staticmethod
+    def _float_layer(engine: Engine, e: dict[str, Any]):
+        """A function of the binary layer's packed input giving its float output (the BatchNorm's
+        input), from the layer that now writes thresholded bits: same weights, the source scale and bias."""
+        from edgert.runtime.kernels import kernel_for
+
+        node = next(n for n in engine.artifact.graph.nodes if n.name == e["node"])
+        extra = {"out_groups": 1} if hasattr(node, "out_groups") else {}
+        node = dataclasses.replace(node, inputs=(e["tap"], e["weight"], e["source_scale"], e["source_bias"]),
+                                   output_kind="float", **extra)  # an MST schedule is dropped: same result
+        kernel = kernel_for(node)
+        args = [engine.artifact.params[k] for k in node.inputs[1:]]
+        return lambda bits: kernel(node, [bits, *args], {}), node.reduction
 
     def _reset(self) -> None:
         self._m1 = {b: s["mean"].copy() for b, s in self._src.items()}
@@ -155,6 +179,8 @@ class NormPolicy(AdaptingPolicy):
     def _update(self, e: dict[str, Any], tap: np.ndarray, a: float) -> None:
         """Fold one batch's moments of BatchNorm ``e``'s input into the running moments (in place)."""
         bn = e["bn"]
+        if e["kind"] == "threshold":
+            tap = self._layer_out[bn][0](tap)
         t = np.ascontiguousarray(tap, dtype=np.float32)
         _update_moments(t.reshape(t.shape[0], t.shape[1], -1), self._m1[bn], self._m2[bn], a,
                         e["kind"] == "folded", *self._applied[bn])
@@ -162,6 +188,8 @@ class NormPolicy(AdaptingPolicy):
     def _update_ref(self, e: dict[str, Any], tap: np.ndarray, a: float) -> None:
         """NumPy reference of ``_update``."""
         bn, src = e["bn"], self._src[e["bn"]]
+        if e["kind"] == "threshold":
+            tap = self._layer_out[bn][0](tap)
         t1, t2 = moments_ref(tap)
         if e["kind"] == "folded":  # the tap holds y = s (x - mean) + beta: invert per channel
             beta, mean, s, ok = self._applied[bn]  # the statistics folded into the weights that ran
@@ -180,6 +208,8 @@ class NormPolicy(AdaptingPolicy):
         for e in self.layers:
             bn, src = e["bn"], self._src[e["bn"]]
             mean, var = self._mean_var(bn)
+            c = len(mean)
+            self._applied[bn] = (np.zeros(c), np.zeros(c), np.ones(c), np.ones(c, np.bool_))  # no fold to invert
             if e["kind"] == "folded":
                 s = src["gamma"] / np.sqrt(var + e["eps"])
                 ok = np.abs(s) > 1e-12
@@ -187,9 +217,11 @@ class NormPolicy(AdaptingPolicy):
                 w = src["weight"]
                 new[e["weight"]] = w * s.astype(np.float32).reshape((-1,) + (1,) * (w.ndim - 1))
                 new[e["bias"]] = ((src["bias"] - mean) * s + src["beta"]).astype(np.float32)
+            elif e["kind"] == "threshold":
+                inv = src["gamma"] / np.sqrt(var + e["eps"])
+                new[e["threshold"]], new[e["flip"]] = thresholds(
+                    src["scale"] * inv, (src["bias"] - mean) * inv + src["beta"], self._layer_out[bn][1])
             else:
-                c = len(mean)
-                self._applied[bn] = (np.zeros(c), np.zeros(c), np.ones(c), np.ones(c, np.bool_))
                 new[e["mean"]], new[e["var"]] = mean.astype(np.float32), var.astype(np.float32)
         self.engine.set_params(new)
 

@@ -2,7 +2,8 @@ import numpy as np
 from numpy.testing import assert_array_equal
 
 from edgert import ir
-from edgert.compilers.passes.fold_binary_threshold import fold_binary_threshold, thresholds
+from edgert.compilers.passes.fold_binary_threshold import fold_binary_threshold
+from edgert.ops.binary.threshold import thresholds
 from edgert.ops.binary import BinaryConv2d, BinaryMaxPool2d, BitPack
 from edgert.ops.reference import run_graph_ref
 

@@ -40,11 +40,11 @@ def _stream(batch: int, n: int = 5):
     return [(rng.standard_normal((batch, 1, 6, 6)) * 1.5 + 0.7).astype(np.float32) for _ in range(n)]
 
 
-def _torch_reference(xs, momentum, source_weight):
-    """Outputs of the torch model per batch (before that batch's update), updating BN by the rule:
-    running moments m1, m2; applied moments mixed with the source's by ``source_weight``."""
-    model = _model()
-    bns = [m for m in model if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
+def _torch_reference(xs, momentum, source_weight, model=None):
+    """Outputs of the torch model (default ``_model()``) per batch, before that batch's update, updating
+    BN by the rule: running moments m1, m2; applied moments mixed with the source's by ``source_weight``."""
+    model = _model() if model is None else model
+    bns = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
     m1 = [bn.running_mean.double().numpy().copy() for bn in bns]
     m2 = [bn.running_var.double().numpy() + m ** 2 for bn, m in zip(bns, m1)]
     src1, src2 = [m.copy() for m in m1], [m.copy() for m in m2]
