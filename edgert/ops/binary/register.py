@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from edgert import ir
-from edgert.ops.binary import bits, conv
+from edgert.ops.binary import bits, conv, sliced
 from edgert.ops.binary.nodes import BinaryConv2d, BinaryDense, BinaryMaxPool2d, BinarySign, BitFlatten, BitPack
 from edgert.ops.reference import EXTRA_RULES
 from edgert.runtime.kernels import register_kernel
@@ -24,14 +24,20 @@ def _bitpack(node: BitPack, args, state):
 @register_kernel(BinaryConv2d.op)
 def _conv(node: BinaryConv2d, args, state):
     x, w, p0, p1 = args[:4]
-    w_t = None
+    w_t = prepared = None
     if node.groups == 1 and len(args) == 4:
         if state.get("weight") is not w:  # transposed once per weight array (set_params replaces it)
             state["weight"], state["w_t"] = w, conv.transpose_weight(w)
         w_t = state["w_t"]
+        if node.output_kind == "bits":  # the bit-sliced layout, once per (weight, threshold, flip) arrays
+            key = (w, p0, p1)
+            if any(a is not b for a, b in zip(state.get("sliced_key", ()), key)) or "sliced_key" not in state:
+                state["sliced_key"] = key
+                state["sliced"] = sliced.prepare(w, node.in_channels, p0, p1, node.out_groups)
+            prepared = state["sliced"]
     return conv.binary_conv2d(np.ascontiguousarray(x), w, node.in_channels, node.stride, node.padding,
                               node.pad_mode, node.groups, node.output_kind, p0, p1, node.out_groups,
-                              tuple(args[4:]) or None, w_t)
+                              tuple(args[4:]) or None, w_t, prepared)
 
 
 @register_kernel(BinaryDense.op)
