@@ -13,8 +13,13 @@ that will be built. For every BatchNorm it records how the runtime can re-estima
   float output (its source scale and bias kept as ``adapt.<bn>.scale``/``.bias``) to take the
   BatchNorm's input moments, then re-derives the thresholds.
 
+- ``"fused"``: it was folded into a Linear that was then fused with the spiking neuron after it
+  (LinearLeaky ``node``, weight stored transposed); the tap is the layer's input, from which the
+  runtime recomputes the BatchNorm's input with the kept source weight and bias.
+
 BatchNorms folded into anything else are listed under ``"skipped"``. The plan
-also names the classifier's input features (the input of a final linear layer) for memory policies.
+also names the classifier's input features (the input of a final linear layer, in a spiking model the
+one feeding the output neurons) for memory policies.
 Taps become extra outputs of the stage that computes them; the Engine does not return them from run().
 """
 
@@ -49,6 +54,10 @@ def plan_adaptation(unfolded: ir.Graph, compiled: ir.Graph) -> tuple[ir.Graph, d
                 and binary.inputs[2:4] == (f"{prod.name}.threshold", f"{prod.name}.flip")):
             layers.append(_threshold_entry(bn, prod, binary, unfolded.params, params))
             continue
+        fused = _fused_into_neuron(prod, compiled) if prod is not None else None
+        if fused is not None:
+            layers.append(_fused_entry(bn, prod, fused, unfolded.params, params))
+            continue
         folded = made_by.get(bn.output)
         if (prod is None or folded is None or folded.name != prod.name
                 or folded.inputs[1:] != (f"{prod.name}.weight_folded", f"{prod.name}.bias_folded")):
@@ -64,11 +73,31 @@ def plan_adaptation(unfolded: ir.Graph, compiled: ir.Graph) -> tuple[ir.Graph, d
         layers.append(_keep_source(bn, source, entry, params))
     plan: dict[str, Any] = {"norm": layers, "skipped": skipped}
     last = made_by.get(compiled.outputs[0]) if len(compiled.outputs) == 1 else None
-    if isinstance(last, ir.Linear) and last.inputs[0] not in dict(compiled.inputs):
+    if last is not None and last.stateful and last.op != "linear_leaky":
+        last = made_by.get(last.inputs[0])  # a spiking classifier: Linear -> output neurons
+    if (isinstance(last, ir.Linear) or getattr(last, "op", None) == "linear_leaky") \
+            and last.inputs[0] not in dict(compiled.inputs):
         plan["features"] = last.inputs[0]
     plan["taps"] = list(dict.fromkeys([e["tap"] for e in layers] + ([plan["features"]] if "features" in plan else [])))
     graph = ir.Graph(inputs=compiled.inputs, nodes=compiled.nodes, outputs=compiled.outputs, params=params)
     return graph.validate(), plan
+
+
+def _fused_into_neuron(linear: ir.Node, compiled: ir.Graph) -> ir.Node | None:
+    """The LinearLeaky node that Linear ``linear``, with a BatchNorm folded in, was fused into, if any."""
+    want = (f"{linear.name}.weight_folded.t", f"{linear.name}.bias_folded")
+    return next((n for n in compiled.nodes if n.op == "linear_leaky" and n.inputs[1:3] == want), None)
+
+
+def _fused_entry(bn: ir.BatchNorm, linear: ir.Node, fused: ir.Node, src: dict[str, np.ndarray],
+                 params: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The plan of a BatchNorm folded into ``linear`` that was then fused with the neuron after it."""
+    w = src[linear.inputs[1]]
+    b = src[linear.inputs[2]] if len(linear.inputs) == 3 else np.zeros(w.shape[0], np.float32)
+    entry = {"bn": bn.name, "kind": "fused", "eps": bn.eps, "tap": fused.inputs[0], "node": fused.name,
+             "weight_t": fused.inputs[1], "bias": fused.inputs[2]}
+    source = dict(zip(("gamma", "beta", "mean", "var"), (src[p] for p in bn.inputs[1:])), weight=w, bias=b)
+    return _keep_source(bn, source, entry, params)
 
 
 def _threshold_entry(bn: ir.BatchNorm, layer: ir.Node, binary: ir.Node, src: dict[str, np.ndarray],

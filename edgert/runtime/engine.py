@@ -169,11 +169,12 @@ class Engine:
         return [env[n] for n, _ in self.outputs]
 
     def run_with_taps(self, *xs: np.ndarray) -> tuple[np.ndarray | list[np.ndarray], dict[str, np.ndarray]]:
-        """Run one batch of a stateless model; also return the adaptation taps the manifest names
-        (BatchNorm inputs or outputs, classifier features) that the compiler kept as stage outputs."""
-        if self.stateful:
-            raise InputError("run_with_taps serves stateless models; a spiking model adapts per step")
+        """``run`` one batch and also return the adaptation taps the manifest names (BatchNorm inputs or
+        outputs, classifier features) that the compiler kept as stage outputs. A stateful model runs
+        as in ``run`` (inputs [T, batch, ...], reset first) and its taps are shaped [T, batch, ...]."""
         taps: dict[str, np.ndarray] = {}
+        if self.stateful:
+            return self._run_stateful(xs, taps), taps
         return self._single(self._forward(self._check(xs), taps)), taps
 
     @staticmethod
@@ -188,6 +189,10 @@ class Engine:
         """
         if not self.stateful:
             return self._single(self._forward(self._check(xs)))
+        return self._run_stateful(xs)
+
+    def _run_stateful(self, xs: Sequence[np.ndarray], taps: dict[str, np.ndarray] | None = None):
+        """``run`` of a stateful model; fills ``taps`` (each [T, batch, ...]) when given."""
         if any(not isinstance(x, np.ndarray) or x.ndim == 0 for x in xs):
             raise InputError("a spiking model takes numpy arrays shaped [T, batch, ...]")
         steps = {x.shape[0] for x in xs}
@@ -195,21 +200,30 @@ class Engine:
             raise InputError(f"inputs disagree on the number of time steps: {sorted(steps)}")
         self.reset()
         if all(spec.shape[0] is None for _, spec in self.inputs) and all(x.ndim >= 2 for x in xs):
-            return self._single(self._run_layerwise(xs, steps.pop()))
-        per_step = [self._forward(self._check([x[t] for x in xs])) for t in range(steps.pop())]
+            return self._single(self._run_layerwise(xs, steps.pop(), taps))
+        n = steps.pop()
+        per_taps = [{} if taps is not None else None for _ in range(n)]
+        per_step = [self._forward(self._check([x[t] for x in xs]), per_taps[t]) for t in range(n)]
+        if taps is not None:
+            taps.update((k, np.stack([tp[k] for tp in per_taps])) for k in per_taps[0])
         return self._single([np.stack([ys[k] for ys in per_step]) for k in range(len(self.outputs))])
 
-    def _run_layerwise(self, xs: Sequence[np.ndarray], steps: int) -> list[np.ndarray]:
+    def _run_layerwise(self, xs: Sequence[np.ndarray], steps: int,
+                       taps: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
         """Stage by stage over all time steps: state lives inside nodes and stages are in topological
         order, so this equals stepping; stateless stages see time folded into the batch."""
         flat = self._check([x.reshape((-1,) + x.shape[2:]) for x in xs])
         env = {n: x.reshape((steps, -1) + x.shape[1:]) for (n, _), x in zip(self.inputs, flat)}
+        with_taps = taps is not None
         for stage in self._stages:
             if isinstance(stage, _TvmStage):
-                ys = stage.run([env[i].reshape((-1,) + env[i].shape[2:]) for i in stage.inputs])
-                env.update((o, y.reshape((steps, -1) + y.shape[1:])) for o, y in zip(stage.outputs, ys))
+                names = stage.taps_outputs if with_taps and stage.taps_outputs else stage.outputs
+                ys = stage.run([env[i].reshape((-1,) + env[i].shape[2:]) for i in stage.inputs], with_taps)
+                env.update((o, y.reshape((steps, -1) + y.shape[1:])) for o, y in zip(names, ys))
             else:
                 stage.run_sequence(env, steps)
+        if with_taps:
+            taps.update((t, env[t]) for t in self.artifact.manifest.get("adapt", {}).get("taps", ()))
         return [env[n] for n, _ in self.outputs]
 
     def node_state(self) -> dict[str, dict]:

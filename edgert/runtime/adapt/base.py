@@ -9,6 +9,11 @@ more than ``max_share`` of them, or when their mean prediction entropy (normaliz
 below ``min_entropy``; the policy then restores the last good snapshot (taken every
 ``snapshot_every`` samples while healthy), or the source parameters when there is none or that
 snapshot collapsed again, and says so in ``stats()``.
+
+A stateful (spiking) engine takes inputs [T, batch, ...]: a sample is a whole sequence, and the
+prediction the guard watches (and ``_predict`` reads) is the output summed over time, the spike
+counts [batch, classes]; taps are [T, batch, ...]. ``run`` returns the engine's output [T, batch, C]
+unchanged unless the policy replaces the prediction (``replaces_output``, knn), then that [batch, C].
 """
 
 from __future__ import annotations
@@ -88,12 +93,10 @@ class AdaptingPolicy:
 
     name = "?"
     rerun_from: int | None = None  # batches at least this large are answered after their own update
+    replaces_output = False  # _predict changes the answer: a spiking model's run returns it, [batch, C]
 
     def __init__(self, engine: Engine, guard: bool = True, window: int = 64, max_share: float = 0.6,
                  min_entropy: float = 0.02, snapshot_every: int = 256):
-        if engine.stateful:
-            raise EdgertError(f"the {self.name!r} policy adapts stateless models; this artifact is "
-                              "stateful (spiking): run it with --adapt none")
         if not 0 < max_share <= 1 or window < 1 or snapshot_every < 1:
             raise EdgertError("guard options: need window >= 1, 0 < max_share <= 1, snapshot_every >= 1")
         self.engine = engine
@@ -121,22 +124,30 @@ class AdaptingPolicy:
         raise NotImplementedError
 
     def _predict(self, y: np.ndarray, taps: dict[str, np.ndarray]) -> np.ndarray:
+        """The prediction from outputs y [batch, C] (a spiking model's spike counts)."""
         return y
+
+    def _samples(self, x: np.ndarray) -> int:
+        """Samples in batch x: its first axis, or its second for a spiking model ([T, batch, ...])."""
+        return x.shape[1] if self.engine.stateful else len(x)
 
     # -- the fixed interface ------------------------------------------------------------------
     def run(self, x: np.ndarray) -> np.ndarray:
         y, taps = self.engine.run_with_taps(x)
         if isinstance(y, list):
             raise EdgertError(f"the {self.name!r} policy adapts single-output classifiers")
-        out = self._predict(y, taps)
+        readout = (lambda v: v.sum(axis=0)) if self.engine.stateful else (lambda v: v)  # noqa: E731
+        out = self._predict(readout(y), taps)
         self._adapt(x, y, taps)
-        if self.rerun_from is not None and len(x) >= self.rerun_from:
-            out = self._predict(self.engine.run(x), taps)  # answer with the state adapted to this batch
-        self.samples += len(x)
+        n = self._samples(x)
+        if self.rerun_from is not None and n >= self.rerun_from:
+            y = self.engine.run(x)  # answer with the state adapted to this batch
+            out = self._predict(readout(y), taps)
+        self.samples += n
         self.updates += 1
         if self.guard and out.ndim == 2:
             self._watch(out)
-        return out
+        return y if self.engine.stateful and not self.replaces_output else out
 
     def state_dict(self) -> dict[str, np.ndarray]:
         return {k: np.array(v, copy=True) for k, v in self._state().items()}

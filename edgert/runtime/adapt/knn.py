@@ -11,6 +11,10 @@ Once it holds ``k`` entries, the prediction is
 over the ``k`` most similar entries j (soft labels q_j); the policy returns log p, so argmax and
 softmax of its output are the mixed prediction. A batch is answered from the memory before it is
 stored.
+
+On a spiking model a sample is a whole sequence: the logits are the output spike counts (summed over
+time), the features the classifier's input summed over time (the last hidden layer's spike counts),
+and ``run`` returns log p, [batch, C], instead of the output spikes.
 """
 
 from __future__ import annotations
@@ -82,6 +86,7 @@ class KnnPolicy(AdaptingPolicy):
     """Bounded feature memory voting with the classifier."""
 
     name = "knn"
+    replaces_output = True
 
     def __init__(self, engine: Engine, capacity: int = 256, k: int = 8, tau: float = 0.1,
                  weight: float = 0.5, confidence: float = 0.9, **guard: Any):
@@ -108,7 +113,8 @@ class KnnPolicy(AdaptingPolicy):
         self.filled = self.pos = 0
 
     def _predict(self, y: np.ndarray, taps: dict[str, np.ndarray]) -> np.ndarray:
-        f = taps[self.tap].reshape(len(y), -1)
+        f = taps[self.tap]
+        f = (f.sum(axis=0) if self.engine.stateful else f).reshape(len(y), -1)
         self._p, self._f, out = knn_vote(np.ascontiguousarray(y, dtype=np.float32),
                                          np.ascontiguousarray(f, dtype=np.float32), self.keys, self.labels,
                                          self.filled, self.k, self.tau, self.weight)

@@ -22,6 +22,9 @@ its input moments are recovered from the moments of the folded output y = s (x -
 A BatchNorm folded with the following sign into a binary layer's integer thresholds (binary models)
 takes its input moments from the layer's float output, recomputed from the layer's packed input
 (one more binary conv per step), and its thresholds are re-derived exactly as the compiler derives them.
+On a spiking model a sample is a whole sequence: moments are over time, batch and space (n = the batch
+size); a BatchNorm folded into a Linear fused with its neuron takes its input from the layer's input
+times the source weight (one more matmul per step) and is re-folded into the transposed weight.
 """
 
 from __future__ import annotations
@@ -119,7 +122,7 @@ class NormPolicy(AdaptingPolicy):
         self._src: dict[str, dict[str, np.ndarray]] = {}
         self._layer_out: dict[str, Any] = {}  # BatchNorms folded into binary thresholds: their layer
         for e in self.layers:
-            if e["kind"] == "folded":
+            if e["kind"] in ("folded", "fused"):
                 self._src[e["bn"]] = {k: f64(e[f"source_{k}"]) for k in ("gamma", "beta", "mean", "var", "bias")}
                 self._src[e["bn"]]["weight"] = p[e["source_weight"]]  # float32: scaled in float32
             elif e["kind"] == "threshold":
@@ -160,8 +163,9 @@ class NormPolicy(AdaptingPolicy):
         return m1, np.maximum(m2 - np.square(m1), 0.0)
 
     def _adapt(self, x: np.ndarray, y: np.ndarray, taps: dict[str, np.ndarray]) -> None:
-        a = 1.0 - (1.0 - self.momentum) ** len(x)
-        if self.rerun_from is not None and len(x) >= self.rerun_from:
+        n = self._samples(x)
+        a = 1.0 - (1.0 - self.momentum) ** n
+        if self.rerun_from is not None and n >= self.rerun_from:
             # a large step: layer by layer, each layer's statistics from a forward through the layers
             # before it already updated (as a training-mode forward computes them); L forwards, L re-folds
             for k, e in enumerate(self.layers):
@@ -172,25 +176,32 @@ class NormPolicy(AdaptingPolicy):
             return
         for e in self.layers:
             self._update(e, taps[e["tap"]], a)
-        self._pending += len(x)
+        self._pending += n
         if self._pending >= self.refold_every:
             self._apply()
 
     def _update(self, e: dict[str, Any], tap: np.ndarray, a: float) -> None:
         """Fold one batch's moments of BatchNorm ``e``'s input into the running moments (in place)."""
         bn = e["bn"]
-        if e["kind"] == "threshold":
-            tap = self._layer_out[bn][0](tap)
-        t = np.ascontiguousarray(tap, dtype=np.float32)
+        t = np.ascontiguousarray(self._bn_tap(e, tap), dtype=np.float32)
         _update_moments(t.reshape(t.shape[0], t.shape[1], -1), self._m1[bn], self._m2[bn], a,
                         e["kind"] == "folded", *self._applied[bn])
 
+    def _bn_tap(self, e: dict[str, Any], tap: np.ndarray) -> np.ndarray:
+        """The tensor whose channel moments ``e`` tracks, [samples, C, ...]: time folds into the batch."""
+        if self.engine.stateful:
+            tap = tap.reshape((-1,) + tap.shape[2:])
+        if e["kind"] == "threshold":
+            return self._layer_out[e["bn"]][0](tap)
+        if e["kind"] == "fused":  # the BatchNorm's input, from the layer's input and source weight
+            src = self._src[e["bn"]]
+            return tap.reshape(len(tap), -1) @ src["weight"].T + src["bias"].astype(np.float32)
+        return tap
+
     def _update_ref(self, e: dict[str, Any], tap: np.ndarray, a: float) -> None:
         """NumPy reference of ``_update``."""
-        bn, src = e["bn"], self._src[e["bn"]]
-        if e["kind"] == "threshold":
-            tap = self._layer_out[bn][0](tap)
-        t1, t2 = moments_ref(tap)
+        bn = e["bn"]
+        t1, t2 = moments_ref(self._bn_tap(e, tap))
         if e["kind"] == "folded":  # the tap holds y = s (x - mean) + beta: invert per channel
             beta, mean, s, ok = self._applied[bn]  # the statistics folded into the weights that ran
             x1 = (t1 - beta) / s + mean
@@ -216,6 +227,10 @@ class NormPolicy(AdaptingPolicy):
                 self._applied[bn] = (src["beta"], mean, np.where(ok, s, 1.0), ok)
                 w = src["weight"]
                 new[e["weight"]] = w * s.astype(np.float32).reshape((-1,) + (1,) * (w.ndim - 1))
+                new[e["bias"]] = ((src["bias"] - mean) * s + src["beta"]).astype(np.float32)
+            elif e["kind"] == "fused":
+                s = (src["gamma"] / np.sqrt(var + e["eps"])).astype(np.float32)
+                new[e["weight_t"]] = np.ascontiguousarray((src["weight"] * s[:, None]).T)
                 new[e["bias"]] = ((src["bias"] - mean) * s + src["beta"]).astype(np.float32)
             elif e["kind"] == "threshold":
                 inv = src["gamma"] / np.sqrt(var + e["eps"])
