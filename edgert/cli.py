@@ -105,7 +105,11 @@ def _run_adapting(engine, x: np.ndarray, name: str, batch: int, state: Path | No
     policy = make_policy(name, engine)
     if state is not None and state.is_file():
         load_state(policy, state)
-    y = np.concatenate([policy.run(x[i:i + batch]) for i in range(0, len(x), batch)])
+    if engine.stateful:  # x is [T, N, ...]: chunk the samples, not time; knn answers [batch, C]
+        ys = [policy.run(x[:, i:i + batch]) for i in range(0, x.shape[1], batch)]
+        y = np.concatenate(ys, axis=0 if getattr(policy, "replaces_output", False) else 1)
+    else:
+        y = np.concatenate([policy.run(x[i:i + batch]) for i in range(0, len(x), batch)])
     if state is not None:
         save_state(policy, state)
     console.print(f"adaptation: {json.dumps(policy.stats())}", soft_wrap=True, markup=False, highlight=False)

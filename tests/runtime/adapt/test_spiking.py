@@ -177,3 +177,13 @@ def test_guard_watches_spike_counts(artifacts):
     spikes = [policy.run(x) for x in _stream(1, 4)]
     assert all(s.shape == (T, 1, 5) for s in spikes)
     assert list(policy._preds) == [int(np.argmax(s.sum(0)[0])) for s in spikes]
+
+
+def test_cli_adapting_run_chunks_samples_not_time(artifacts):
+    from edgert.cli import _run_adapting
+
+    x = np.concatenate(_stream(2, 2), axis=1)  # [T, 4, ...]
+    policy = make_policy("norm", Engine(artifacts[True]))
+    want = np.concatenate([policy.run(x[:, i:i + 2]) for i in (0, 2)], axis=1)
+    np.testing.assert_array_equal(_run_adapting(Engine(artifacts[True]), x, "norm", 2, None), want)
+    assert _run_adapting(Engine(artifacts[True]), x, "knn", 3, None).shape == (4, 5)
