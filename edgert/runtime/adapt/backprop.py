@@ -57,7 +57,7 @@ class Backward:
         for node in reversed(graph.nodes):
             if node.output in live and node.output in depends:
                 want = tuple(i in depends for i in node.inputs)
-                if node.op not in RULES:
+                if any(want) and node.op not in RULES:
                     raise EdgertError(f"backward has no rule for {node.op} {node.name!r}, which lies between "
                                       f"the seeds and {self.wrt}; adapt only layers after it")
                 self.steps.append((node, want))
@@ -65,7 +65,9 @@ class Backward:
         unreached = [w for w in self.wrt if w not in live]
         if unreached:
             raise EdgertError(f"backward: no path from the seeds {self.seeds} back to {unreached}")
-        reads = [r for node, want in self.steps for r in READS[node.op](node, want)]
+        per_step = [READS[node.op](node, want) if any(want) else [] for node, want in self.steps]
+        self._read_later = [set().union(*per_step[k + 1:]) for k in range(len(per_step))]
+        reads = [r for names in per_step for r in names]
         leaves = self._leaves(reads)
         order = [n for n, _ in graph.inputs] + [node.output for node in graph.nodes]
         self.needed = [n for n in order if n in leaves]
@@ -86,7 +88,10 @@ class Backward:
         return out
 
     def __call__(self, values: Mapping[str, np.ndarray], seeds: Mapping[str, np.ndarray],
-                 params: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+                 params: Mapping[str, np.ndarray] | None = None,
+                 reduce: Callable[[str, np.ndarray], object] | None = None) -> dict[str, np.ndarray]:
+        """The gradients; with ``reduce``, ``reduce(name, grad)`` in place of each wanted gradient, taken
+        as soon as it is complete, so a full activation gradient need not outlive its step."""
         params = self.graph.params if params is None else params
         if set(seeds) != set(self.seeds):
             raise EdgertError(f"backward was planned for seeds {self.seeds}, got {sorted(seeds)}")
@@ -110,12 +115,23 @@ class Backward:
             return cache[name]
 
         grads = {k: np.asarray(v) for k, v in seeds.items()}
-        for node, want in self.steps:
-            g = grads[node.output] if node.output in self.wrt else grads.pop(node.output)
+        done: dict[str, object] = {}
+        for k, (node, want) in enumerate(self.steps):
+            g = grads.pop(node.output)
+            if node.output in self.wrt:
+                done[node.output] = reduce(node.output, g) if reduce else g
+                if not any(want):  # the walk ends here: nothing before this node is wanted
+                    continue
             for name, d in zip(node.inputs, RULES[node.op](node, g, want, get, self._shape(g))):
                 if d is not None:
                     grads[name] = grads[name] + d if name in grads else d
-        return {w: grads[w] for w in self.wrt}
+            del g
+            for name in [c for c in cache if c not in self._read_later[k]]:
+                del cache[name]  # recomputed again should a later rule need it
+        for w in self.wrt:
+            if w not in done:
+                done[w] = reduce(w, grads[w]) if reduce else grads[w]
+        return done  # type: ignore[return-value]
 
     def _shape(self, g: np.ndarray) -> Callable[[str], tuple[int, ...]]:
         """Full shape of a value at the batch size of this gradient."""
@@ -140,8 +156,7 @@ def _conv2d(node: ir.Conv2d, g, want, get: Get, shape):
     groups, og = node.groups, o // node.groups
     (sh, sw), (dh, dw), (t, l, b, r) = node.stride, node.dilation, node.padding
     oh, ow = g.shape[2:]
-    # gradient as [groups, out per group, n * oh * ow]: every kernel tap is then one matmul per group
-    g2 = g.reshape(n, groups, og, oh * ow).transpose(1, 2, 0, 3).reshape(groups, og, n * oh * ow)
+    gg = g.reshape(n, groups, og, oh * ow)  # per sample and group, one matmul per kernel tap; no copy of g
     dtype = np.result_type(g, w)
 
     def tap(a: np.ndarray, i: int, j: int) -> np.ndarray:
@@ -154,8 +169,7 @@ def _conv2d(node: ir.Conv2d, g, want, get: Get, shape):
         dxp = np.zeros((n, c, h + t + b, wd + l + r), dtype)
         for i in range(kh):
             for j in range(kw):
-                part = (wt[:, :, :, i, j] @ g2).reshape(groups, cg, n, oh, ow)
-                tap(dxp, i, j)[...] += part.transpose(2, 0, 1, 3, 4).reshape(n, c, oh, ow)
+                tap(dxp, i, j)[...] += (wt[:, :, :, i, j] @ gg).reshape(n, c, oh, ow)
         dx = dxp[:, :, t:t + h, l:l + wd]
     if want[1]:
         x = get(node.inputs[0])
@@ -163,8 +177,8 @@ def _conv2d(node: ir.Conv2d, g, want, get: Get, shape):
         dw_ = np.empty((o, cg, kh, kw), dtype)
         for i in range(kh):
             for j in range(kw):
-                xs = tap(xp, i, j).reshape(n, groups, cg, oh * ow).transpose(1, 0, 3, 2)
-                dw_[:, :, i, j] = (g2 @ xs.reshape(groups, n * oh * ow, cg)).reshape(o, cg)
+                xs = tap(xp, i, j).reshape(n, groups, cg, oh * ow).transpose(0, 1, 3, 2)
+                dw_[:, :, i, j] = (gg @ xs).sum(axis=0).reshape(o, cg)
     if len(want) == 3 and want[2]:
         db = _sum_but_channel(g)
     return [dx, dw_, db][:len(want)]
@@ -204,13 +218,20 @@ def _batch_norm(node: ir.BatchNorm, g, want, get: Get, shape):
     return out
 
 
+def _masked(g: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """g where mask, else 0: one output buffer and the mask (g * mask would also cast the mask)."""
+    out = np.zeros(mask.shape, g.dtype)
+    np.copyto(out, g, where=mask)
+    return out
+
+
 def _relu(node, g, want, get: Get, shape):
-    return [g * (get(node.output) > 0)]
+    return [_masked(g, get(node.inputs[0]) > 0)]  # the input: a tap more often than the output
 
 
 def _clip(node: ir.Clip, g, want, get: Get, shape):
     x = get(node.inputs[0])
-    return [g * ((x > node.lo) & (x < node.hi))]
+    return [_masked(g, (x > node.lo) & (x < node.hi))]
 
 
 def _sigmoid(node, g, want, get: Get, shape):
@@ -268,14 +289,17 @@ def _max_pool2d(node: ir.MaxPool2d, g, want, get: Get, shape):
     t, l = node.padding[:2]
     out_hw = g.shape[2:]
     ph, pw = _padded_frame(node, h, w, out_hw)
-    xp = np.full((n, c, ph, pw), -np.inf, x.dtype)
-    xp[:, :, t:t + h, l:l + w] = x
+    xp = x
+    if (ph, pw) != (h, w):
+        xp = np.full((n, c, ph, pw), -np.inf, x.dtype)
+        xp[:, :, t:t + h, l:l + w] = x
     dxp = np.zeros((n, c, ph, pw), g.dtype)
     taken = np.zeros(g.shape, bool)
     for i in range(node.kernel[0]):
         for j in range(node.kernel[1]):
             hit = (_pool_tap(xp, node, i, j, out_hw) == y) & ~taken
-            _pool_tap(dxp, node, i, j, out_hw)[...] += np.where(hit, g, 0)
+            view = _pool_tap(dxp, node, i, j, out_hw)
+            np.add(view, g, out=view, where=hit)
             taken |= hit
     return [dxp[:, :, t:t + h, l:l + w]]
 
@@ -295,6 +319,8 @@ def _avg_pool2d(node: ir.AvgPool2d, g, want, get: Get, shape):
 def _adaptive_avg_pool2d(node: ir.AdaptiveAvgPool2d, g, want, get: Get, shape):
     n, c, h, w = shape(node.inputs[0])
     oh, ow = node.output_size
+    if (oh, ow) == (1, 1):  # global pooling: a read-only broadcast view, no [N, C, H, W] buffer
+        return [np.broadcast_to(g / (h * w), (n, c, h, w))]
     dx = np.zeros((n, c, h, w), g.dtype)
     for i in range(oh):
         h0, h1 = (i * h) // oh, -(-((i + 1) * h) // oh)
@@ -322,7 +348,7 @@ READS: dict[str, Callable[[ir.Node, tuple[bool, ...]], list[str]]] = {
     "conv2d": lambda n, w: [n.inputs[1]] * w[0] + [n.inputs[0]] * w[1],
     "linear": lambda n, w: [n.inputs[1]] * w[0] + [n.inputs[0]] * w[1],
     "batch_norm": _bn_reads,
-    "relu": lambda n, w: [n.output], "sigmoid": lambda n, w: [n.output], "tanh": lambda n, w: [n.output],
+    "relu": lambda n, w: [n.inputs[0]], "sigmoid": lambda n, w: [n.output], "tanh": lambda n, w: [n.output],
     "softmax": lambda n, w: [n.output], "clip": lambda n, w: [n.inputs[0]],
     "max_pool2d": lambda n, w: [n.inputs[0], n.output],
     "flatten": lambda n, w: [], "reshape": lambda n, w: [], "add": lambda n, w: [], "concat": lambda n, w: [],
