@@ -14,10 +14,15 @@ if TYPE_CHECKING:
     from edgert.runtime.engine import Engine
 
 
-def compile(model: Any, example_input: Any = None, target: str = "x86-host", fold_bn: bool = True) -> "Artifact":
-    """Compile an nn.Module, a .pt2 or an .onnx file for ``target``; returns an Artifact (``.save(path)``)."""
+def compile(model: Any, example_input: Any = None, target: str = "x86-host", fold_bn: bool = True,
+            adapt_memory: str | int | None = None, adapt_batch: int = 1) -> "Artifact":
+    """Compile an nn.Module, a .pt2 or an .onnx file for ``target``; returns an Artifact (``.save(path)``).
+
+    ``adapt_memory`` ("32MB") bounds the entropy adaptation step's memory at ``adapt_batch`` samples.
+    """
     from edgert.compilers.compile import compile_model
-    return compile_model(model, example_input, target, fold_bn)
+    return compile_model(model, example_input, target, fold_bn, adapt_memory=adapt_memory,
+                         adapt_batch=adapt_batch)
 
 
 def load(path: Any, expect_target: str | None = None) -> "Engine":

@@ -38,6 +38,9 @@ def compile(
     output: Path = typer.Option(None, "--output", "-o", help="Artifact path [default: MODEL.edgert]."),
     input_shape: str = typer.Option(None, help="Example input shape for .pt2 files, e.g. 1,1,8,8."),
     keep_bn: bool = typer.Option(False, help="Keep BatchNorm unfolded (for adaptation)."),
+    adapt_memory: str = typer.Option(None, help="Memory budget of the entropy adaptation step, e.g. 32MB "
+                                                "(adapts only the deepest BatchNorms that fit)."),
+    adapt_batch: int = typer.Option(1, min=1, help="With --adapt-memory: the batch size the step must fit at."),
 ) -> None:
     """Compile MODEL for one target into an .edgert artifact."""
     from edgert.compilers.compile import compile_model
@@ -47,7 +50,8 @@ def compile(
     t0 = time.perf_counter()
     with console.status("compiling") as status:
         art = compile_model(model, example, target, fold_bn=not keep_bn,
-                            progress=lambda msg: status.update(msg))
+                            progress=lambda msg: status.update(msg), adapt_memory=adapt_memory,
+                            adapt_batch=adapt_batch)
         art.save(out)
     size = sum(len(b) for b in art.libraries.values())
     lib = (f"{len(art.manifest['stages'])} stages, libraries {size / 1e3:.0f} kB" if art.runnable
@@ -55,6 +59,11 @@ def compile(
                 "estimate only (`edgert profile` works on it, `edgert run` does not)")
     console.print(f"wrote [bold]{out}[/] for {art.target_name}: {len(art.manifest['graph']['nodes'])} nodes, "
                   f"{lib}, in {time.perf_counter() - t0:.1f} s")
+    entropy = art.manifest.get("adapt", {}).get("entropy")
+    if adapt_memory and entropy:
+        est, n_bn = entropy["estimate_bytes"]["step_peak"], len(art.manifest["adapt"]["norm"])
+        console.print(f"entropy step: adapts the last {len(entropy['layers'])} of {n_bn} BatchNorms, estimated "
+                      f"peak {est / 2 ** 20:.2f} MB at batch {entropy['batch']} (budget {adapt_memory})")
 
 
 @app.command()

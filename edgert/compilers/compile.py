@@ -9,6 +9,7 @@ import numpy as np
 
 from edgert import ir
 from edgert.artifact import Artifact
+from edgert.compilers.adapt_memory import parse_size, plan_entropy
 from edgert.compilers.adapt_plan import plan_adaptation
 from edgert.compilers.backends.tvm import TvmBuild, compile_graph
 from edgert.compilers.passes.select_shift_path import preferred_path, select_shift_path
@@ -60,9 +61,17 @@ def optimize(g: ir.Graph, fold_bn: bool = True) -> ir.Graph:
 
 
 def compile_model(model: Any, example_input: Any = None, target: str | Target = "x86-host",
-                  fold_bn: bool = True, progress: Callable[[str], None] | None = None) -> Artifact:
-    """Compile a trained model into an Artifact for ``target`` (a name from `edgert targets`)."""
+                  fold_bn: bool = True, progress: Callable[[str], None] | None = None,
+                  adapt_memory: str | int | None = None, adapt_batch: int = 1) -> Artifact:
+    """Compile a trained model into an Artifact for ``target`` (a name from `edgert targets`).
+
+    ``adapt_memory`` ("32MB", or bytes) makes the entropy adaptation step fit that budget at
+    ``adapt_batch`` samples by adapting only the deepest BatchNorms (compilers/adapt_memory.py).
+    """
     say = progress or (lambda msg: None)
+    budget = parse_size(adapt_memory) if isinstance(adapt_memory, str) else adapt_memory
+    if adapt_batch < 1:
+        raise EdgertError(f"adapt_batch={adapt_batch}: the batch size the step is planned for must be >= 1")
     tgt = target if isinstance(target, Target) else load_target(target)
     if isinstance(example_input, np.ndarray):
         example_input = example_input.astype(np.float32, copy=False)
@@ -71,6 +80,11 @@ def compile_model(model: Any, example_input: Any = None, target: str | Target = 
     graph = optimize(imported, fold_bn)
     graph = select_shift_path(graph, preferred_path(tgt.throughput))
     graph, plan = plan_adaptation(optimize(imported, fold_bn=False), graph)  # what adapt/ needs
+    entropy = plan_entropy(graph, plan["norm"], budget, adapt_batch)
+    if entropy is not None:  # the entropy step's backward reads these forward values: tap them
+        plan["entropy"] = entropy
+        inputs = dict(graph.inputs)
+        plan["taps"] = list(dict.fromkeys(plan["taps"] + [n for n in entropy["needed"] if n not in inputs]))
     return build_artifact(graph, tgt, say, adapt=plan)
 
 

@@ -221,13 +221,14 @@ class NormPolicy(AdaptingPolicy):
             mean, var = self._mean_var(bn)
             c = len(mean)
             self._applied[bn] = (np.zeros(c), np.zeros(c), np.ones(c), np.ones(c, np.bool_))  # no fold to invert
+            gamma, beta = (v.astype(np.float64) for v in self._affine(bn))  # copies: the policy may step them
             if e["kind"] == "folded":
-                s = src["gamma"] / np.sqrt(var + e["eps"])
+                s = gamma / np.sqrt(var + e["eps"])
                 ok = np.abs(s) > 1e-12
-                self._applied[bn] = (src["beta"], mean, np.where(ok, s, 1.0), ok)
+                self._applied[bn] = (beta, mean, np.where(ok, s, 1.0), ok)
                 w = src["weight"]
                 new[e["weight"]] = w * s.astype(np.float32).reshape((-1,) + (1,) * (w.ndim - 1))
-                new[e["bias"]] = ((src["bias"] - mean) * s + src["beta"]).astype(np.float32)
+                new[e["bias"]] = ((src["bias"] - mean) * s + beta).astype(np.float32)
             elif e["kind"] == "fused":
                 s = (src["gamma"] / np.sqrt(var + e["eps"])).astype(np.float32)
                 new[e["weight_t"]] = np.ascontiguousarray((src["weight"] * s[:, None]).T)
@@ -238,7 +239,12 @@ class NormPolicy(AdaptingPolicy):
                     src["scale"] * inv, (src["bias"] - mean) * inv + src["beta"], self._layer_out[bn][1])
             else:
                 new[e["mean"]], new[e["var"]] = mean.astype(np.float32), var.astype(np.float32)
+                new[e["gamma"]], new[e["beta"]] = gamma.astype(np.float32), beta.astype(np.float32)
         self.engine.set_params(new)
+
+    def _affine(self, bn: str) -> tuple[np.ndarray, np.ndarray]:
+        """BatchNorm ``bn``'s scale and shift to apply (the source ones; the entropy policy adapts them)."""
+        return self._src[bn]["gamma"], self._src[bn]["beta"]
 
     def _state(self) -> dict[str, np.ndarray]:
         out = {}
