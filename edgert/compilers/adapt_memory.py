@@ -9,8 +9,8 @@ are walked. ``plan_entropy`` takes the largest k (deepest first) whose estimated
 The estimate, per the runtime's accounting (runtime/adapt/entropy.py): kept values (the taps the
 backward needs, the logits) + optimizer state (Adam: 2 float32 per scale and shift) + the transient
 peak of the backward, taken as: the outputs it recomputes (relu, pooling, ...) + the parameter
-gradients + three times the largest activation on the walked path (a gradient in flight, the one being
-made and a padded conv buffer).
+gradients + the largest step of the walk (its incoming gradient and twice each outgoing one, padded:
+the buffer and a temporary).
 """
 
 from __future__ import annotations
@@ -52,11 +52,21 @@ def estimate(graph: ir.Graph, layers: list[dict[str, Any]], batch: int) -> dict[
     walk = Backward(graph, [logits], [bn_output(e, graph) for e in layers])
     channels = sum(specs[bn_output(e, graph)].shape[1] for e in layers)
     kept = sum(size(n) for n in walk.needed) + size(logits)
-    path = [n.output for n, _ in walk.steps] + [i for n, w in walk.steps for i, x in zip(n.inputs, w) if x]
     reads = [r for n, w in walk.steps if any(w) for r in READS[n.op](n, w)]
     recomputed = {r for r in reads if isinstance(walk.producers.get(r), CHEAP) and r not in walk.needed}
+
+    def step(node: ir.Node, want: tuple[bool, ...]) -> int:
+        """The gradient coming in, and twice each gradient going out (the buffer and a temporary)."""
+        out = 0
+        for name, w in zip(node.inputs, want):
+            if w and name not in graph.params:
+                pad = node.padding if isinstance(node, (ir.Conv2d, ir.MaxPool2d, ir.AvgPool2d)) else (0,) * 4
+                h, wd = specs[name].shape[2:4] if specs[name].rank == 4 else (1, 1)
+                out += size(name) * (h + pad[0] + pad[2]) * (wd + pad[1] + pad[3]) // (h * wd)
+        return size(node.output) + 2 * out
+
     transient = (sum(size(r) for r in recomputed) + 2 * 4 * channels
-                 + 3 * max(size(n) for n in path if n not in graph.params))
+                 + max(step(n, w) for n, w in walk.steps))
     optimizer = 2 * 2 * 4 * channels
     return {"kept": kept, "optimizer": optimizer, "transient": transient,
             "step_peak": kept + optimizer + transient}

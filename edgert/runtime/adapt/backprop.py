@@ -149,6 +149,13 @@ def _sum_but_channel(a: np.ndarray) -> np.ndarray:
     return a.sum(axis=(0,) + tuple(range(2, a.ndim)))
 
 
+def _add_into(view: np.ndarray, part: np.ndarray, where: np.ndarray | None = None) -> None:
+    """view += part (where ``where``), one sample at a time: NumPy buffers a whole strided in-place
+    add (twice the part's size), one sample's buffer is small."""
+    for k in range(len(view)):
+        np.add(view[k], part[k], out=view[k], where=True if where is None else where[k])
+
+
 def _conv2d(node: ir.Conv2d, g, want, get: Get, shape):
     n, c, h, wd = shape(node.inputs[0])
     w = get(node.inputs[1])
@@ -169,7 +176,7 @@ def _conv2d(node: ir.Conv2d, g, want, get: Get, shape):
         dxp = np.zeros((n, c, h + t + b, wd + l + r), dtype)
         for i in range(kh):
             for j in range(kw):
-                tap(dxp, i, j)[...] += (wt[:, :, :, i, j] @ gg).reshape(n, c, oh, ow)
+                _add_into(tap(dxp, i, j), (wt[:, :, :, i, j] @ gg).reshape(n, c, oh, ow))
         dx = dxp[:, :, t:t + h, l:l + wd]
     if want[1]:
         x = get(node.inputs[0])
@@ -298,8 +305,7 @@ def _max_pool2d(node: ir.MaxPool2d, g, want, get: Get, shape):
     for i in range(node.kernel[0]):
         for j in range(node.kernel[1]):
             hit = (_pool_tap(xp, node, i, j, out_hw) == y) & ~taken
-            view = _pool_tap(dxp, node, i, j, out_hw)
-            np.add(view, g, out=view, where=hit)
+            _add_into(_pool_tap(dxp, node, i, j, out_hw), g, hit)
             taken |= hit
     return [dxp[:, :, t:t + h, l:l + w]]
 
@@ -312,7 +318,7 @@ def _avg_pool2d(node: ir.AvgPool2d, g, want, get: Get, shape):
     dxp = np.zeros((n, c) + _padded_frame(node, h, w, out_hw), g.dtype)
     for i in range(node.kernel[0]):
         for j in range(node.kernel[1]):
-            _pool_tap(dxp, node, i, j, out_hw)[...] += gd
+            _add_into(_pool_tap(dxp, node, i, j, out_hw), gd)
     return [dxp[:, :, t:t + h, l:l + w]]
 
 
