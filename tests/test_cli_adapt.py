@@ -31,3 +31,14 @@ def test_run_adapt_norm_streams_and_keeps_state(tmp_path):
     assert any(not np.allclose(saved[k], v) for k, v in np.load(tmp_path / "s.npz").items())
     bad = edgert("run", tmp_path / "digits.edgert", "-i", tmp_path / "x.npy", "--adapt", "nope", check=False)
     assert bad.returncode == 2 and "choose one of" in bad.stdout + bad.stderr
+
+
+def test_compile_adapt_memory_plans_the_entropy_step(tmp_path):
+    torch.manual_seed(0)
+    pt2 = save_pt2(DigitsCNN().eval(), tmp_path / "digits.pt2")
+    out = edgert("compile", pt2, "-o", tmp_path / "d.edgert", "--adapt-memory", "320KB", "--adapt-batch", "16")
+    assert "entropy step: adapts the last 1 of 3 BatchNorms" in out.stdout and "at batch 16" in out.stdout
+    bad = edgert("compile", pt2, "-o", tmp_path / "e.edgert", "--adapt-memory", "lots", check=False)
+    assert bad.returncode != 0 and "like 32MB" in bad.stdout + bad.stderr
+    small = edgert("compile", pt2, "-o", tmp_path / "e.edgert", "--adapt-memory", "1KB", check=False)
+    assert small.returncode != 0 and "too small for the entropy step" in small.stdout + small.stderr

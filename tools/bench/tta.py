@@ -32,6 +32,7 @@ SEVERITIES = (1, 3, 5)
 PER_SEGMENT = 64
 REPEATS = 10
 BATCHES = (1, 16, 64)
+BUDGET = "320KB"  # --adapt-memory for the memory table's planned row (at batch 16)
 
 
 def _blur(x: np.ndarray, s: int) -> np.ndarray:
@@ -119,6 +120,35 @@ class Tent:
         return out.detach().numpy()
 
 
+def _memory_table(model: nn.Module, xs: np.ndarray, full, budgeted) -> dict:
+    """Step peak memory by parts per batch size: entropy (all BatchNorms, and under BUDGET) vs TENT."""
+    from edgert.runtime.adapt import make_policy
+    from edgert.runtime.engine import Engine
+    from tools.bench.torch_memory import step_memory
+
+    rows = []
+    for batch in BATCHES:
+        x = xs[:batch]
+        tent = Tent(model)
+        tent.run(x)  # Adam's state exists from here on
+
+        def loss() -> torch.Tensor:
+            logp = tent.model(torch.from_numpy(x)).log_softmax(1)
+            return -(logp.exp() * logp).sum(1).mean()
+
+        ref = step_memory(loss, tent.model, tent.opt)
+        for name, art in (("entropy", full), (f"entropy, --adapt-memory {BUDGET}", budgeted)):
+            p = make_policy("entropy", Engine(art), threshold=1.0)  # every sample counts: the largest step
+            for _ in range(2):
+                p.run(x)
+            m = p.stats()["step_memory"][str(batch)]
+            rows.append((batch, name, m, m["step_peak"] / ref["step_peak"]))
+        rows.append((batch, "TENT torch", ref, 1.0))
+    layers = budgeted.manifest["adapt"]["entropy"]["layers"]
+    return {"rows": rows, "budget_layers": f"{len(layers)} of {len(budgeted.manifest['adapt']['norm'])} BatchNorms "
+                                         f"({', '.join(layers)})"}
+
+
 def _errors(run: Callable[[np.ndarray], np.ndarray], xs: np.ndarray, ys: np.ndarray, batch: int) -> list[float]:
     """Error per repeat of the stream."""
     out = []
@@ -165,6 +195,7 @@ def main() -> str:
     tent = Tent(model)
     fns["TENT torch step"] = lambda: tent.run(x1)
     timing = summarize(time_interleaved(fns, rounds=15), "inference (none)")
+    memory = _memory_table(model, xs, art, edgert.compile(model, xte[:1], adapt_memory=BUDGET, adapt_batch=16))
 
     lines = [f"Machine: {machine()}; one thread. Model: tools/models/digits_cnn.py (clean held-out error "
              f"{100 * (1 - clean_acc):.1f}%), compiled with BatchNorm folded. Stream: {len(xs)} images per "
@@ -180,6 +211,17 @@ def main() -> str:
               "| | min ms | median ms | median / inference |", "|---|---|---|---|"]
     for name, lo, med, ratio in timing:
         lines.append(f"| {name} | {lo:.3f} | {med:.3f} | {1 / ratio:.2f}x |")
+    lines += ["", f"Peak memory of one adaptation step (kept activations + optimizer state + transient peak of "
+              "the backward and update, gradients included; edgert: taps + tracemalloc, the second step "
+              "at that batch size; TENT: tensors saved for backward once per storage + Adam state + the "
+              "profiler's allocation peak; model weights not counted on either side; "
+              "tools/bench/torch_memory.py). `entropy` adapts every BatchNorm; `entropy, --adapt-memory "
+              f"{BUDGET}` was compiled with that budget at batch 16, which keeps {memory['budget_layers']}.",
+              "", "| batch | method | kept KB | optimizer KB | transient KB | step peak KB | / TENT torch |",
+              "|---|---|---|---|---|---|---|"]
+    for batch, name, m, ratio in memory["rows"]:
+        lines.append(f"| {batch} | {name} | {m['kept'] / 1024:.1f} | {m['optimizer'] / 1024:.1f} | "
+                     f"{m['transient'] / 1024:.1f} | {m['step_peak'] / 1024:.1f} | {ratio:.2f} |")
     lines += ["", f"Run time {time.perf_counter() - t_start:.0f} s."]
     md = "\n".join(lines)
     write_section("tta", "## Test-time adaptation (digits, continual corrupted stream)\n\n" + md)

@@ -135,14 +135,13 @@ def test_step_memory_is_reported_by_parts(artifacts):
     assert m["transient"] >= m["gradients"] > 0
 
 
-def test_entropy_needs_a_plan():
+def test_entropy_needs_a_plan_and_valid_options(artifacts):
     import edgert
 
     model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(4, 3)).eval()
     art = edgert.compile(model, np.zeros((1, 1, 4, 3), np.float32))
+    assert "entropy" not in art.manifest["adapt"]
     with pytest.raises(EdgertError, match="entropy plan"):
         make_policy("entropy", Engine(art))
     with pytest.raises(EdgertError, match="lr"):
-        make_policy("entropy", Engine(art_with_bn := edgert.compile(_model(), np.zeros((1, 1, 6, 6), np.float32))),
-                    lr=-1)
-    assert art_with_bn.manifest["adapt"]["entropy"]["layers"]
+        make_policy("entropy", Engine(artifacts[True]), lr=-1)
