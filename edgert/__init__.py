@@ -14,10 +14,16 @@ if TYPE_CHECKING:
     from edgert.runtime.engine import Engine
 
 
-def compile(model: Any, example_input: Any = None, target: str = "x86-host", fold_bn: bool = True) -> "Artifact":
-    """Compile an nn.Module, a .pt2 or an .onnx file for ``target``; returns an Artifact (``.save(path)``)."""
+def compile(model: Any, example_input: Any = None, target: str = "x86-host", fold_bn: bool = True,
+            adapters: bool = False, adapter_data: Any = None, adapter_steps: int = 300) -> "Artifact":
+    """Compile an nn.Module, a .pt2 or an .onnx file for ``target``; returns an Artifact (``.save(path)``).
+
+    ``adapters=True`` adds side blocks for the opt-in ``adapter`` policy, warmed up on ``adapter_data``
+    (an .npz path, or a mapping with ``x`` and optional labels ``y``) when given.
+    """
     from edgert.compilers.compile import compile_model
-    return compile_model(model, example_input, target, fold_bn)
+    return compile_model(model, example_input, target, fold_bn, adapters=adapters, adapter_data=adapter_data,
+                         adapter_steps=adapter_steps)
 
 
 def load(path: Any, expect_target: str | None = None) -> "Engine":

@@ -60,9 +60,17 @@ def optimize(g: ir.Graph, fold_bn: bool = True) -> ir.Graph:
 
 
 def compile_model(model: Any, example_input: Any = None, target: str | Target = "x86-host",
-                  fold_bn: bool = True, progress: Callable[[str], None] | None = None) -> Artifact:
-    """Compile a trained model into an Artifact for ``target`` (a name from `edgert targets`)."""
+                  fold_bn: bool = True, progress: Callable[[str], None] | None = None,
+                  adapters: bool = False, adapter_data: Any = None, adapter_steps: int = 300) -> Artifact:
+    """Compile a trained model into an Artifact for ``target`` (a name from `edgert targets`).
+
+    ``adapters=True`` adds side blocks for the opt-in ``adapter`` policy (compilers/adapters.py), warmed
+    up for ``adapter_steps`` steps on ``adapter_data`` (an .npz path or a mapping with x and maybe y).
+    """
     say = progress or (lambda msg: None)
+    if adapter_data is not None and not adapters:
+        raise EdgertError("adapter data was given without adapters: add --adapters (adapters=True) to "
+                          "insert the side blocks it warms up, or leave out --adapter-data")
     tgt = target if isinstance(target, Target) else load_target(target)
     if isinstance(example_input, np.ndarray):
         example_input = example_input.astype(np.float32, copy=False)
@@ -70,7 +78,15 @@ def compile_model(model: Any, example_input: Any = None, target: str | Target = 
     imported = import_model(model, example_input)
     graph = optimize(imported, fold_bn)
     graph = select_shift_path(graph, preferred_path(tgt.throughput))
+    side = None
+    if adapters:
+        from edgert.compilers.adapters import add_adapters
+
+        graph, side = add_adapters(graph, adapter_data, adapter_steps, say)
     graph, plan = plan_adaptation(optimize(imported, fold_bn=False), graph)  # what adapt/ needs
+    if side is not None:
+        plan["adapter"] = side
+        plan["taps"] = list(dict.fromkeys(plan["taps"] + side["taps"]))
     return build_artifact(graph, tgt, say, adapt=plan)
 
 
