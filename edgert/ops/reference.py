@@ -62,10 +62,15 @@ def _extend_for_ceil(xp, kernel, stride, dilation, out_hw, value):
 def avg_pool2d_ref(x, node: ir.AvgPool2d, out_hw) -> np.ndarray:
     """PyTorch's divisor: the window clipped to the padded input (count_include_pad) or to the input."""
     h, w = x.shape[2:]
-    t, l, b, r = node.padding
     xp = _extend_for_ceil(_pad(x.astype(np.float64), node.padding, 0.0), node.kernel, node.stride,
                           (1, 1), out_hw, 0.0)
     sums = _windows(xp, node.kernel, node.stride, (1, 1), out_hw).sum(axis=(4, 5))
+    return sums / avg_pool_divisor(node, h, w, out_hw)
+
+
+def avg_pool_divisor(node: ir.AvgPool2d, h: int, w: int, out_hw) -> np.ndarray:
+    """[oh, ow] count each output of an average pool over an h x w input is divided by."""
+    t, l, b, r = node.padding
     (kh, kw), (sh, sw) = node.kernel, node.stride
     div = np.empty(out_hw)
     for i in range(out_hw[0]):
@@ -78,7 +83,7 @@ def avg_pool2d_ref(x, node: ir.AvgPool2d, out_hw) -> np.ndarray:
                 div[i, j] = (h1 - h0) * (w1 - w0)
             else:
                 div[i, j] = (min(h1, h) - max(h0, 0)) * (min(w1, w) - max(w0, 0))
-    return sums / div
+    return div
 
 
 def adaptive_avg_pool2d_ref(x, node: ir.AdaptiveAvgPool2d) -> np.ndarray:
@@ -151,6 +156,11 @@ def _rule(node: ir.Node) -> Rule:
     if node.op not in EXTRA_RULES and node.family != "float":
         importlib.import_module(f"edgert.ops.{node.family}")
     return EXTRA_RULES.get(node.op) or (lambda n, args, spec, state: _eval(n, args, spec))
+
+
+def eval_node(node: ir.Node, args: list[np.ndarray], out: ir.TensorSpec) -> np.ndarray:
+    """One stateless node's output by its reference rule."""
+    return _rule(node)(node, args, out, {})
 
 
 def run_graph_ref(graph: ir.Graph, feeds: Mapping[str, np.ndarray],

@@ -1,0 +1,330 @@
+"""Reverse mode over a compiled IR graph in NumPy: the gradients an adaptation step needs, no torch.
+
+    grads = backward(graph, values, seeds, wrt, params)
+
+``seeds`` are dL/d(tensor) (e.g. for the logits), ``wrt`` names tensors and/or parameters whose
+gradient is wanted. Only the nodes between the wanted names and the seeds are visited, deepest first.
+Each rule reads some forward values: outputs of cheap nodes (elementwise, pooling, reshape, batch
+norm) are recomputed from their inputs when ``values`` lacks them; anything else (conv2d and linear
+outputs, graph inputs) must be given, and ``needed_values`` lists those names so the compiler can
+keep them as taps. Arithmetic follows the arrays' dtype: float32 on the device, float64 in tests.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+
+from edgert import ir
+from edgert.errors import EdgertError
+from edgert.ops.reference import avg_pool_divisor, eval_node
+
+# outputs recomputed from their inputs when a rule needs them: each costs about one read of its input
+CHEAP = (ir.Relu, ir.Clip, ir.Sigmoid, ir.Tanh, ir.Softmax, ir.BatchNorm, ir.MaxPool2d, ir.AvgPool2d,
+         ir.AdaptiveAvgPool2d, ir.Flatten, ir.Reshape, ir.Add, ir.Concat)
+
+Get = Callable[[str], np.ndarray]
+
+
+def backward(graph: ir.Graph, values: Mapping[str, np.ndarray], seeds: Mapping[str, np.ndarray],
+             wrt: Iterable[str], params: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """dL/d(name) for every name in ``wrt``, given seeds dL/d(tensor) and the forward ``values``."""
+    return Backward(graph, seeds, wrt)(values, seeds, params)
+
+
+def needed_values(graph: ir.Graph, seeds: Iterable[str], wrt: Iterable[str]) -> list[str]:
+    """The forward tensors (graph inputs included) ``backward`` must be given, in graph order."""
+    return Backward(graph, seeds, wrt).needed
+
+
+class Backward:
+    """The walk for fixed seeds and wanted names, planned once and run per step."""
+
+    def __init__(self, graph: ir.Graph, seeds: Iterable[str], wrt: Iterable[str]):
+        self.graph, self.seeds, self.wrt = graph, list(seeds), list(dict.fromkeys(wrt))
+        self.specs = graph.infer_specs()
+        unknown = [n for n in self.seeds + self.wrt if n not in self.specs]
+        if unknown:
+            raise EdgertError(f"backward: {unknown} name no tensor or parameter of this graph")
+        self.producers = graph.producers()
+        depends = set(self.wrt)  # values that depend on a wanted name
+        for node in graph.nodes:
+            if any(i in depends for i in node.inputs):
+                depends.add(node.output)
+        live = set(self.seeds)  # values with a gradient flowing back from a seed
+        self.steps: list[tuple[ir.Node, tuple[bool, ...]]] = []
+        for node in reversed(graph.nodes):
+            if node.output in live and node.output in depends:
+                want = tuple(i in depends for i in node.inputs)
+                if node.op not in RULES:
+                    raise EdgertError(f"backward has no rule for {node.op} {node.name!r}, which lies between "
+                                      f"the seeds and {self.wrt}; adapt only layers after it")
+                self.steps.append((node, want))
+                live.update(i for i, w in zip(node.inputs, want) if w)
+        unreached = [w for w in self.wrt if w not in live]
+        if unreached:
+            raise EdgertError(f"backward: no path from the seeds {self.seeds} back to {unreached}")
+        reads = [r for node, want in self.steps for r in READS[node.op](node, want)]
+        leaves = self._leaves(reads)
+        order = [n for n, _ in graph.inputs] + [node.output for node in graph.nodes]
+        self.needed = [n for n in order if n in leaves]
+
+    def _leaves(self, names: Iterable[str]) -> set[str]:
+        """The given forward values these names come from once cheap outputs are recomputed."""
+        out: set[str] = set()
+        todo = list(names)
+        while todo:
+            name = todo.pop()
+            node = self.producers.get(name)
+            if name in self.graph.params or name in out:
+                continue
+            if isinstance(node, CHEAP):
+                todo.extend(node.inputs)
+            else:
+                out.add(name)
+        return out
+
+    def __call__(self, values: Mapping[str, np.ndarray], seeds: Mapping[str, np.ndarray],
+                 params: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+        params = self.graph.params if params is None else params
+        if set(seeds) != set(self.seeds):
+            raise EdgertError(f"backward was planned for seeds {self.seeds}, got {sorted(seeds)}")
+        cache: dict[str, np.ndarray] = {}
+
+        def get(name: str) -> np.ndarray:
+            if name in values:
+                return values[name]
+            if name in params:
+                return params[name]
+            if name in cache:
+                return cache[name]
+            node = self.producers.get(name)
+            if not isinstance(node, CHEAP):
+                made = f"the output of {node.op} {node.name!r}" if node else "a graph input"
+                raise EdgertError(f"backward needs the forward value {name!r} ({made}), which is not among "
+                                  f"the values given ({sorted(values)}); keep it as a tap (needed_values "
+                                  "lists what to tap)")
+            args = [get(i) for i in node.inputs]
+            cache[name] = eval_node(node, args, self.specs[name]).astype(args[0].dtype, copy=False)
+            return cache[name]
+
+        grads = {k: np.asarray(v) for k, v in seeds.items()}
+        for node, want in self.steps:
+            g = grads[node.output] if node.output in self.wrt else grads.pop(node.output)
+            for name, d in zip(node.inputs, RULES[node.op](node, g, want, get, self._shape(g))):
+                if d is not None:
+                    grads[name] = grads[name] + d if name in grads else d
+        return {w: grads[w] for w in self.wrt}
+
+    def _shape(self, g: np.ndarray) -> Callable[[str], tuple[int, ...]]:
+        """Full shape of a value at the batch size of this gradient."""
+        n = g.shape[0]
+        return lambda name: tuple(n if d is None else d for d in self.specs[name].shape)
+
+
+# -- rules: (node, dL/dy, which inputs need a gradient, get value, shape of value) -> dL/d(inputs) ------
+
+def _channel(a: np.ndarray, ndim: int) -> np.ndarray:
+    return a.reshape((1, -1) + (1,) * (ndim - 2))
+
+
+def _sum_but_channel(a: np.ndarray) -> np.ndarray:
+    return a.sum(axis=(0,) + tuple(range(2, a.ndim)))
+
+
+def _conv2d(node: ir.Conv2d, g, want, get: Get, shape):
+    n, c, h, wd = shape(node.inputs[0])
+    w = get(node.inputs[1])
+    o, cg, kh, kw = w.shape
+    groups, og = node.groups, o // node.groups
+    (sh, sw), (dh, dw), (t, l, b, r) = node.stride, node.dilation, node.padding
+    oh, ow = g.shape[2:]
+    # gradient as [groups, out per group, n * oh * ow]: every kernel tap is then one matmul per group
+    g2 = g.reshape(n, groups, og, oh * ow).transpose(1, 2, 0, 3).reshape(groups, og, n * oh * ow)
+    dtype = np.result_type(g, w)
+
+    def tap(a: np.ndarray, i: int, j: int) -> np.ndarray:
+        """The input positions kernel tap (i, j) touches, in the padded frame."""
+        return a[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh, j * dw:j * dw + sw * (ow - 1) + 1:sw]
+
+    dx = dw_ = db = None
+    if want[0]:
+        wt = w.reshape(groups, og, cg, kh, kw).transpose(0, 2, 1, 3, 4)  # [groups, cg, og, kh, kw]
+        dxp = np.zeros((n, c, h + t + b, wd + l + r), dtype)
+        for i in range(kh):
+            for j in range(kw):
+                part = (wt[:, :, :, i, j] @ g2).reshape(groups, cg, n, oh, ow)
+                tap(dxp, i, j)[...] += part.transpose(2, 0, 1, 3, 4).reshape(n, c, oh, ow)
+        dx = dxp[:, :, t:t + h, l:l + wd]
+    if want[1]:
+        x = get(node.inputs[0])
+        xp = np.pad(x, ((0, 0), (0, 0), (t, b), (l, r))) if t or l or b or r else x
+        dw_ = np.empty((o, cg, kh, kw), dtype)
+        for i in range(kh):
+            for j in range(kw):
+                xs = tap(xp, i, j).reshape(n, groups, cg, oh * ow).transpose(1, 0, 3, 2)
+                dw_[:, :, i, j] = (g2 @ xs.reshape(groups, n * oh * ow, cg)).reshape(o, cg)
+    if len(want) == 3 and want[2]:
+        db = _sum_but_channel(g)
+    return [dx, dw_, db][:len(want)]
+
+
+def _linear(node: ir.Linear, g, want, get: Get, shape):
+    g2 = g.reshape(-1, g.shape[-1])
+    dx = dw = db = None
+    if want[0]:
+        dx = (g2 @ get(node.inputs[1])).reshape(shape(node.inputs[0]))
+    if want[1]:
+        x = get(node.inputs[0])
+        dw = g2.T @ x.reshape(-1, x.shape[-1])
+    if len(want) == 3 and want[2]:
+        db = g2.sum(axis=0)
+    return [dx, dw, db][:len(want)]
+
+
+def _batch_norm(node: ir.BatchNorm, g, want, get: Get, shape):
+    """Eval-mode BatchNorm: mean and var are constants of the forward, so this is a per-channel affine."""
+    gamma, var = get(node.inputs[1]), get(node.inputs[4])
+    inv = 1.0 / np.sqrt(var + node.eps)
+    out: list = [None] * 5
+    if want[0]:
+        out[0] = g * _channel(gamma * inv, g.ndim)
+    if want[1] or want[4]:
+        centered = get(node.inputs[0]) - _channel(get(node.inputs[3]), g.ndim)
+        gc = _sum_but_channel(g * centered)
+        if want[1]:
+            out[1] = gc * inv
+        if want[4]:
+            out[4] = -0.5 * gc * gamma * inv ** 3
+    if want[2] or want[3]:
+        gs = _sum_but_channel(g)
+        out[2] = gs if want[2] else None
+        out[3] = -gs * gamma * inv if want[3] else None
+    return out
+
+
+def _relu(node, g, want, get: Get, shape):
+    return [g * (get(node.output) > 0)]
+
+
+def _clip(node: ir.Clip, g, want, get: Get, shape):
+    x = get(node.inputs[0])
+    return [g * ((x > node.lo) & (x < node.hi))]
+
+
+def _sigmoid(node, g, want, get: Get, shape):
+    y = get(node.output)
+    return [g * y * (1 - y)]
+
+
+def _tanh(node, g, want, get: Get, shape):
+    y = get(node.output)
+    return [g * (1 - y * y)]
+
+
+def _softmax(node: ir.Softmax, g, want, get: Get, shape):
+    y = get(node.output)
+    return [y * (g - (g * y).sum(axis=node.axis, keepdims=True))]
+
+
+def _reshape(node, g, want, get: Get, shape):
+    return [g.reshape(shape(node.inputs[0]))]
+
+
+def _unbroadcast(g: np.ndarray, to: tuple[int, ...]) -> np.ndarray:
+    g = g.sum(axis=tuple(range(g.ndim - len(to)))) if g.ndim > len(to) else g
+    axes = tuple(k for k, (a, b) in enumerate(zip(g.shape, to)) if b == 1 and a != 1)
+    return g.sum(axis=axes, keepdims=True) if axes else g
+
+
+def _add(node, g, want, get: Get, shape):
+    return [_unbroadcast(g, shape(i)) if w else None for i, w in zip(node.inputs, want)]
+
+
+def _concat(node: ir.Concat, g, want, get: Get, shape):
+    cuts = np.cumsum([shape(i)[node.axis] for i in node.inputs])[:-1]
+    return [p if w else None for p, w in zip(np.split(g, cuts, axis=node.axis), want)]
+
+
+def _padded_frame(node, h: int, w: int, out_hw) -> tuple[int, int]:
+    """Rows and columns of the padded input a pool reads (ceil_mode may read past the padding)."""
+    (kh, kw), (sh, sw) = node.kernel, node.stride
+    dh, dw = getattr(node, "dilation", (1, 1))
+    t, l, b, r = node.padding
+    return (max(h + t + b, (out_hw[0] - 1) * sh + dh * (kh - 1) + 1),
+            max(w + l + r, (out_hw[1] - 1) * sw + dw * (kw - 1) + 1))
+
+
+def _pool_tap(a: np.ndarray, node, i: int, j: int, out_hw) -> np.ndarray:
+    (sh, sw), (dh, dw) = node.stride, getattr(node, "dilation", (1, 1))
+    return a[:, :, i * dh:i * dh + sh * (out_hw[0] - 1) + 1:sh, j * dw:j * dw + sw * (out_hw[1] - 1) + 1:sw]
+
+
+def _max_pool2d(node: ir.MaxPool2d, g, want, get: Get, shape):
+    """The gradient goes to the first maximum of each window, as in PyTorch."""
+    x, y = get(node.inputs[0]), get(node.output)
+    n, c, h, w = x.shape
+    t, l = node.padding[:2]
+    out_hw = g.shape[2:]
+    ph, pw = _padded_frame(node, h, w, out_hw)
+    xp = np.full((n, c, ph, pw), -np.inf, x.dtype)
+    xp[:, :, t:t + h, l:l + w] = x
+    dxp = np.zeros((n, c, ph, pw), g.dtype)
+    taken = np.zeros(g.shape, bool)
+    for i in range(node.kernel[0]):
+        for j in range(node.kernel[1]):
+            hit = (_pool_tap(xp, node, i, j, out_hw) == y) & ~taken
+            _pool_tap(dxp, node, i, j, out_hw)[...] += np.where(hit, g, 0)
+            taken |= hit
+    return [dxp[:, :, t:t + h, l:l + w]]
+
+
+def _avg_pool2d(node: ir.AvgPool2d, g, want, get: Get, shape):
+    n, c, h, w = shape(node.inputs[0])
+    t, l = node.padding[:2]
+    out_hw = g.shape[2:]
+    gd = g / avg_pool_divisor(node, h, w, out_hw).astype(g.dtype)
+    dxp = np.zeros((n, c) + _padded_frame(node, h, w, out_hw), g.dtype)
+    for i in range(node.kernel[0]):
+        for j in range(node.kernel[1]):
+            _pool_tap(dxp, node, i, j, out_hw)[...] += gd
+    return [dxp[:, :, t:t + h, l:l + w]]
+
+
+def _adaptive_avg_pool2d(node: ir.AdaptiveAvgPool2d, g, want, get: Get, shape):
+    n, c, h, w = shape(node.inputs[0])
+    oh, ow = node.output_size
+    dx = np.zeros((n, c, h, w), g.dtype)
+    for i in range(oh):
+        h0, h1 = (i * h) // oh, -(-((i + 1) * h) // oh)
+        for j in range(ow):
+            w0, w1 = (j * w) // ow, -(-((j + 1) * w) // ow)
+            dx[:, :, h0:h1, w0:w1] += (g[:, :, i, j] / ((h1 - h0) * (w1 - w0)))[:, :, None, None]
+    return [dx]
+
+
+RULES: dict[str, Callable] = {
+    "conv2d": _conv2d, "linear": _linear, "batch_norm": _batch_norm, "relu": _relu, "clip": _clip,
+    "sigmoid": _sigmoid, "tanh": _tanh, "softmax": _softmax, "flatten": _reshape, "reshape": _reshape,
+    "add": _add, "concat": _concat, "max_pool2d": _max_pool2d, "avg_pool2d": _avg_pool2d,
+    "adaptive_avg_pool2d": _adaptive_avg_pool2d,
+}
+
+
+def _bn_reads(node: ir.BatchNorm, want) -> list[str]:
+    x, gamma, _, mean, var = node.inputs
+    return [gamma, var] + ([x, mean] if want[1] or want[4] else []) + ([mean] if want[3] else [])
+
+
+# the forward values each rule reads (given which inputs need a gradient); shapes come from the specs
+READS: dict[str, Callable[[ir.Node, tuple[bool, ...]], list[str]]] = {
+    "conv2d": lambda n, w: [n.inputs[1]] * w[0] + [n.inputs[0]] * w[1],
+    "linear": lambda n, w: [n.inputs[1]] * w[0] + [n.inputs[0]] * w[1],
+    "batch_norm": _bn_reads,
+    "relu": lambda n, w: [n.output], "sigmoid": lambda n, w: [n.output], "tanh": lambda n, w: [n.output],
+    "softmax": lambda n, w: [n.output], "clip": lambda n, w: [n.inputs[0]],
+    "max_pool2d": lambda n, w: [n.inputs[0], n.output],
+    "flatten": lambda n, w: [], "reshape": lambda n, w: [], "add": lambda n, w: [], "concat": lambda n, w: [],
+    "avg_pool2d": lambda n, w: [], "adaptive_avg_pool2d": lambda n, w: [],
+}
