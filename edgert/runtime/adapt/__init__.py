@@ -69,3 +69,7 @@ POLICIES["norm"] = NormPolicy
 from edgert.runtime.adapt.knn import KnnPolicy  # noqa: E402
 
 POLICIES["knn"] = KnnPolicy
+
+from edgert.runtime.adapt.adapter import AdapterPolicy  # noqa: E402  (opt-in: needs `compile --adapters`)
+
+POLICIES["adapter"] = AdapterPolicy
