@@ -9,7 +9,9 @@ in sequence, 48 images per (corruption, severity), the same stream ten times ove
 reset between segments or repeats). Each policy's outputs are scored before it adapts on that batch.
 TENT is the PyTorch reference with full backpropagation: BatchNorm in training mode (batch
 statistics), Adam on BN scale and shift, entropy loss, as in Wang et al. 2021. The opt-in ``adapter``
-policy runs on a second artifact compiled with side blocks warmed up on the digits training split.
+policy runs on a second artifact compiled with side blocks warmed up on the digits training split; the
+warm-up jitters noise and contrast (mild forms of two of the corruptions), so the row "none, adapter
+artifact" separates what the warm-up gives from what the device updates give.
 """
 
 from __future__ import annotations
