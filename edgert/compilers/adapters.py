@@ -158,7 +158,7 @@ def add_adapters(g: ir.Graph, data: str | Path | Mapping[str, np.ndarray] | None
         g, summary = warm_up(g, adapters, *source, steps, say)
     names = [p for a in adapters for p in a.params]
     out = g.outputs[0]
-    needed = needed_values(g, {out: None, **{a.side: None for a in adapters}}, names)
+    needed = needed_values(g, [out] + [a.side for a in adapters], names)
     inputs = {n for n, _ in g.inputs}
     taps = [t for t in needed if t not in g.params and t not in inputs and t != out]
     plan = {"blocks": [a.to_json() for a in adapters], "params": names, "logits": out,

@@ -103,3 +103,17 @@ def test_adapter_data_errors(tmp_path, graph):
 def test_adapter_data_without_adapters_is_refused():
     with pytest.raises(EdgertError, match="add --adapters"):
         edgert.compile(_model(), np.zeros((1, 1, 6, 6), np.float32), adapter_data={"x": _data(4)[0]})
+
+
+def test_models_adapters_cannot_serve_are_refused():
+    from edgert import ir
+    from edgert.compilers.adapters import add_adapters
+
+    x = (("x", ir.TensorSpec((None, 4))),)
+    mlp = ir.Graph(x, (ir.Linear(name="fc", inputs=("x", "w"), output="y"),), ("y",),
+                   {"w": np.ones((3, 4), np.float32)})
+    with pytest.raises(EdgertError, match="no conv block"):
+        add_adapters(mlp)
+    two = ir.Graph(x, mlp.nodes + (ir.Relu(name="r", inputs=("y",), output="z"),), ("y", "z"), mlp.params)
+    with pytest.raises(EdgertError, match=r"one input and one \[N, classes\] output"):
+        add_adapters(two)
