@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from tests.test_cli import edgert
@@ -33,6 +34,7 @@ def test_run_adapt_norm_streams_and_keeps_state(tmp_path):
     assert bad.returncode == 2 and "choose one of" in bad.stdout + bad.stderr
 
 
+@pytest.mark.slow  # three compiles through the CLI (~40 s on a shared machine)
 def test_compile_adapters_then_run_the_adapter_policy(tmp_path):
     from tools.models.digits_cnn import digits_split
 
