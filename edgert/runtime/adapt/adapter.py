@@ -18,10 +18,10 @@ a_k, so no second forward is needed. The gradient, dL/dz = [H < margin] (-p (ln 
 logits and lam sign(a_k) / size(a_k) at each a_k, goes back through the compiled graph (backprop.py,
 NumPy) into the side-block weights and biases only; SGD or Adam updates them, nothing else changes.
 
-``stats()["step_memory"]`` is the measured peak of a step: the activations kept from the forward
-(taps), plus the peak of the NumPy allocations of the backward pass and update (tracemalloc; it
-includes the gradients), plus the optimizer state. It is measured on the first step and every
-``memory_every`` steps (tracemalloc slows the steps it watches).
+``stats()["step_memory"]["step_peak"]`` is the measured peak of a step: the activations kept from the
+forward (taps), plus the optimizer state, plus the peak of the NumPy allocations of the backward pass
+and the update (tracemalloc; it includes the gradients). It is measured on the first step and every
+``memory_every`` steps after (tracemalloc slows the steps it watches); the last measurement is shown.
 """
 
 from __future__ import annotations
@@ -90,26 +90,27 @@ class AdapterPolicy(AdaptingPolicy):
         self.engine.set_params(self.params)
 
     def _adapt(self, x: np.ndarray, y: np.ndarray, taps: dict[str, np.ndarray]) -> None:
-        watch = self._t % self.memory_every == 0
-        if watch:
-            started = not tracemalloc.is_tracing()
-            if started:
-                tracemalloc.start()
-            tracemalloc.reset_peak()
-            base = tracemalloc.get_traced_memory()[0]
-        self._step(x, y, taps)
-        if watch:
-            peak = tracemalloc.get_traced_memory()[1] - base
-            if started:
-                tracemalloc.stop()
-            kept = sum(t.nbytes for t in taps.values())
-            state = sum(a.nbytes for a in (*self._m.values(), *self._v.values()))
-            self.step_memory = {"total_bytes": kept + peak + state, "taps_bytes": kept,
-                                "backward_and_update_peak_bytes": peak, "optimizer_state_bytes": state,
-                                "batch": len(x)}
+        if self._t % self.memory_every:
+            self._step(x, y, taps)
+            return
+        started = not tracemalloc.is_tracing()
+        if started:
+            tracemalloc.start()
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        gradients = self._step(x, y, taps)
+        transient = max(tracemalloc.get_traced_memory()[1] - base, 0)
+        if started:
+            tracemalloc.stop()
+        kept = sum(t.nbytes for t in taps.values())
+        optimizer = sum(a.nbytes for a in (*self._m.values(), *self._v.values()))
+        # the parts and names of the entropy policy's accounting (gradients are part of transient)
+        self.step_memory = {"batch": len(x), "kept": kept, "optimizer": optimizer, "gradients": gradients,
+                            "transient": transient, "step_peak": kept + optimizer + transient}
 
-    def _step(self, x: np.ndarray, y: np.ndarray, taps: dict[str, np.ndarray]) -> None:
-        """One update of the side-block parameters from one batch (see the module docstring)."""
+    def _step(self, x: np.ndarray, y: np.ndarray, taps: dict[str, np.ndarray]) -> int:
+        """One update of the side-block parameters from one batch (see the module docstring); returns
+        the bytes of the gradients."""
         out = self.plan["logits"]
         seed, h = entropy_seed(y, self.margin)
         self.confident += int((h < self.margin).sum())
@@ -129,6 +130,7 @@ class AdapterPolicy(AdaptingPolicy):
                 g = (self._m[k] / (1 - b1 ** self._t)) / (np.sqrt(self._v[k] / (1 - b2 ** self._t)) + 1e-8)
             self.params[k] = self.params[k] - np.float32(self.lr) * g
         self.engine.set_params(self.params)
+        return sum(g.nbytes for g in grads.values())
 
     def _state(self) -> dict[str, np.ndarray]:
         out = dict(self.params)

@@ -145,10 +145,11 @@ def test_reset_state_roundtrip_and_memory(artifacts):
     mem = policy.stats()["step_memory"]
     n = policy.stats()["adapter_params"]
     assert n == 4 * 4 + 4 + 6 * 6 + 6
-    assert mem["optimizer_state_bytes"] == 2 * 4 * n                 # Adam: two float32 moments
-    assert mem["backward_and_update_peak_bytes"] >= 4 * n           # at least the gradients
-    assert mem["total_bytes"] == (mem["taps_bytes"] + mem["backward_and_update_peak_bytes"]
-                                  + mem["optimizer_state_bytes"])
+    assert mem["optimizer"] == 2 * 4 * n and mem["gradients"] == 4 * n  # Adam: two float32 moments
+    assert mem["transient"] >= mem["gradients"]         # tracemalloc sees NumPy's buffers
+    assert mem["kept"] == sum(4 * np.prod(engine.artifact.manifest["specs"][t]["shape"][1:]) * 2
+                              for t in art.manifest["adapt"]["taps"])  # batch 2, float32
+    assert mem["step_peak"] == mem["kept"] + mem["optimizer"] + mem["transient"]
     bad = dict(state, **{"adapter.0.weight": np.zeros(3, np.float32)})
     with pytest.raises(InputError, match="expected"):
         policy.load_state_dict(bad)
