@@ -41,6 +41,10 @@ def compile(
     adapt_memory: str = typer.Option(None, help="Memory budget of the entropy adaptation step, e.g. 32MB "
                                                 "(adapts only the deepest BatchNorms that fit)."),
     adapt_batch: int = typer.Option(1, min=1, help="With --adapt-memory: the batch size the step must fit at."),
+    adapters: bool = typer.Option(False, "--adapters", help="Add side blocks for the opt-in `adapter` policy."),
+    adapter_data: Path = typer.Option(None, help="With --adapters: source data .npz (x, optional labels y) "
+                                                 "to warm the side blocks up on."),
+    adapter_steps: int = typer.Option(300, min=1, help="With --adapter-data: warm-up steps (batches of 64)."),
 ) -> None:
     """Compile MODEL for one target into an .edgert artifact."""
     from edgert.compilers.compile import compile_model
@@ -48,11 +52,24 @@ def compile(
     example = np.zeros(_shape(input_shape), np.float32) if input_shape else None
     out = output or model.with_suffix(".edgert")
     t0 = time.perf_counter()
+
+    def say(msg: str) -> None:
+        status.update(msg)
+        if msg.startswith("warming up"):
+            console.print(msg, highlight=False)
+
     with console.status("compiling") as status:
-        art = compile_model(model, example, target, fold_bn=not keep_bn,
-                            progress=lambda msg: status.update(msg), adapt_memory=adapt_memory,
-                            adapt_batch=adapt_batch)
+        art = compile_model(model, example, target, fold_bn=not keep_bn, progress=say,
+                            adapt_memory=adapt_memory, adapt_batch=adapt_batch,
+                            adapters=adapters, adapter_data=adapter_data, adapter_steps=adapter_steps)
         art.save(out)
+    side = art.manifest.get("adapt", {}).get("adapter")
+    if side is not None:
+        w = side["warmup"]
+        console.print(f"adapters: {len(side['blocks'])} side blocks; " + (
+            f"warmed up {w['steps']} steps on {w['samples']} samples ({w['loss']}), clean accuracy "
+            f"vs {w['scored_against']} {w['clean_accuracy_before']:.3f} -> {w['clean_accuracy_after']:.3f}" if w else
+            "no --adapter-data, so they start at identity (zero weights: outputs unchanged)"), highlight=False)
     size = sum(len(b) for b in art.libraries.values())
     lib = (f"{len(art.manifest['stages'])} stages, libraries {size / 1e3:.0f} kB" if art.runnable
            else f"no compiled code: {art.target_name} has no code generation yet, so this artifact is "
@@ -71,7 +88,7 @@ def run(
     artifact: Path = typer.Argument(..., help="An .edgert file."),
     input: Path = typer.Option(..., "--input", "-i", help="Input batch as .npy."),
     output: Path = typer.Option(None, "--output", "-o", help="Write outputs here as .npy."),
-    adapt: str = typer.Option(None, help="Adapt while running: norm, none (see README 'Adapt')."),
+    adapt: str = typer.Option(None, help="Adapt while running: norm, knn, adapter, none (see README 'Adapt')."),
     adapt_batch: int = typer.Option(1, min=1, help="With --adapt: samples per adaptation step."),
     adapt_state: Path = typer.Option(None, help="With --adapt: load this .npz state if it exists, save after."),
     remote: str = typer.Option(None, "--remote", help="Run on the board's `edgert agent` at this URL instead."),

@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from tests.test_cli import edgert
@@ -42,3 +43,27 @@ def test_compile_adapt_memory_plans_the_entropy_step(tmp_path):
     assert bad.returncode != 0 and "like 32MB" in bad.stdout + bad.stderr
     small = edgert("compile", pt2, "-o", tmp_path / "e.edgert", "--adapt-memory", "1KB", check=False)
     assert small.returncode != 0 and "too small for the entropy step" in small.stdout + small.stderr
+
+
+@pytest.mark.slow  # three compiles through the CLI (~40 s on a shared machine)
+def test_compile_adapters_then_run_the_adapter_policy(tmp_path):
+    from tools.models.digits_cnn import digits_split
+
+    torch.manual_seed(0)
+    pt2 = save_pt2(DigitsCNN().eval(), tmp_path / "digits.pt2")
+    xtr, ytr, xte, _ = digits_split()
+    np.savez(tmp_path / "source.npz", x=xtr[:200], y=ytr[:200])
+    np.save(tmp_path / "x.npy", xte[:12])
+    bad = edgert("compile", pt2, "--adapter-data", tmp_path / "source.npz", check=False)
+    assert bad.returncode == 2 and "add --adapters" in bad.stdout + bad.stderr
+    out = edgert("compile", pt2, "-o", tmp_path / "id.edgert", "--adapters")
+    assert "3 side blocks" in out.stdout and "start at identity" in out.stdout
+    out = edgert("compile", pt2, "-o", tmp_path / "ad.edgert", "--adapters", "--adapter-data",
+                 tmp_path / "source.npz", "--adapter-steps", "50")
+    assert "step 50/50" in out.stdout and "warmed up 50 steps on 200 samples" in out.stdout
+    out = edgert("run", tmp_path / "ad.edgert", "-i", tmp_path / "x.npy", "--adapt", "adapter",
+                 "--adapt-batch", "4")
+    stats = json.loads(out.stdout.split("adaptation: ")[1].splitlines()[0])
+    assert stats["policy"] == "adapter" and stats["updates"] == 3 and stats["step_memory"]["step_peak"] > 0
+    out = edgert("run", tmp_path / "id.edgert", "-i", tmp_path / "x.npy", "--adapt", "adapter")  # from identity
+    assert json.loads(out.stdout.split("adaptation: ")[1].splitlines()[0])["updates"] == 12

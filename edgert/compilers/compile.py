@@ -62,16 +62,22 @@ def optimize(g: ir.Graph, fold_bn: bool = True) -> ir.Graph:
 
 def compile_model(model: Any, example_input: Any = None, target: str | Target = "x86-host",
                   fold_bn: bool = True, progress: Callable[[str], None] | None = None,
-                  adapt_memory: str | int | None = None, adapt_batch: int = 1) -> Artifact:
+                  adapt_memory: str | int | None = None, adapt_batch: int = 1, adapters: bool = False,
+                  adapter_data: Any = None, adapter_steps: int = 300) -> Artifact:
     """Compile a trained model into an Artifact for ``target`` (a name from `edgert targets`).
 
     ``adapt_memory`` ("32MB", or bytes) makes the entropy adaptation step fit that budget at
     ``adapt_batch`` samples by adapting only the deepest BatchNorms (compilers/adapt_memory.py).
+    ``adapters=True`` adds side blocks for the opt-in ``adapter`` policy (compilers/adapters.py), warmed
+    up for ``adapter_steps`` steps on ``adapter_data`` (an .npz path or a mapping with x and maybe y).
     """
     say = progress or (lambda msg: None)
     budget = parse_size(adapt_memory) if isinstance(adapt_memory, str) else adapt_memory
     if adapt_batch < 1:
         raise EdgertError(f"adapt_batch={adapt_batch}: the batch size the step is planned for must be >= 1")
+    if adapter_data is not None and not adapters:
+        raise EdgertError("adapter data was given without adapters: add --adapters (adapters=True) to "
+                          "insert the side blocks it warms up, or leave out --adapter-data")
     tgt = target if isinstance(target, Target) else load_target(target)
     if isinstance(example_input, np.ndarray):
         example_input = example_input.astype(np.float32, copy=False)
@@ -79,12 +85,20 @@ def compile_model(model: Any, example_input: Any = None, target: str | Target = 
     imported = import_model(model, example_input)
     graph = optimize(imported, fold_bn)
     graph = select_shift_path(graph, preferred_path(tgt.throughput))
+    side = None
+    if adapters:
+        from edgert.compilers.adapters import add_adapters
+
+        graph, side = add_adapters(graph, adapter_data, adapter_steps, say)
     graph, plan = plan_adaptation(optimize(imported, fold_bn=False), graph)  # what adapt/ needs
     entropy = plan_entropy(graph, plan["norm"], budget, adapt_batch)
     if entropy is not None:  # the entropy step's backward reads these forward values: tap them
         plan["entropy"] = entropy
         inputs = dict(graph.inputs)
         plan["taps"] = list(dict.fromkeys(plan["taps"] + [n for n in entropy["needed"] if n not in inputs]))
+    if side is not None:
+        plan["adapter"] = side
+        plan["taps"] = list(dict.fromkeys(plan["taps"] + side["taps"]))
     return build_artifact(graph, tgt, say, adapt=plan)
 
 

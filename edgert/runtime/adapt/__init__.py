@@ -73,3 +73,7 @@ POLICIES["knn"] = KnnPolicy
 from edgert.runtime.adapt.entropy import EntropyPolicy  # noqa: E402
 
 POLICIES["entropy"] = EntropyPolicy
+
+from edgert.runtime.adapt.adapter import AdapterPolicy  # noqa: E402  (opt-in: needs `compile --adapters`)
+
+POLICIES["adapter"] = AdapterPolicy

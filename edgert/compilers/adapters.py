@@ -1,0 +1,166 @@
+"""Side adapters at compile time: insert them, warm them up on the user's source data, plan their update.
+
+``add_adapters(graph, data, steps)`` inserts a zero-initialized residual 1x1 conv after every conv block
+(passes/insert_adapters.py), so the network computes exactly what it did. With source data (an .npz
+holding ``x`` [N, ...] shaped like the model input and, optionally, integer labels ``y`` [N]) the
+blocks are warmed up in torch, everything else frozen: Adam, batches of 64, on inputs with light
+noise and contrast jitter (so the blocks learn something the frozen network has not), with
+cross-entropy to the labels when there are labels, else the KL divergence to the frozen model's
+predictions on the clean inputs. Without data the blocks stay at identity.
+
+The plan (manifest ``adapt.adapter``) names each block, its parameters, the logits, and the taps the
+device's backward pass needs (``backprop.needed_values``) plus each block's side output (for the
+self-distillation penalty).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from edgert import ir
+from edgert.compilers.passes.insert_adapters import Adapter, insert_adapters
+from edgert.errors import EdgertError, InputError
+
+WARMUP_BATCH = 64
+
+
+def check_classifier(g: ir.Graph) -> int:
+    """Number of classes of a single-input model with one [N, classes] output; else one clear error."""
+    specs = g.infer_specs()
+    if len(g.inputs) != 1 or len(g.outputs) != 1 or specs[g.outputs[0]].rank != 2:
+        raise EdgertError(f"--adapters needs a classifier with one input and one [N, classes] output; this "
+                          f"model has inputs {[n for n, _ in g.inputs]} and outputs "
+                          f"{[(o, specs[o].shape) for o in g.outputs]}")
+    return int(specs[g.outputs[0]].shape[1])
+
+
+def load_adapter_data(source: str | Path | Mapping[str, np.ndarray], spec: ir.TensorSpec,
+                      classes: int) -> tuple[np.ndarray, np.ndarray | None]:
+    """``x`` as float32 and ``y`` (int64, or None) from an .npz path or a mapping; checked against the model."""
+    fix = f"give an .npz with x shaped [N, {', '.join(map(str, spec.shape[1:]))}] and optionally integer labels y [N]"
+    if isinstance(source, Mapping):
+        arrays = dict(source)
+    else:
+        try:
+            with np.load(source, allow_pickle=False) as z:
+                if not hasattr(z, "files"):
+                    raise ValueError("it holds one array (.npy), not named arrays")
+                arrays = {k: z[k] for k in z.files}
+        except (OSError, ValueError, EOFError) as e:
+            raise InputError(f"cannot read adapter data {source}: {e}; {fix}") from None
+    problems = []
+    if "x" not in arrays:
+        problems.append(f"no array 'x' (it has {sorted(arrays)})")
+    if set(arrays) - {"x", "y"}:
+        problems.append(f"unknown arrays {sorted(set(arrays) - {'x', 'y'})}")
+    x, y = arrays.get("x"), arrays.get("y")
+    if x is not None:
+        x = np.asarray(x)
+        if x.ndim != spec.rank or tuple(x.shape[1:]) != spec.shape[1:] or len(x) == 0:
+            problems.append(f"x has shape {x.shape}, the model input is "
+                            f"{'x'.join('N' if d is None else str(d) for d in spec.shape)}")
+        elif not np.issubdtype(x.dtype, np.floating) or not np.isfinite(x).all():
+            problems.append(f"x must hold finite floats, got {x.dtype}"
+                            + (" with NaN or Inf" if np.issubdtype(x.dtype, np.floating) else ""))
+    if y is not None:
+        y = np.asarray(y)
+        if not np.issubdtype(y.dtype, np.integer) or y.ndim != 1:
+            problems.append(f"y must be integer class labels [N], got {y.dtype} {y.shape}")
+        elif x is not None and len(y) != len(x):
+            problems.append(f"y has {len(y)} labels for {len(x)} samples of x")
+        elif len(y) and (y.min() < 0 or y.max() >= classes):
+            problems.append(f"y holds labels in [{y.min()}, {y.max()}], the model has {classes} classes")
+    if problems:
+        raise InputError(f"adapter data {'(mapping)' if isinstance(source, Mapping) else source}: "
+                         f"{'; '.join(problems)}; {fix}")
+    return x.astype(np.float32), None if y is None else y.astype(np.int64)
+
+
+def warm_up(g: ir.Graph, adapters: list[Adapter], x: np.ndarray, y: np.ndarray | None, steps: int,
+            say: Callable[[str], None], lr: float = 1e-3, seed: int = 0) -> tuple[ir.Graph, dict[str, Any]]:
+    """``g`` with its adapter parameters trained on (x, y) in torch; every other parameter unchanged."""
+    import torch
+    import torch.nn.functional as F
+
+    from edgert.compilers.torch_graph import check_trainable, run_graph_torch
+
+    check_trainable(g)
+    gen = torch.Generator().manual_seed(seed)
+    names = [p for a in adapters for p in a.params]
+    params = {k: torch.from_numpy(np.array(v)) for k, v in g.params.items()}
+    for k in names:
+        params[k].requires_grad_(True)
+    inp, out = g.inputs[0][0], g.outputs[0]
+
+    def logits(xb: torch.Tensor) -> torch.Tensor:
+        return run_graph_torch(g, {inp: xb}, params)[out]
+
+    xt = torch.from_numpy(x)
+    with torch.no_grad():
+        before = torch.cat([logits(xt[i:i + 256]) for i in range(0, len(xt), 256)])
+    teacher = before.softmax(1)
+    labels = None if y is None else torch.from_numpy(y)
+    scale = float(xt.std()) or 1.0
+    opt = torch.optim.Adam([params[k] for k in names], lr=lr)
+    kind = "cross-entropy to the labels" if labels is not None else "distillation to the frozen model"
+    first = last = 0.0
+    for step in range(1, steps + 1):
+        idx = torch.randint(len(xt), (min(WARMUP_BATCH, len(xt)),), generator=gen)
+        xb = xt[idx]
+        shape = (len(xb),) + (1,) * (xb.ndim - 1)
+        mean = xb.mean(dim=tuple(range(1, xb.ndim)), keepdim=True)
+        contrast = 0.5 + torch.rand(shape, generator=gen)                  # in [0.5, 1.5)
+        noise = 0.5 * scale * torch.rand(shape, generator=gen) * torch.randn(xb.shape, generator=gen)
+        z = logits(mean + (xb - mean) * contrast + noise)
+        if labels is not None:
+            loss = F.cross_entropy(z, labels[idx])
+        else:
+            loss = F.kl_div(z.log_softmax(1), teacher[idx], reduction="batchmean")
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        last = loss.item()
+        first = last if step == 1 else first
+        if step % 50 == 0 or step == steps:
+            say(f"warming up {len(adapters)} adapters on {len(x)} samples ({kind}): step {step}/{steps}, "
+                f"loss {last:.4f}")
+    with torch.no_grad():
+        after = torch.cat([logits(xt[i:i + 256]) for i in range(0, len(xt), 256)])
+    ref = labels if labels is not None else before.argmax(1)
+    summary = {"steps": steps, "samples": len(x), "loss": kind, "loss_first": first, "loss_last": last,
+               "scored_against": "labels" if labels is not None else "frozen predictions",
+               "clean_accuracy_before": float((before.argmax(1) == ref).float().mean()),
+               "clean_accuracy_after": float((after.argmax(1) == ref).float().mean())}
+    new = dict(g.params)
+    new.update({k: params[k].detach().numpy().astype(np.float32) for k in names})
+    return ir.Graph(g.inputs, g.nodes, g.outputs, new).validate(), summary
+
+
+def add_adapters(g: ir.Graph, data: str | Path | Mapping[str, np.ndarray] | None = None, steps: int = 300,
+                 progress: Callable[[str], None] | None = None) -> tuple[ir.Graph, dict[str, Any]]:
+    """``g`` with side adapters (warmed up on ``data`` when given) and the manifest plan for them."""
+    from edgert.runtime.adapt.backprop import needed_values
+
+    say = progress or (lambda msg: None)
+    classes = check_classifier(g)
+    if steps < 1:
+        raise EdgertError(f"adapter warm-up steps={steps} must be >= 1")
+    source = None if data is None else load_adapter_data(data, g.inputs[0][1], classes)
+    g, adapters = insert_adapters(g)
+    if not adapters:
+        raise EdgertError("--adapters found no conv block to attach a side block to (it adds one after "
+                          "each conv2d and its BatchNorm/ReLU); compile this model without --adapters")
+    summary = None
+    if source is not None:
+        g, summary = warm_up(g, adapters, *source, steps, say)
+    names = [p for a in adapters for p in a.params]
+    out = g.outputs[0]
+    needed = needed_values(g, [out] + [a.side for a in adapters], names)
+    inputs = {n for n, _ in g.inputs}
+    taps = [t for t in needed if t not in g.params and t not in inputs and t != out]
+    plan = {"blocks": [a.to_json() for a in adapters], "params": names, "logits": out,
+            "taps": list(dict.fromkeys(taps + [a.side for a in adapters])), "warmup": summary}
+    return g, plan

@@ -1,0 +1,144 @@
+"""The ``adapter`` policy (opt-in): train only the compiled-in side blocks on the device, EcoTTA-style.
+
+The method is EcoTTA (Song et al., CVPR 2023: lightweight side "meta networks" on a frozen network,
+with a self-distilled regularizer). EcoTTA is reported to be patented by its authors' company
+(Qualcomm); for that reason this policy is opt-in: it is never the default, and it only runs on an
+artifact compiled with ``edgert compile --adapters``.
+
+The artifact carries a residual side block ``h + a_k``, ``a_k = conv1x1_k(h)``, after each conv block
+(compilers/adapters.py), warmed up on source data at compile time. Per batch of B samples with logits
+z, p = softmax(z) and entropy H_i = -sum_j p_ij ln p_ij, the loss is
+
+    L = (1/B) sum_i [H_i < margin] H_i  +  lam * sum_k mean(|a_k|)
+
+The first term is entropy of the confident samples only (margin 0.2 ln C by default; EcoTTA and EATA
+use 0.4 ln C). The second is EcoTTA's self-distillation: the L1 distance between each adapted block
+output h + a_k and the frozen block output h on the same input, which is the side branch's own output
+a_k, so no second forward is needed. The gradient, dL/dz = [H < margin] (-p (ln p + H)) / B at the
+logits and lam sign(a_k) / size(a_k) at each a_k, goes back through the compiled graph (backprop.py,
+NumPy) into the side-block weights and biases only; SGD or Adam updates them, nothing else changes.
+
+``stats()["step_memory"]["step_peak"]`` is the measured peak of a step: the activations kept from the
+forward (taps), plus the optimizer state, plus the peak of the NumPy allocations of the backward pass
+and the update (tracemalloc; it includes the gradients). It is measured on the first step and every
+``memory_every`` steps after (tracemalloc slows the steps it watches); the last measurement is shown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from edgert.errors import EdgertError
+from edgert.runtime.adapt.backprop import Backward
+from edgert.runtime.adapt.base import AdaptingPolicy, softmax
+from edgert.runtime.adapt.memory import nbytes, step_memory, traced_peak
+from edgert.runtime.engine import Engine
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+def entropy_seed(y: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
+    """dL/dlogits of the confident-entropy term (1/B) sum_i [H_i < margin] H_i, and the entropies H."""
+    p = softmax(y)
+    logp = np.log(np.maximum(p, 1e-300))
+    h = -(p * logp).sum(axis=1)
+    keep = (h < margin)[:, None]
+    return (keep * -p * (logp + h[:, None]) / len(y)).astype(np.float32), h
+
+
+class AdapterPolicy(AdaptingPolicy):
+    """Entropy on confident samples + L1 self-distillation, gradient into the side blocks only."""
+
+    name = "adapter"
+
+    # defaults chosen on a second digits stream (tools/bench/tta.make_stream seed 1), not the bench's own
+    def __init__(self, engine: Engine, lr: float = 1e-4, optimizer: str = "adam", lam: float = 2.0,
+                 margin: float = 0.2, betas: tuple[float, float] = (0.9, 0.999), memory_every: int = 32,
+                 **guard: Any):
+        super().__init__(engine, **guard)
+        plan = engine.artifact.manifest.get("adapt", {}).get("adapter")
+        if plan is None:
+            raise EdgertError("the 'adapter' policy trains side blocks that this artifact does not have; "
+                              "recompile it with `edgert compile MODEL --adapters --adapter-data SOURCE.npz` "
+                              "(or edgert.compile(..., adapters=True)), or use --adapt norm")
+        if optimizer not in OPTIMIZERS or not lr > 0 or lam < 0 or not margin > 0 or memory_every < 1:
+            raise EdgertError(f"adapter options: need optimizer in {OPTIMIZERS}, lr > 0, lam >= 0, margin > 0 "
+                              f"(a fraction of ln C) and memory_every >= 1; got optimizer={optimizer!r}, "
+                              f"lr={lr}, lam={lam}, margin={margin}, memory_every={memory_every}")
+        self.plan, self.lr, self.optimizer, self.lam, self.betas = plan, lr, optimizer, lam, betas
+        self.memory_every = memory_every
+        self.input = engine.inputs[0][0]
+        classes = int(engine.outputs[0][1].shape[-1])
+        self.margin = margin * np.log(classes)
+        self.sides = [b["side"] for b in plan["blocks"]]
+        self.names = list(plan["params"])
+        self._src = {k: np.array(engine.artifact.params[k], np.float32) for k in self.names}
+        # the backward walk is planned once: seeds at the logits and at each side output
+        self._backward = Backward(engine.artifact.graph, [plan["logits"], *self.sides], self.names)
+        self.step_memory: dict[str, int] | None = None
+        self.confident = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.params = {k: v.copy() for k, v in self._src.items()}
+        adam = self.optimizer == "adam"
+        self._m = {k: np.zeros_like(v) for k, v in self._src.items()} if adam else {}
+        self._v = {k: np.zeros_like(v) for k, v in self._src.items()} if adam else {}
+        self._t = 0
+        self.engine.set_params(self.params)
+
+    def _adapt(self, x: np.ndarray, y: np.ndarray, taps: dict[str, np.ndarray]) -> None:
+        if self._t % self.memory_every:
+            self._step(x, y, taps)
+            return
+        gradients, transient = traced_peak(lambda: self._step(x, y, taps))
+        kept = nbytes(taps.values())
+        optimizer = nbytes((*self._m.values(), *self._v.values()))
+        self.step_memory = step_memory(len(x), kept, optimizer, gradients, transient)
+
+    def _step(self, x: np.ndarray, y: np.ndarray, taps: dict[str, np.ndarray]) -> int:
+        """One update of the side-block parameters from one batch (see the module docstring); returns
+        the bytes of the gradients."""
+        out = self.plan["logits"]
+        seed, h = entropy_seed(y, self.margin)
+        self.confident += int((h < self.margin).sum())
+        seeds = {out: seed}
+        for s in self.sides:
+            a = taps[s]
+            seeds[s] = (self.lam / a.size * np.sign(a)).astype(np.float32)
+        values = {**taps, self.input: x, out: y}
+        grads = self._backward(values, seeds, self.engine.artifact.params)
+        self._t += 1
+        b1, b2 = self.betas
+        for k in self.names:
+            g = grads[k].astype(np.float32, copy=False)
+            if self.optimizer == "adam":  # bias-corrected moments, as torch.optim.Adam
+                self._m[k] = b1 * self._m[k] + (1 - b1) * g
+                self._v[k] = b2 * self._v[k] + (1 - b2) * g * g
+                g = (self._m[k] / (1 - b1 ** self._t)) / (np.sqrt(self._v[k] / (1 - b2 ** self._t)) + 1e-8)
+            self.params[k] = self.params[k] - np.float32(self.lr) * g
+        self.engine.set_params(self.params)
+        return sum(g.nbytes for g in grads.values())
+
+    def _state(self) -> dict[str, np.ndarray]:
+        out = dict(self.params)
+        out.update({f"opt.m.{k}": v for k, v in self._m.items()})
+        out.update({f"opt.v.{k}": v for k, v in self._v.items()})
+        out["opt.t"] = np.array(self._t)
+        return out
+
+    def _load(self, state: dict[str, np.ndarray]) -> None:
+        self.params = {k: state[k].astype(np.float32, copy=True) for k in self.names}
+        self._m = {k: state[f"opt.m.{k}"].astype(np.float32, copy=True) for k in self._m}
+        self._v = {k: state[f"opt.v.{k}"].astype(np.float32, copy=True) for k in self._v}
+        self._t = int(state["opt.t"])
+        self.engine.set_params(self.params)
+
+    def stats(self) -> dict[str, Any]:
+        out = super().stats()
+        out.update(blocks=len(self.sides), optimizer=self.optimizer, lr=self.lr, lam=self.lam,
+                   confident_samples=self.confident, step_memory=self.step_memory,
+                   adapter_params=int(sum(v.size for v in self.params.values())))
+        return out

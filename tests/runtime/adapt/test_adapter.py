@@ -1,0 +1,162 @@
+"""The adapter policy: compiled side blocks, and each device update against torch autograd of the same rule."""
+
+import numpy as np
+import pytest
+
+import edgert
+from edgert.errors import EdgertError, InputError
+from edgert.ops.reference import run_graph_ref
+from edgert.runtime.adapt import make_policy
+from edgert.runtime.engine import Engine
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+X0 = np.zeros((1, 1, 6, 6), np.float32)
+
+
+def _model() -> "nn.Module":
+    torch.manual_seed(0)
+    m = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
+                      nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                      nn.Linear(6, 3))
+    m[1].running_mean.uniform_(-0.2, 0.2)
+    m[1].running_var.uniform_(0.5, 1.5)
+    return m.eval()
+
+
+def _stream(batch: int, n: int = 3, seed: int = 1) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [(rng.standard_normal((batch, 1, 6, 6)) * 1.5 + 0.3).astype(np.float32) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def artifacts():
+    rng = np.random.default_rng(0)
+    data = {"x": rng.standard_normal((64, 1, 6, 6)).astype(np.float32), "y": rng.integers(0, 3, 64)}
+    return {"plain": edgert.compile(_model(), X0),
+            "identity": edgert.compile(_model(), X0, adapters=True),
+            "warm": edgert.compile(_model(), X0, adapters=True, adapter_data=data, adapter_steps=30)}
+
+
+def test_zero_init_adapters_change_nothing(artifacts):
+    art = artifacts["identity"]
+    plan = art.manifest["adapt"]["adapter"]
+    assert [b["channels"] for b in plan["blocks"]] == [4, 6] and plan["warmup"] is None
+    assert all(not art.params[k].any() for k in plan["params"])
+    x = _stream(5)[0]
+    with torch.no_grad():
+        want = _model()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(run_graph_ref(art.graph, {"input": x})[0], want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(Engine(art).run(x), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(Engine(art).run(x), Engine(artifacts["plain"]).run(x), rtol=1e-6, atol=1e-6)
+
+
+def test_warm_up_changes_only_adapter_params(artifacts):
+    warm, ident = artifacts["warm"], artifacts["identity"]
+    plan = warm.manifest["adapt"]["adapter"]
+    assert plan["warmup"]["steps"] == 30 and plan["warmup"]["scored_against"] == "labels"
+    assert warm.params.keys() == ident.params.keys()
+    for k, v in ident.params.items():
+        if k in plan["params"]:
+            assert np.abs(warm.params[k]).max() > 1e-4, k
+        else:
+            np.testing.assert_array_equal(warm.params[k], v)
+
+
+class _TorchAdapted(nn.Module):
+    """The torch model with the artifact's side blocks hooked after its two conv blocks (ReLUs 2 and 5)."""
+
+    def __init__(self, params: dict[str, np.ndarray]):
+        super().__init__()
+        self.net = _model()
+        self.side = nn.ParameterList(nn.Parameter(torch.tensor(params[f"adapter.{k}.{p}"]))
+                                     for k in range(2) for p in ("weight", "bias"))
+        self.a: list[torch.Tensor] = []
+        self.kept = 0
+        for k, i in enumerate((2, 5)):
+            self.net[i].register_forward_hook(lambda mod, inp, out, k=k: self._add(k, out))
+
+    def _add(self, k: int, h: torch.Tensor) -> torch.Tensor:
+        a = nn.functional.conv2d(h, self.side[2 * k], self.side[2 * k + 1])
+        self.a.append(a)
+        return h + a
+
+    def loss(self, x: np.ndarray, margin: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Entropy of the confident samples (mean over the batch) + lam * sum_k mean |a_k|, as the policy."""
+        self.a = []
+        z = self.net(torch.from_numpy(x))
+        logp = z.log_softmax(1)
+        h = -(logp.exp() * logp).sum(1)
+        self.kept += int((h < margin).sum())
+        ent = (h * (h < margin)).sum() / len(x)
+        return ent + lam * sum(a.abs().mean() for a in self.a), z
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("batch", [1, 4])
+def test_update_matches_torch_autograd(artifacts, optimizer, batch):
+    art = artifacts["warm"]
+    xs = _stream(batch)
+    ref = _TorchAdapted(art.params)
+    with torch.no_grad():  # a margin between the entropies, so the filter keeps some samples and drops others
+        z = ref.net(torch.from_numpy(np.concatenate(xs)))
+        h = -(z.softmax(1) * z.log_softmax(1)).sum(1).numpy()
+    margin = float(np.median(h)) + 1e-6
+    lr, lam = 0.05, 0.7
+    policy = make_policy("adapter", Engine(art), optimizer=optimizer, lr=lr, lam=lam,
+                         margin=margin / np.log(3), guard=False)
+    opt = (torch.optim.SGD(ref.side, lr=lr) if optimizer == "sgd" else torch.optim.Adam(ref.side, lr=lr))
+    for x in xs:
+        loss, z = ref.loss(x, margin, lam)
+        np.testing.assert_allclose(policy.run(x), z.detach().numpy(), rtol=1e-4, atol=1e-5)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        state = policy.state_dict()
+        for k, p in enumerate(ref.side):
+            name = f"adapter.{k // 2}.{('weight', 'bias')[k % 2]}"
+            np.testing.assert_allclose(state[name], p.detach().numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
+    assert policy.stats()["confident_samples"] == ref.kept > 0
+    assert batch == 1 or ref.kept < 3 * batch  # the filter dropped some samples
+
+
+def test_reset_state_roundtrip_and_memory(artifacts):
+    art = artifacts["warm"]
+    engine = Engine(art)
+    x_probe = _stream(3, 1, seed=9)[0]
+    source = engine.run(x_probe)
+    policy = make_policy("adapter", engine, lr=0.05, margin=1.0, guard=False)
+    for x in _stream(2):
+        policy.run(x)
+    adapted = engine.run(x_probe)
+    assert np.abs(adapted - source).max() > 1e-4
+    state = policy.state_dict()
+    policy.reset()
+    np.testing.assert_array_equal(engine.run(x_probe), source)
+    policy.load_state_dict(state)
+    np.testing.assert_array_equal(engine.run(x_probe), adapted)
+    # the restored optimizer state continues exactly like the run never stopped
+    twin = make_policy("adapter", Engine(art), lr=0.05, margin=1.0, guard=False)
+    for x in _stream(2):
+        twin.run(x)
+    x = _stream(2, 1, seed=5)[0]
+    np.testing.assert_array_equal(policy.run(x), twin.run(x))
+    np.testing.assert_array_equal(engine.run(x_probe), twin.engine.run(x_probe))
+    mem = policy.stats()["step_memory"]
+    n = policy.stats()["adapter_params"]
+    assert n == 4 * 4 + 4 + 6 * 6 + 6
+    assert mem["optimizer"] == 2 * 4 * n and mem["gradients"] == 4 * n  # Adam: two float32 moments
+    assert mem["transient"] >= mem["gradients"]         # tracemalloc sees NumPy's buffers
+    assert mem["kept"] == sum(4 * np.prod(engine.artifact.manifest["specs"][t]["shape"][1:]) * 2
+                              for t in art.manifest["adapt"]["taps"])  # batch 2, float32
+    assert mem["step_peak"] == mem["kept"] + mem["optimizer"] + mem["transient"]
+    bad = dict(state, **{"adapter.0.weight": np.zeros(3, np.float32)})
+    with pytest.raises(InputError, match="expected"):
+        policy.load_state_dict(bad)
+
+
+def test_refuses_artifact_without_adapters_and_bad_options(artifacts):
+    with pytest.raises(EdgertError, match="recompile it with `edgert compile MODEL --adapters"):
+        make_policy("adapter", Engine(artifacts["plain"]))
+    with pytest.raises(EdgertError, match="optimizer in"):
+        make_policy("adapter", Engine(artifacts["warm"]), optimizer="rmsprop")
