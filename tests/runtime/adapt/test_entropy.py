@@ -27,13 +27,15 @@ def _normalized_entropy(logits: "torch.Tensor") -> "torch.Tensor":
     return -(logp.exp() * logp).sum(1) / np.log(logits.shape[1])
 
 
-def _torch_reference(xs, lr, threshold, momentum):
+def _torch_reference(xs, lr, threshold, momentum, anchor):
     """Per batch: the output (before the update), then one Adam step on every BatchNorm's weight and
-    bias from the mean entropy of the samples under the threshold, then the running-moment update."""
+    bias from the mean entropy of the samples under the threshold, each pulled back towards its source
+    value by 1 - (1 - anchor)^batch of the difference, then the running-moment update."""
     model = _model()
     bns = [m for m in model if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
     affine = [p for bn in bns for p in (bn.weight, bn.bias)]
     opt = torch.optim.Adam(affine, lr=lr, betas=(0.9, 0.999), eps=1e-8)
+    source = [p.detach().clone() for p in affine]
     m1 = [bn.running_mean.double().numpy().copy() for bn in bns]
     m2 = [bn.running_var.double().numpy() + m ** 2 for bn, m in zip(bns, m1)]
     seen = {}
@@ -50,6 +52,9 @@ def _torch_reference(xs, lr, threshold, momentum):
             opt.zero_grad()
             h[keep].mean().backward()
             opt.step()
+            with torch.no_grad():
+                for p, src in zip(affine, source):
+                    p -= (1 - (1 - anchor) ** len(x)) * (p - src)
         a = 1 - (1 - momentum) ** len(x)
         for i, bn in enumerate(bns):
             axes = (0,) + tuple(range(2, seen[i].ndim))
@@ -61,16 +66,16 @@ def _torch_reference(xs, lr, threshold, momentum):
 
 
 @pytest.mark.parametrize("fold", [True, False])
-@pytest.mark.parametrize("batch", [1, 4])
-def test_entropy_steps_match_torch_autograd_and_adam(artifacts, fold, batch):
+@pytest.mark.parametrize("batch,anchor", [(1, 0.0), (4, 0.0), (4, 0.1)])
+def test_entropy_steps_match_torch_autograd_and_adam(artifacts, fold, batch, anchor):
     xs = _stream(batch, 6)
     with torch.no_grad():  # a threshold that keeps some samples of the first batches and drops others
         ent = _normalized_entropy(_model()(torch.from_numpy(np.concatenate(xs[:2])))).numpy()
     threshold = float(np.median(ent))
-    want, kept, affine = _torch_reference(xs, lr=0.05, threshold=threshold, momentum=0.2)
+    want, kept, affine = _torch_reference(xs, lr=0.05, threshold=threshold, momentum=0.2, anchor=anchor)
     assert 0 < sum(kept) < 6 * batch  # the filter both kept and dropped samples
     policy = make_policy("entropy", Engine(artifacts[fold]), lr=0.05, threshold=threshold, momentum=0.2,
-                         source_weight=0.0, guard=False)  # the plain running moments the reference uses
+                         anchor=anchor, source_weight=0.0, guard=False)  # the plain running moments the reference uses
     for x, w in zip(xs, want):
         np.testing.assert_allclose(policy.run(x), w, rtol=1e-4, atol=1e-4)
     state = policy.state_dict()
