@@ -30,6 +30,10 @@ class Target:
     memory: dict[str, Any] = field(default_factory=dict)
     throughput: dict[str, Any] = field(default_factory=dict)
     energy: dict[str, Any] = field(default_factory=dict)
+    # how edgert's own kernels fare against the plain roofline (optional; see KERNEL_TABLES)
+    op_overhead_cycles: dict[str, float] = field(default_factory=dict)
+    op_efficiency: dict[str, float] = field(default_factory=dict)
+    conv_tile_efficiency: dict[int, float] = field(default_factory=dict)
     path: str = ""
 
     @property
@@ -47,7 +51,7 @@ OP_KINDS = ("fp32_mac", "int8_mac", "binary_mac", "shift_add", "accumulate", "el
 _FIELDS: dict[str, tuple[str, ...] | None] = {
     "cpu": ("cores", "clock_hz", "simd_bits", "kernel_overhead_cycles"),
     "memory": ("ram_bytes", "flash_bytes", "sram_bytes", "bandwidth_bytes_per_s", "cache_bytes",
-               "cache_bandwidth_bytes_per_s"),
+               "cache_bandwidth_bytes_per_s", "sram_bandwidth_bytes_per_s", "l1_bytes", "l1_bandwidth_bytes_per_s"),
     "throughput": OP_KINDS,
     # per op (pJ), per byte from on-chip SRAM and from DRAM (flash on a microcontroller), and the
     # neuromorphic per-neuron-update figure
@@ -57,6 +61,55 @@ _FIELDS: dict[str, tuple[str, ...] | None] = {
 # profiler then gives no estimates for it, and says so).
 _REQUIRED = {"cpu": ("cores", "clock_hz"), "memory": ("ram_bytes", "flash_bytes"),
              "energy": ("sram_byte_pj", "dram_byte_pj")}
+
+
+# Optional tables on edgert's own kernels for the float ops, for boards where they were measured:
+# - op_overhead_cycles: <op> = fixed cost in cycles of one kernel call whose main op is <op>
+#   (replaces cpu.kernel_overhead_cycles for it);
+# - op_efficiency: <op> = the fraction of its op kind's [throughput] that <op>'s kernel reaches
+#   (say a max pool reading with a stride: below the elementwise rate);
+# - conv_tile_efficiency: "<columns>" = the fraction of fp32_mac reached by a convolution that
+#   vectorizes over output channels with a register tile of that many output columns
+#   (compilers/backends/cpu_tiles.py); the estimator interpolates between the listed widths.
+KERNEL_TABLES = ("op_overhead_cycles", "op_efficiency", "conv_tile_efficiency")
+MAX_EFFICIENCY = 2.0  # a kernel may beat the reference kernel its op kind's rate was measured on, not by 2x
+
+
+def _kernel_ops() -> tuple[str, ...]:
+    from edgert import ir
+
+    return tuple(op for op, cls in ir.OPS.items() if cls.family == "float")
+
+
+def _kernel_tables(data: dict, problems: list[str]) -> dict[str, dict]:
+    """The optional kernel tables, checked; conv_tile_efficiency keys become ints."""
+    ops = _kernel_ops()
+    out: dict[str, dict] = {}
+    for t in KERNEL_TABLES:
+        table = data.get(t, {})
+        if not isinstance(table, dict):
+            problems.append(f"[{t}] must be a table")
+            table = {}
+        out[t] = {}
+        for k, v in table.items():
+            if not isinstance(v, (int, float)) or isinstance(v, bool):
+                problems.append(f"field {t}.{k} = {v!r} should be a number")
+                continue
+            if t == "op_overhead_cycles" and v < 0:
+                problems.append(f"field {t}.{k} = {v!r} must be >= 0")
+            elif t != "op_overhead_cycles" and not 0 < v <= MAX_EFFICIENCY:
+                problems.append(f"field {t}.{k} = {v!r} must be a fraction of the op kind's throughput, "
+                                f"above 0 and at most {MAX_EFFICIENCY:g}")
+            if t == "conv_tile_efficiency":
+                if not (k.isdigit() and int(k) >= 1):
+                    problems.append(f"field {t}.{k} should be named by a tile width in output columns, "
+                                    f'like "8" = 1.0')
+                    continue
+                k = int(k)
+            elif k not in ops:
+                problems.append(f"unknown op {t}.{k}; valid ops (edgert's float kernels): {', '.join(ops)}")
+            out[t][k] = float(v)
+    return out
 
 
 def _search_dirs() -> list[Path]:
@@ -125,11 +178,15 @@ def parse_target(data: dict, path: str = "<memory>") -> Target:
     in_flash = data.get("weights_in_flash", False)
     if not isinstance(in_flash, bool):
         problems.append(f"field weights_in_flash = {in_flash!r} should be true or false")
+    kernels = _kernel_tables(data, problems)
+    if data.get("conv_tile_efficiency") and "simd_bits" not in tables["cpu"]:
+        problems.append("[conv_tile_efficiency] needs cpu.simd_bits (the vector width sets which "
+                        "convolutions vectorize over output channels)")
     if problems:
         raise TargetError(f"target file {path} is malformed:\n  " + "\n  ".join(problems)
                           + "\nsee targets/x86-host.toml for a complete example")
     return Target(name=name, description=desc, arch=arch, tvm=dict(tvm), cross_compiler=cross,
-                  weights_in_flash=in_flash, path=str(path), **tables)
+                  weights_in_flash=in_flash, path=str(path), **tables, **kernels)
 
 
 def load_target(name_or_path: str | Path) -> Target:

@@ -110,3 +110,42 @@ def test_cli_lists_one_line_per_board_and_names_a_malformed_file(tmp_path):
     assert len(rows) == len(CATALOGUE) + 1  # no row wraps onto a second line
     assert "malformed" in out.stdout
     assert "broken-board.toml is malformed" in out.stderr and "missing field description" in out.stderr
+
+
+HEAD = 'name = "k"\ndescription = "d"\narch = "x"\n[cpu]\ncores = 1\nclock_hz = 1e9\nsimd_bits = 256\n'
+
+
+def test_kernel_tables_are_read(tmp_path):
+    f = tmp_path / "k.toml"
+    f.write_text(HEAD + '[op_overhead_cycles]\nconv2d = 300\n[op_efficiency]\nmax_pool2d = 0.25\n'
+                 '[conv_tile_efficiency]\n"4" = 0.5\n8 = 1.0\n')
+    t = load_target(f)
+    assert t.op_overhead_cycles == {"conv2d": 300} and t.op_efficiency == {"max_pool2d": 0.25}
+    assert t.conv_tile_efficiency == {4: 0.5, 8: 1.0}
+
+
+def test_bad_kernel_tables_are_named(tmp_path):
+    f = tmp_path / "k.toml"
+    f.write_text(HEAD.replace("simd_bits = 256\n", "") + '[op_overhead_cycles]\nconv3d = 1\nlinear = -5\n'
+                 '[op_efficiency]\nmax_pool2d = 0\nrelu = 3.5\nadd = "fast"\n'
+                 '[conv_tile_efficiency]\nwide = 0.5\n"0" = 0.5\n')
+    with pytest.raises(TargetError) as e:
+        load_target(f)
+    msg = str(e.value)
+    for problem in ("unknown op op_overhead_cycles.conv3d; valid ops (edgert's float kernels): conv2d",
+                    "op_overhead_cycles.linear = -5 must be >= 0",
+                    "op_efficiency.max_pool2d = 0 must be a fraction", "op_efficiency.relu = 3.5 must be a fraction",
+                    "op_efficiency.add = 'fast' should be a number",
+                    "conv_tile_efficiency.wide should be named by a tile width", "conv_tile_efficiency.0 should be",
+                    "[conv_tile_efficiency] needs cpu.simd_bits"):
+        assert problem in msg, msg
+
+
+def test_only_the_host_carries_measured_kernel_tables():
+    """A curve measured on x86 must not silently price an Arm board: the others have none."""
+    host = load_target("x86-host")
+    assert host.op_overhead_cycles and host.op_efficiency and host.conv_tile_efficiency
+    assert "measured by tools/calibrate" in open(host.path).read().split("[conv_tile_efficiency]")[1].splitlines()[0]
+    for name in CATALOGUE[1:]:
+        t = load_target(name)
+        assert not (t.op_overhead_cycles or t.op_efficiency or t.conv_tile_efficiency), name

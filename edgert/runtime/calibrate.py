@@ -1,20 +1,31 @@
-"""Calibrate the roofline on this host: measure throughput per op kind with small kernels, then
-compare predicted and measured latency layer by layer (``edgert profile --calibrate [ARTIFACT]``).
+"""Calibrate the roofline on this host: measure throughput per op kind and how edgert's own kernels
+fare against it, then compare predicted and measured latency layer by layer (``edgert profile
+--calibrate [ARTIFACT]``, ``python -m tools.bench calibrate``).
 
-Throughput per op kind (operations per cycle on one core, at the clock in targets/x86-host.toml):
+Everything is measured on small synthetic kernels compiled by edgert's TVM backend for x86-host and
+timed alone by TVM's time evaluator (least of 3 profiles, each a median): never on the layers the
+comparison scores. Per TVM op, a line ``t = overhead + x / efficiency`` is fitted through instances
+of several sizes (weighted by 1/t, so small and large instances count alike):
 
-- kernel_overhead_cycles and elementwise: ReLU kernels over 8 to 65,536 floats compiled by edgert's
-  TVM backend and timed by TVM's time evaluator; a least-squares line through (size, time) gives the
-  fixed cost of one kernel call (intercept) and the elementwise rate (slope).
-- fp32_mac: a 3x3 convolution (32 -> 32 channels, 16x16), same path, less one kernel overhead: what
-  edgert's own float code reaches, not the core's peak.
-- bandwidth: an add of two 4M-float tensors (48 MB moved, past the caches), same path; cache
-  bandwidth: the same add on 16K floats (192 KB moved, inside the 512 KB L2).
-- int8_mac, binary_mac, shift_add, accumulate: small Numba loops (the backend of those op families):
-  an int8 dot product, XNOR-popcount over uint64 words, a shift-and-add, and a gather-accumulate.
+- relu over 8 to 65,536 floats: x = its element count; the slope is the ``elementwise`` rate;
+- 3x3 convolutions with bias and ReLU, 8 output columns (one register tile per row) and 8 to 64
+  channels: x = its MACs; the slope is the ``fp32_mac`` rate;
+- linear, add, max/avg pooling and global average pooling: x = the roofline compute time of the
+  instance at those rates; the slope is ``1 / op_efficiency`` (a max pool reads with a stride and
+  reaches a fraction of the elementwise rate);
+- every intercept is that op's fixed call cost, ``op_overhead_cycles``;
+- ``conv_tile_efficiency``: 3x3 convolutions 32 -> 32 on maps 8 rows high and 1 to 12 columns wide
+  (so one register tile per row of that many columns, compilers/backends/cpu_tiles.py), each as
+  its MAC rate (less the convolution's call cost) over the fp32_mac rate: with fewer columns the
+  tile has fewer independent FMA chains to hide their latency.
 
-Each layer of an artifact is then predicted with these figures (roofline per node, plus one kernel
-overhead per kernel: a fused kernel is one layer) and compared with the measured kernel time.
+Memory bandwidth: an add of two 4M-float tensors (48 MB moved, past the caches); cache bandwidth: the
+same on 16K floats (192 KB moved, inside the 512 KB L2). int8_mac, binary_mac, shift_add and
+accumulate: small Numba loops (the backend of those op families).
+
+Each layer of an artifact is then predicted with these figures (edgert.runtime.estimate: roofline,
+kernel efficiency, the call cost of the layer's main op; a fused kernel is one layer) and compared
+with the measured kernel time.
 """
 
 from __future__ import annotations
@@ -28,11 +39,12 @@ from typing import Callable
 import numpy as np
 
 from edgert import ir
-from edgert.runtime.estimate import estimate_node
-from edgert.runtime.profile import NodeCost
-from edgert.targets import Target, load_target
+from edgert.runtime.estimate import estimate_node, kernel_efficiency
+from edgert.runtime.profile import NodeCost, count_ops
+from edgert.targets import MAX_EFFICIENCY, Target, load_target
 
 F32 = "float32"
+ROUNDS = 3
 
 
 def _tvm_kernel_seconds(graph: ir.Graph, x: np.ndarray, repeat: int) -> float:
@@ -42,40 +54,126 @@ def _tvm_kernel_seconds(graph: ir.Graph, x: np.ndarray, repeat: int) -> float:
 
     engine = Engine(build_artifact(graph, "x86-host"))
     # the least of a few profiles: the other process on a shared core only ever adds time
-    return min(sum(s for _, s in engine.profile(x, repeat=repeat)) for _ in range(ROUNDS))
+    return min(sum(s for _, s in engine.profile(x, repeat=repeat, best=True)) for _ in range(ROUNDS))
 
 
-ROUNDS = 3
+class _Instance:
+    """A one-kernel synthetic graph: its main node (first), input and op counts."""
+
+    def __init__(self, shape: tuple[int, ...], nodes: list[ir.Node], params: dict | None = None):
+        self.graph = ir.Graph(inputs=(("x", ir.TensorSpec((None, *shape), F32)),), nodes=tuple(nodes),
+                              outputs=(nodes[-1].output,), params=params or {}).validate()
+        self.x = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
+        specs = self.graph.infer_specs()
+        main = nodes[0]
+        self.op = main.op
+        self.cost = NodeCost(main.name, main.op, (), count_ops(main, [specs[i] for i in main.inputs],
+                                                                 specs[main.output], 1), 0)
 
 
-def _tiny(op: str) -> tuple[ir.Graph, np.ndarray]:
-    """The smallest instance of an op kind: its time is (almost) all kernel-call overhead."""
-    x4 = ir.TensorSpec((None, 1, 2, 2), F32)
-    one = np.ones((1, 1, 2, 2), np.float32)
-    if op == "conv2d":  # 3x3 with padding and a fused ReLU, as convolution layers usually are
-        return ir.Graph(inputs=(("x", x4),),
-                        nodes=(ir.Conv2d(name="k", inputs=("x", "w", "b"), output="y", padding=(1, 1, 1, 1)),
-                               ir.Relu(name="r", inputs=("y",), output="z")),
-                        outputs=("z",), params={"w": np.ones((8, 1, 3, 3), np.float32),
-                                                "b": np.ones(8, np.float32)}), one
-    if op == "linear":
-        return ir.Graph(inputs=(("x", ir.TensorSpec((None, 8), F32)),),
-                        nodes=(ir.Linear(name="k", inputs=("x", "w", "b"), output="y"),), outputs=("y",),
-                        params={"w": np.ones((8, 8), np.float32), "b": np.ones(8, np.float32)}), np.ones((1, 8), np.float32)
-    if op == "add":
-        return ir.Graph(inputs=(("x", x4),), nodes=(ir.Add(name="k", inputs=("x", "x"), output="y"),),
-                        outputs=("y",)), one
-    cls = {"max_pool2d": ir.MaxPool2d, "avg_pool2d": ir.AvgPool2d, "adaptive_avg_pool2d": ir.AdaptiveAvgPool2d,
-           "relu": ir.Relu}[op]
-    return ir.Graph(inputs=(("x", x4),), nodes=(cls(name="k", inputs=("x",), output="y"),), outputs=("y",)), one
+def _conv(ci: int, co: int, h: int, w: int) -> _Instance:
+    """3x3, padding 1, bias and a fused ReLU, as convolution layers usually are."""
+    rng = np.random.default_rng(0)
+    return _Instance((ci, h, w), [ir.Conv2d(name="k", inputs=("x", "w", "b"), output="y", padding=(1, 1, 1, 1)),
+                                  ir.Relu(name="r", inputs=("y",), output="z")],
+                     {"w": rng.standard_normal((co, ci, 3, 3)).astype(np.float32), "b": np.ones(co, np.float32)})
 
 
-OVERHEAD_OPS = ("conv2d", "linear", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d", "relu", "add")
+def _linear(k: int, n: int) -> _Instance:
+    rng = np.random.default_rng(0)
+    return _Instance((k,), [ir.Linear(name="k", inputs=("x", "w", "b"), output="y")],
+                     {"w": rng.standard_normal((n, k)).astype(np.float32), "b": np.ones(n, np.float32)})
 
 
-def _unary(op: type, shape: tuple[int, ...]) -> ir.Graph:
-    return ir.Graph(inputs=(("x", ir.TensorSpec((None, *shape), F32)),),
-                    nodes=(op(name="k", inputs=("x",), output="y"),), outputs=("y",))
+def _unary(op: type, shape: tuple[int, ...]) -> _Instance:
+    return _Instance(shape, [op(name="k", inputs=("x",), output="y")])
+
+
+def _add(shape: tuple[int, ...]) -> _Instance:
+    w = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
+    return _Instance(shape, [ir.Add(name="k", inputs=("x", "w"), output="y")], {"w": w})
+
+
+# Synthetic instances per op (none is a layer the comparison scores): the smallest, whose time is
+# (almost) all call cost, and a spread of sizes whose data stays in the 32 KB L1 (larger data is
+# the bandwidth roofs' business). The elementwise and fp32_mac rates come first: the other ops'
+# efficiencies are relative to them.
+L1_MAPS = ((4, 4, 4), (8, 8, 8), (4, 16, 16), (16, 16, 16))
+TINY: dict[str, Callable[[], _Instance]] = {
+    "relu": lambda: _unary(ir.Relu, (1, 2, 2)),
+    "conv2d": lambda: _conv(2, 8, 1, 1),
+    "linear": lambda: _linear(16, 1),
+    "add": lambda: _add((1, 2, 2)),
+    "max_pool2d": lambda: _unary(ir.MaxPool2d, (1, 2, 2)),
+    "avg_pool2d": lambda: _unary(ir.AvgPool2d, (1, 2, 2)),
+    "adaptive_avg_pool2d": lambda: _unary(ir.AdaptiveAvgPool2d, (1, 2, 2)),
+}
+INSTANCES: dict[str, Callable[[], list[_Instance]]] = {
+    "relu": lambda: [_unary(ir.Relu, s) for s in L1_MAPS],
+    "conv2d": lambda: [_conv(ci, co, h, 8) for ci, co, h in ((8, 8, 4), (16, 16, 8), (32, 32, 8), (32, 32, 16),
+                                                              (64, 64, 16))],
+    "linear": lambda: [_linear(k, n) for k, n in ((16, 8), (256, 8), (32, 64), (128, 32), (512, 16), (64, 128))],
+    "add": lambda: [_add(s) for s in L1_MAPS[:3] + ((8, 16, 16),)],
+    "max_pool2d": lambda: [_unary(ir.MaxPool2d, s) for s in L1_MAPS[1:] + ((64, 8, 8), (8, 32, 32))],  # 2x2
+    "avg_pool2d": lambda: [_unary(ir.AvgPool2d, s) for s in L1_MAPS[1:] + ((64, 8, 8), (8, 32, 32))],
+    # global pooling, on the small maps where networks for the edge pool (up to 8x8)
+    "adaptive_avg_pool2d": lambda: [_unary(ir.AdaptiveAvgPool2d, s)
+                                    for s in ((128, 2, 2), (16, 4, 4), (32, 6, 6), (16, 8, 8), (64, 8, 8))],
+}
+TILE_WIDTHS = tuple(range(1, 13))
+
+
+def slope_through(x: np.ndarray, t: np.ndarray, t0: float) -> float:
+    """Least-squares slope of t - t0 against x (a line through (0, t0)), weighted by 1/t so small and
+    large instances count alike (relative errors)."""
+    w2 = 1 / t ** 2
+    return float(np.sum(w2 * x * (t - t0)) / np.sum(w2 * x * x))
+
+
+def measure_kernels(repeat: int, clock: float, out: dict) -> None:
+    """Fill out's throughput (elementwise, fp32_mac) and the kernel tables, with how each was made."""
+    thr, how = out["throughput"], out["how"]
+    overhead, efficiency, points = {}, {}, {}
+    for op, make in INSTANCES.items():
+        tiny = TINY[op]()
+        call = _tvm_kernel_seconds(tiny.graph, tiny.x, repeat)
+        cases = make()
+        ts = np.array([_tvm_kernel_seconds(c.graph, c.x, repeat) for c in cases])
+        if op == "relu":
+            xs = [c.cost.ops["elementwise"] for c in cases]
+        elif op == "conv2d":
+            xs = [c.cost.ops["fp32_mac"] for c in cases]
+        else:  # the roofline compute time of the instance at the rates measured above
+            xs = [sum(v / (thr[k] * clock) for k, v in c.cost.ops.items()) for c in cases]
+        slope = slope_through(np.array(xs, float), ts, call)
+        overhead[op] = call * clock
+        points[op] = f"{call * 1e6:.2f}; " + ", ".join(f"{t * 1e6:.2f}" for t in ts)
+        if op == "relu":
+            thr["elementwise"] = 1 / (slope * clock)
+        elif op == "conv2d":
+            thr["fp32_mac"] = 1 / (slope * clock)
+        else:
+            efficiency[op] = min(1 / slope, MAX_EFFICIENCY)
+    how["elementwise"] = (f"TVM relu on maps of 64..4,096 floats (in L1) ({points['relu']} us): slope of time "
+                          "vs size")
+    how["fp32_mac"] = (f"TVM 3x3 conv+bias+ReLU, 8 columns, 8..64 channels ({points['conv2d']} us): slope of "
+                       "time vs MACs")
+    how["op_overhead_cycles"] = "per op: its smallest instance (" + "; ".join(
+        f"{op}: {p} us" for op, p in points.items()) + ")"
+    how["op_efficiency"] = "per op: 1 / slope of time less the call cost vs roofline compute time (same instances)"
+
+    tiles, tile_us = {}, []
+    per_s = thr["fp32_mac"] * clock
+    for w in TILE_WIDTHS:
+        c = _conv(32, 32, 8, w)
+        s = _tvm_kernel_seconds(c.graph, c.x, repeat)
+        tile_us.append(f"{s * 1e6:.1f}")
+        tiles[w] = min(c.cost.ops["fp32_mac"] / max(s - overhead["conv2d"] / clock, 1e-9) / per_s, MAX_EFFICIENCY)
+    how["conv_tile_efficiency"] = (f"TVM 3x3 conv 32->32, 8 rows of 1..12 columns ({', '.join(tile_us)} us): MAC "
+                                   "rate less the conv call cost, over fp32_mac")
+    out["op_overhead_cycles"] = overhead
+    out["op_efficiency"] = efficiency
+    out["conv_tile_efficiency"] = tiles
 
 
 def _time_numba(fn: Callable, args: tuple, repeat: int) -> float:
@@ -130,52 +228,30 @@ def _numba_kernels():
 
 
 def measure_host(repeat: int = 20, clock_hz: float | None = None) -> dict:
-    """Measured throughput per op kind (ops per cycle, one core), bandwidth and kernel overhead."""
+    """Measured throughput per op kind (ops per cycle, one core), the kernel tables and bandwidth."""
     clock = clock_hz or load_target("x86-host").cpu["clock_hz"]
     rng = np.random.default_rng(0)
     out: dict = {"clock_hz": clock, "throughput": {}, "how": {}}
 
-    # ReLU at several sizes: a line t = overhead + n / rate gives the fixed cost of one kernel call
-    # and the elementwise rate (sizes stay inside L2, so the line is not a bandwidth measurement)
-    sizes = (8, 1024, 4096, 16384, 65536)
-    ts = [_tvm_kernel_seconds(_unary(ir.Relu, (n,)), np.ones((1, n), np.float32), repeat) for n in sizes]
-    slope, overhead = np.polyfit(np.array(sizes, float), np.array(ts), 1)
-    overhead = max(float(overhead), 0.0)
-    out["kernel_overhead_cycles"] = overhead * clock
-    out["throughput"]["elementwise"] = 1 / (slope * clock)
-    out["how"]["kernel_overhead_cycles"] = (f"intercept of TVM relu times over {', '.join(map(str, sizes))} floats "
-                                            f"({', '.join(f'{t * 1e6:.1f}' for t in ts)} us): {overhead * 1e6:.2f} us")
-    out["how"]["elementwise"] = "slope of the same line"
-
-    w = rng.standard_normal((32, 32, 3, 3)).astype(np.float32)
-    conv = ir.Graph(inputs=(("x", ir.TensorSpec((None, 32, 16, 16), F32)),),
-                    nodes=(ir.Conv2d(name="k", inputs=("x", "w"), output="y", padding=(1, 1, 1, 1)),),
-                    outputs=("y",), params={"w": w})
-    s = _tvm_kernel_seconds(conv, rng.standard_normal((1, 32, 16, 16)).astype(np.float32), repeat)
-    macs = 32 * 16 * 16 * 32 * 9
-    out["throughput"]["fp32_mac"] = macs / max(s - overhead, 1e-9) / clock
-    out["how"]["fp32_mac"] = (f"TVM conv 3x3 32->32 at 16x16 ({macs:,} MACs) in {s * 1e6:.1f} us, "
-                              "less one kernel overhead")
-
-    out["overhead_s_by_op"] = {op: _tvm_kernel_seconds(*_tiny(op), repeat) for op in OVERHEAD_OPS}
-    out["how"]["overhead_s_by_op"] = "the smallest instance of each op kind, one TVM kernel each"
+    measure_kernels(repeat, clock, out)
+    # the fixed cost of a kernel of any other op: that of the plainest kernel, relu
+    overhead = out["op_overhead_cycles"]["relu"] / clock
+    out["kernel_overhead_cycles"] = out["op_overhead_cycles"]["relu"]
+    out["how"]["kernel_overhead_cycles"] = f"the relu line's intercept, {overhead * 1e6:.2f} us"
 
     n = 1 << 22
-    add = ir.Graph(inputs=(("x", ir.TensorSpec((None, n), F32)),),
-                   nodes=(ir.Add(name="k", inputs=("x", "w"), output="y"),), outputs=("y",),
-                   params={"w": rng.standard_normal((1, n)).astype(np.float32)})
-    s = _tvm_kernel_seconds(add, rng.standard_normal((1, n)).astype(np.float32), max(3, repeat // 4))
+    add = _add((n,))
+    s = _tvm_kernel_seconds(add.graph, add.x, max(3, repeat // 4))
     out["bandwidth_bytes_per_s"] = 3 * 4 * n / s
     out["how"]["bandwidth_bytes_per_s"] = f"TVM add of two {n:,}-float tensors (48 MB moved) in {s * 1e3:.2f} ms"
 
-    n = 1 << 14
-    add = ir.Graph(inputs=(("x", ir.TensorSpec((None, n), F32)),),
-                   nodes=(ir.Add(name="k", inputs=("x", "w"), output="y"),), outputs=("y",),
-                   params={"w": rng.standard_normal((1, n)).astype(np.float32)})
-    s = _tvm_kernel_seconds(add, rng.standard_normal((1, n)).astype(np.float32), repeat)
-    out["cache_bandwidth_bytes_per_s"] = 3 * 4 * n / max(s - overhead, 1e-9)
-    out["how"]["cache_bandwidth_bytes_per_s"] = (f"TVM add of two {n:,}-float tensors (192 KB moved, inside L2) "
-                                                 f"in {s * 1e6:.2f} us, less one kernel overhead")
+    for key, n, where in (("l1_bandwidth_bytes_per_s", 1 << 11, "24 KB moved, inside the 32 KB L1"),
+                          ("cache_bandwidth_bytes_per_s", 1 << 14, "192 KB moved, inside the 512 KB L2"),
+                          ("sram_bandwidth_bytes_per_s", 1 << 18, "3 MB moved, inside the 32 MB L3")):
+        add = _add((n,))
+        s = _tvm_kernel_seconds(add.graph, add.x, repeat)
+        out[key] = 3 * 4 * n / max(s - overhead, 1e-9)
+        out["how"][key] = f"TVM add of two {n:,}-float tensors ({where}) in {s * 1e6:.2f} us, less the relu call cost"
 
     int8_dot, xnor, shift, acc = _numba_kernels()
     m, k = 64, 1024
@@ -203,18 +279,23 @@ def measure_host(repeat: int = 20, clock_hz: float | None = None) -> dict:
 
 
 def calibrated_host(measured: dict) -> Target:
-    """The x86-host board with its throughput, bandwidth and kernel overhead replaced by measurements."""
+    """The x86-host board with its throughput, bandwidth, call costs and kernel tables replaced by
+    measurements."""
     base = load_target("x86-host")
     return replace(base, throughput={**base.throughput, **measured["throughput"]},
                    cpu={**base.cpu, "kernel_overhead_cycles": measured["kernel_overhead_cycles"]},
                    memory={**base.memory, "bandwidth_bytes_per_s": measured["bandwidth_bytes_per_s"],
-                           "cache_bandwidth_bytes_per_s": measured["cache_bandwidth_bytes_per_s"]})
+                           "cache_bandwidth_bytes_per_s": measured["cache_bandwidth_bytes_per_s"],
+                           "sram_bandwidth_bytes_per_s": measured["sram_bandwidth_bytes_per_s"],
+                           "l1_bandwidth_bytes_per_s": measured["l1_bandwidth_bytes_per_s"]},
+                   op_overhead_cycles=measured["op_overhead_cycles"], op_efficiency=measured["op_efficiency"],
+                   conv_tile_efficiency=measured["conv_tile_efficiency"])
 
 
-def kernel_cost(nodes: list[str], costs: dict, by_name: dict, specs: dict, batch: int, params_of) -> "NodeCost":
+def kernel_cost(nodes: list[str], costs: dict, by_name: dict, specs: dict, batch: int, params_of) -> NodeCost:
     """One fused kernel as one roofline unit: the nodes' ops and parameters, but only the bytes that
     cross the kernel's boundary (its inputs from outside and its last output); intermediates stay in
-    registers."""
+    registers. Its op and shape are those of its main node (the one with the most operations)."""
     from edgert.runtime.profile import _nbytes
 
     made = {by_name[n].output for n in nodes}
@@ -225,51 +306,48 @@ def kernel_cost(nodes: list[str], costs: dict, by_name: dict, specs: dict, batch
     outside = {i for n in nodes for i in by_name[n].inputs if i not in made and i not in params_of}
     act = sum(_nbytes(specs[i], batch) for i in outside) + _nbytes(specs[by_name[nodes[-1]].output], batch)
     params = sum(costs[n].param_bytes for n in nodes)
-    return NodeCost("+".join(nodes), by_name[nodes[0]].op, (), ops, params, act)
+    main = costs[max(nodes, key=lambda n: sum(costs[n].ops.values()))]
+    return NodeCost("+".join(nodes), main.op, main.output_shape, ops, params, act, conv_shape=main.conv_shape,
+                    parts=tuple(costs[n] for n in nodes))
 
 
-def compare_layers(artifact_path, target: Target, batch: int = 1, repeat: int = 20,
-                   overhead_by_op: dict[str, float] | None = None) -> list[dict]:
-    """Per kernel (a layer; fused nodes together): predicted (roofline) vs measured seconds here.
+def compare_layers(artifact_path, target: Target, batch: int = 1, repeat: int = 20) -> list[dict]:
+    """Per kernel (a layer; fused nodes together): predicted vs measured seconds here.
 
-    The prediction is the nodes' roofline times plus one kernel-call overhead: the board's single
-    ``kernel_overhead_cycles``, or with ``overhead_by_op`` the measured overhead of the kernel's main
-    op kind (the node with the most operations), since TVM's kernels differ in fixed cost (a kernel
-    with parallel loops pays for the thread-pool launch even on one thread).
+    The prediction is edgert.runtime.estimate's for the kernel as one unit on ``target``: roofline
+    time over the kernel efficiency of its main op, plus that op's call cost.
     """
     from edgert.artifact import Artifact
     from edgert.runtime.engine import Engine
+    from edgert.runtime.estimate import call_overhead_s
     from edgert.runtime.profile import node_costs
 
     artifact = Artifact.read(artifact_path)
     engine = Engine(artifact)
     costs = {c.name: c for c in node_costs(artifact, batch)}
     g = artifact.graph
-    ops_of = {n.name: n.op for n in g.nodes}
     by_name = {n.name: n for n in g.nodes}
     specs = g.infer_specs()
     rng = np.random.default_rng(0)
     xs = [rng.standard_normal(tuple(batch if d is None else d for d in spec.shape)).astype(spec.dtype)
           for _, spec in engine.inputs]
     members = engine.kernel_nodes()
-    overhead = target.cpu.get("kernel_overhead_cycles", 0) / target.cpu["clock_hz"]
-    no_overhead = replace(target, cpu={**target.cpu, "kernel_overhead_cycles": 0})
-    runs = [engine.profile(*xs, repeat=repeat) for _ in range(ROUNDS)]
+    runs = [engine.profile(*xs, repeat=repeat, best=True) for _ in range(ROUNDS)]
     rows = []
     for i, (kernel, _) in enumerate(runs[0]):
         measured = min(r[i][1] for r in runs)
         nodes = [n for n in members.get(kernel, []) if n in costs]
         if not nodes:
             continue
-        e = estimate_node(kernel_cost(nodes, costs, by_name, specs, batch, g.params), no_overhead)
+        cost = kernel_cost(nodes, costs, by_name, specs, batch, g.params)
+        e = estimate_node(cost, target)
         if e.latency_s is None:
             continue
-        main = max(nodes, key=lambda n: sum(costs[n].ops.values()))
-        fixed = (overhead_by_op or {}).get(ops_of[main], overhead)
-        predicted = e.latency_s + fixed
-        rows.append({"kernel": kernel, "nodes": nodes, "main_op": ops_of[main], "predicted_s": predicted,
-                     "measured_s": measured, "error": predicted / measured - 1,
-                     "roofline_s": e.latency_s, "overhead_s": fixed, "bound": e.bound})
+        fixed = call_overhead_s(cost, target)
+        rows.append({"kernel": kernel, "nodes": nodes, "main_op": cost.op, "predicted_s": e.latency_s,
+                     "measured_s": measured, "error": e.latency_s / measured - 1,
+                     "roofline_s": e.latency_s - fixed, "overhead_s": fixed, "bound": e.bound,
+                     "efficiency": kernel_efficiency(cost, target)})
     return rows
 
 
@@ -288,9 +366,13 @@ def calibrate_host(artifact=None, batch: int = 1, repeat: int = 20) -> dict:
               "board_file": {"throughput": base.throughput,
                              "bandwidth_bytes_per_s": base.memory.get("bandwidth_bytes_per_s"),
                              "cache_bandwidth_bytes_per_s": base.memory.get("cache_bandwidth_bytes_per_s"),
-                             "kernel_overhead_cycles": base.cpu.get("kernel_overhead_cycles")}}
+                             "sram_bandwidth_bytes_per_s": base.memory.get("sram_bandwidth_bytes_per_s"),
+                             "l1_bandwidth_bytes_per_s": base.memory.get("l1_bandwidth_bytes_per_s"),
+                             "kernel_overhead_cycles": base.cpu.get("kernel_overhead_cycles"),
+                             "op_overhead_cycles": base.op_overhead_cycles, "op_efficiency": base.op_efficiency,
+                             "conv_tile_efficiency": base.conv_tile_efficiency}}
     if artifact is not None:
-        rows = compare_layers(artifact, calibrated_host(measured), batch, repeat, measured["overhead_s_by_op"])
+        rows = compare_layers(artifact, calibrated_host(measured), batch, repeat)
         within = sum(abs(r["error"]) <= 0.30 for r in rows)
         report.update(artifact=str(artifact), layers=rows, within_30pct=within, n_layers=len(rows))
     return report
@@ -317,20 +399,24 @@ def print_calibration(report: dict, console, as_json: bool = False) -> None:
         t.add_row(k, f"{v:.3g}", str(report["board_file"]["throughput"].get(k, "-")), m["how"][k])
     t.add_row("bandwidth B/s", f"{m['bandwidth_bytes_per_s']:.3g}",
               str(report["board_file"]["bandwidth_bytes_per_s"]), m["how"]["bandwidth_bytes_per_s"])
-    t.add_row("cache bandwidth B/s", f"{m['cache_bandwidth_bytes_per_s']:.3g}",
-              str(report["board_file"].get("cache_bandwidth_bytes_per_s")), m["how"]["cache_bandwidth_bytes_per_s"])
+    for key, label in (("l1_bandwidth_bytes_per_s", "L1 bandwidth B/s"), ("cache_bandwidth_bytes_per_s", "cache bandwidth B/s"),
+                       ("sram_bandwidth_bytes_per_s", "L3 bandwidth B/s")):
+        t.add_row(label, f"{m[key]:.3g}", str(report["board_file"].get(key)), m["how"][key])
     t.add_row("kernel overhead cycles", f"{m['kernel_overhead_cycles']:.0f}",
               str(report["board_file"]["kernel_overhead_cycles"] or "-"), m["how"]["kernel_overhead_cycles"])
-    t.add_row("overhead by op kind", ", ".join(f"{k} {v * 1e6:.1f} us" for k, v in m["overhead_s_by_op"].items()),
-              "-", m["how"]["overhead_s_by_op"])
+    bf = report["board_file"]
+    for table, fmt in (("op_overhead_cycles", "{:.0f}"), ("op_efficiency", "{:.2f}"), ("conv_tile_efficiency", "{:.2f}")):
+        t.add_row(table, ", ".join(f"{k} {fmt.format(v)}" for k, v in m[table].items()),
+                  ", ".join(f"{k} {fmt.format(v)}" for k, v in bf[table].items()) or "-", m["how"][table])
     console.print(t)
     if "layers" not in report:
         return
-    t = Table("layer (kernel)", "nodes", "predicted us (roofline + overhead)", "measured us", "error", "bound",
+    t = Table("layer (kernel)", "nodes", "kernel efficiency", "predicted us (roofline + call)", "measured us",
+              "error", "bound",
               title=f"{report['artifact']}: predicted vs measured per layer on this machine")
     for r in report["layers"]:
         colour = "green" if abs(r["error"]) <= 0.30 else "red"
-        t.add_row(r["kernel"], str(len(r["nodes"])),
+        t.add_row(r["kernel"], str(len(r["nodes"])), f"{r['efficiency']:.2f}",
                   f"{r['predicted_s'] * 1e6:.2f} ({r['roofline_s'] * 1e6:.2f} + {r['overhead_s'] * 1e6:.2f})",
                   f"{r['measured_s'] * 1e6:.2f}",
                   f"[{colour}]{r['error'] * 100:+.0f}%[/]", r["bound"])

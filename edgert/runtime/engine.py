@@ -53,8 +53,8 @@ class _TvmStage:
         for stale in self._stale.values():
             stale |= changed
 
-    def profile(self, inputs: list[np.ndarray], repeat: int) -> list[tuple[str, float]]:
-        return self._runner(False).profile(inputs, repeat)
+    def profile(self, inputs: list[np.ndarray], repeat: int, best: bool = False) -> list[tuple[str, float]]:
+        return self._runner(False).profile(inputs, repeat, best)
 
     def run(self, inputs: list[np.ndarray], taps: bool = False) -> list[np.ndarray]:
         return self._runner(taps and bool(self.taps_outputs)).run(inputs)
@@ -255,8 +255,9 @@ class Engine:
                 stage.params = new
         self.artifact = Artifact(self.artifact.manifest, new, self.artifact.libraries)
 
-    def profile(self, *xs: np.ndarray, repeat: int = 20) -> list[tuple[str, float]]:
-        """Measured seconds per kernel on this machine (median of ``repeat``), in execution order.
+    def profile(self, *xs: np.ndarray, repeat: int = 20, best: bool = False) -> list[tuple[str, float]]:
+        """Measured seconds per kernel on this machine (median of ``repeat``; with ``best``, the
+        least), in execution order.
 
         TVM kernels are timed alone by TVM's time evaluator; a kernel-backend node is timed as one
         call of its kernel (state is saved and restored around the timing).
@@ -268,7 +269,7 @@ class Engine:
         out: list[tuple[str, float]] = []
         for stage in self._stages:
             if isinstance(stage, _TvmStage):
-                out += stage.profile([env[i] for i in stage.inputs], repeat)
+                out += stage.profile([env[i] for i in stage.inputs], repeat, best)
                 stage(env)
             else:
                 saved = {k: v.copy() if isinstance(v, np.ndarray) else v for k, v in stage.state.items()}
@@ -280,7 +281,7 @@ class Engine:
                     times.append(time.perf_counter() - t0)
                 stage.state = saved
                 stage(env)
-                out.append((stage.node.name, statistics.median(times)))
+                out.append((stage.node.name, min(times) if best else statistics.median(times)))
         return out
 
     def kernel_nodes(self) -> dict[str, list[str]]:

@@ -4,10 +4,20 @@ Nothing here is a measurement. Every figure carries a label saying which model m
 
 - **latency, "estimated (roofline)"**: per node, compute time ``sum_k ops_k / (ops_per_cycle_k x
   clock)`` on one core (edgert runs one thread per inference) against memory time ``bytes_moved /
-  bandwidth``; the larger binds. The bandwidth is the cache's (``cache_bandwidth_bytes_per_s``) when
-  the node's bytes fit in ``cache_bytes`` (a model run again and again keeps them there), else memory's. A board file may add ``cpu.kernel_overhead_cycles`` (the fixed cost
-  of one kernel call, measured by ``edgert profile --calibrate``), charged once per node that moves
-  data (the nodes of a fused kernel each pay it: a small overestimate).
+  bandwidth``; the larger binds. The bandwidth is the first-level cache's
+  (``l1_bandwidth_bytes_per_s``) when the node's bytes fit in ``l1_bytes``, else the cache's
+  (``cache_bandwidth_bytes_per_s``) when they fit in ``cache_bytes`` (a model run again and again
+  keeps them there), else the
+  last on-chip level's (``sram_bandwidth_bytes_per_s``) when they fit in ``sram_bytes``, else
+  memory's. A board file may add ``cpu.kernel_overhead_cycles`` (the fixed cost of one kernel call),
+  charged once per node that moves data (the nodes of a fused kernel each pay it: a small
+  overestimate).
+- **latency, "estimated (roofline and the board's kernel tables)"**: on a board whose file has kernel
+  tables (edgert.targets.KERNEL_TABLES, measured by ``python -m tools.bench calibrate`` on the host),
+  the compute time is divided by the efficiency of edgert's kernel for the node's op (``op_efficiency``;
+  for a convolution vectorized over output channels, times that of its register tile,
+  ``conv_tile_efficiency``; the nodes of a fused kernel each at their own), and the call overhead
+  is the op's own (``op_overhead_cycles``).
 - **energy, "compute-only (per-op table)"**: ``sum_k ops_k x energy_k``. On a board with
   ``neuron_update_pj`` (neuromorphic), a stateful node's output elements are priced as neuron updates
   instead of as elementwise ops.
@@ -26,10 +36,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from edgert.compilers.backends.cpu_tiles import conv_tile_columns, packs_weight
 from edgert.runtime.profile import NodeCost
 from edgert.targets import Target
 
 LATENCY_LABEL = "estimated (roofline, 1 core)"
+LATENCY_LABEL_KERNELS = "estimated (roofline and the board's kernel tables, 1 core)"
 COMPUTE_ONLY = "compute-only (per-op table)"
 MEMORY_AWARE = "memory-aware (per-op + per-byte)"
 PJ = 1e-12
@@ -57,13 +69,51 @@ def missing_kinds(cost: NodeCost, target: Target) -> list[str]:
     return [k for k, v in cost.ops.items() if v and not target.throughput.get(k)]
 
 
+def latency_label(target: Target) -> str:
+    has_tables = target.op_efficiency or target.op_overhead_cycles or target.conv_tile_efficiency
+    return LATENCY_LABEL_KERNELS if has_tables else LATENCY_LABEL
+
+
+def interpolate(curve: dict[int, float], x: float) -> float:
+    """Piecewise-linear through the curve's (x, value) points; flat beyond its ends."""
+    xs = sorted(curve)
+    if x <= xs[0]:
+        return curve[xs[0]]
+    for a, b in zip(xs, xs[1:]):
+        if x <= b:
+            return curve[a] + (curve[b] - curve[a]) * (x - a) / (b - a)
+    return curve[xs[-1]]
+
+
+def kernel_efficiency(cost: NodeCost, target: Target) -> float:
+    """The fraction of the board's op-kind throughput that edgert's kernel for this node reaches (1
+    when the board file says nothing about it)."""
+    eff = target.op_efficiency.get(cost.op, 1.0)
+    if cost.conv_shape and target.conv_tile_efficiency:
+        in_per_group, out_per_group, width = cost.conv_shape
+        if packs_weight(in_per_group, out_per_group, target.cpu["simd_bits"] // 32):
+            eff *= interpolate(target.conv_tile_efficiency, conv_tile_columns(width))
+    return eff
+
+
+def call_overhead_s(cost: NodeCost, target: Target) -> float:
+    """The fixed cost of one kernel call for this node's op: the op's own figure, else the board's."""
+    cycles = target.op_overhead_cycles.get(cost.op, target.cpu.get("kernel_overhead_cycles", 0))
+    return cycles / target.cpu["clock_hz"]
+
+
 def estimate_node(cost: NodeCost, target: Target, stateful: bool = False,
                   acts_on_chip: bool = True, params_on_chip: bool = True) -> NodeEstimate:
     """Roofline latency and both energy models for one node on ``target``."""
     clock = target.cpu.get("clock_hz", 0.0)
     bw = target.memory.get("bandwidth_bytes_per_s")
-    if cost.bytes_moved <= target.memory.get("cache_bytes", -1) and target.memory.get("cache_bandwidth_bytes_per_s"):
-        bw = target.memory["cache_bandwidth_bytes_per_s"]  # the node's data stays in the core's cache
+    mem = target.memory
+    if cost.bytes_moved <= mem.get("l1_bytes", -1) and mem.get("l1_bandwidth_bytes_per_s"):
+        bw = mem["l1_bandwidth_bytes_per_s"]  # the node's data stays in the core's first-level cache
+    elif cost.bytes_moved <= mem.get("cache_bytes", -1) and mem.get("cache_bandwidth_bytes_per_s"):
+        bw = mem["cache_bandwidth_bytes_per_s"]  # the node's data stays in the core's cache
+    elif cost.bytes_moved <= mem.get("sram_bytes", -1) and mem.get("sram_bandwidth_bytes_per_s"):
+        bw = mem["sram_bandwidth_bytes_per_s"]  # or in the last on-chip level
     memory_s = cost.bytes_moved / bw if bw else 0.0
     lacking = missing_kinds(cost, target)
     if not target.throughput or not clock:
@@ -71,13 +121,16 @@ def estimate_node(cost: NodeCost, target: Target, stateful: bool = False,
     elif lacking:
         compute_s, bound = None, f"cannot run here: the board has no {', '.join(lacking)} units"
     else:
-        compute_s = sum(v / (target.throughput[k] * clock) for k, v in cost.ops.items())
+        # a fused kernel: each of its nodes at its own kernel's efficiency (a ReLU folded into a
+        # convolution's write-back does not run at the convolution's rate)
+        compute_s = sum(sum(v / (target.throughput[k] * clock) for k, v in part.ops.items())
+                        / kernel_efficiency(part, target) for part in cost.parts or (cost,))
         bound = "compute" if compute_s >= memory_s else "memory"
     latency = None
     if compute_s is not None:
         latency = max(compute_s, memory_s)
         if cost.ops or cost.bytes_moved:  # a view has no kernel to call
-            latency += target.cpu.get("kernel_overhead_cycles", 0) / clock
+            latency += call_overhead_s(cost, target)
 
     by_kind: dict[str, float] = {}
     e = target.energy
@@ -144,7 +197,7 @@ def estimate_target(costs: list[NodeCost], target: Target, stateful: dict[str, b
     return {
         "target": target.name,
         "description": target.description,
-        "labels": {"latency": LATENCY_LABEL, "energy_compute": COMPUTE_ONLY, "energy_memory": MEMORY_AWARE},
+        "labels": {"latency": latency_label(target), "energy_compute": COMPUTE_ONLY, "energy_memory": MEMORY_AWARE},
         "nodes": [n.to_json() for n in nodes],
         "total": {
             "latency_s": None if None in lat else sum(lat),

@@ -31,6 +31,10 @@ class NodeCost:
     latency_s: float | None = None  # measured here; None when not measured
     latency_label: str = "not measured"
     kernel: str = ""    # the compiled kernel this node's time was measured in
+    # a convolution: (input channels per group, output channels per group, output width), which
+    # fix the register tile of edgert's CPU schedule (compilers/backends/cpu_tiles.py)
+    conv_shape: tuple[int, ...] = ()
+    parts: tuple["NodeCost", ...] = ()  # a fused kernel's nodes (its ops are their sum)
 
     @property
     def macs(self) -> int:
@@ -100,8 +104,12 @@ def node_costs(artifact: Artifact, batch: int = 1) -> list[NodeCost]:
         if node.op in VIEW_OPS:
             act = 0  # a view moves no data
         shape = tuple(batch if d is None else d for d in specs[node.output].shape)
+        conv = ()
+        if isinstance(node, ir.Conv2d):
+            o, cg = ins[1].shape[:2]
+            conv = (cg, o // node.groups, shape[-1])
         costs.append(NodeCost(node.name, node.op, shape, count_ops(node, ins, specs[node.output], batch),
-                              pbytes, act))
+                              pbytes, act, conv_shape=conv))
     return costs
 
 

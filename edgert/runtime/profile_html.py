@@ -142,7 +142,8 @@ td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}} th{{background:#e
 Measured here: {_fmt(t['latency_s'], 1e3)} ms ({html.escape(t['latency_label'])}).
 {t['macs']:,} MACs, {t['param_bytes']:,} parameter bytes, {t['bytes_moved']:,} bytes moved,
 peak live activations {t['peak_activation_bytes']:,} B (at {html.escape(t['peak_activation_at'])}).</p>
-<p>Latency on a board is <i>estimated (roofline, 1 core)</i>; energy is estimated by two labelled models,
+<p>Latency on a board is <i>estimated (roofline, 1 core)</i>, scaled by the board's kernel tables where its
+file has them (the host's, measured by <code>python -m tools.bench calibrate</code>); energy is estimated by two labelled models,
 <i>compute-only (per-op table)</i> and <i>memory-aware (per-op + per-byte)</i>, from the board files in
 targets/ (each figure there cites its source). Nothing for a board is a measurement.</p>
 <h2>Boards</h2>{boards}

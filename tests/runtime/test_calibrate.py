@@ -9,7 +9,7 @@ import pytest
 
 from edgert import ir
 from edgert.compilers.compile import build_artifact
-from edgert.runtime.calibrate import kernel_cost
+from edgert.runtime.calibrate import kernel_cost, slope_through
 from edgert.runtime.profile import node_costs
 from tests.runtime.test_profile import residual_graph
 
@@ -25,6 +25,16 @@ def test_fused_kernel_moves_only_its_boundary_bytes():
     assert k.ops == {"fp32_mac": 2 * 3 * 4, "elementwise": 2 * 3}
     assert k.param_bytes == 3 * 4 * 4
     assert k.act_bytes == 2 * 4 * 4 + 2 * 3 * 4  # x in, y out; h never leaves the kernel
+    assert k.op == "linear" and [p.name for p in k.parts] == ["fc", "r"]  # priced node by node
+
+
+def test_slope_through_the_measured_call_cost():
+    x = np.array([1.0, 10.0, 100.0])
+    assert slope_through(x, 0.5 + 2 * x, 0.5) == pytest.approx(2)
+    # relative weighting: a 10% error on the largest instance moves the slope less than plain least squares
+    t = 0.5 + 2 * x * np.array([1, 1, 1.1])
+    plain = np.sum(x * (t - 0.5)) / np.sum(x * x)  # unweighted, through the same point: ~2.198
+    assert 2 < slope_through(x, t, 0.5) < plain - 0.05
 
 
 @pytest.mark.slow
@@ -37,6 +47,8 @@ def test_cli_calibrate_compares_every_layer(tmp_path):
     m = report["measured"]
     assert set(m["throughput"]) == {"fp32_mac", "int8_mac", "binary_mac", "shift_add", "accumulate", "elementwise"}
     assert all(v > 0 for v in m["throughput"].values()) and m["bandwidth_bytes_per_s"] > 0
+    assert set(m["op_efficiency"]) == {"linear", "add", "max_pool2d", "avg_pool2d", "adaptive_avg_pool2d"}
+    assert set(m["conv_tile_efficiency"]) == set(range(1, 13)) and "relu" in m["op_overhead_cycles"]
     assert report["n_layers"] == len(report["layers"]) >= 2  # however TVM fuses, the linear stands alone
     covered = {n for r in report["layers"] for n in r["nodes"]}
     assert {"r1", "r2", "add", "fc"} <= covered  # every node is in some compared layer

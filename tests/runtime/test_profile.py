@@ -10,7 +10,8 @@ import pytest
 
 from edgert import ir
 from edgert.compilers.compile import build_artifact
-from edgert.runtime.estimate import COMPUTE_ONLY, LATENCY_LABEL, MEMORY_AWARE, estimate_node, fit
+from edgert.runtime.estimate import (COMPUTE_ONLY, LATENCY_LABEL, LATENCY_LABEL_KERNELS, MEMORY_AWARE,
+                                     estimate_node, fit, interpolate, kernel_efficiency)
 from edgert.runtime.profile import NodeCost, node_costs, peak_activation_bytes, profile_artifact
 from edgert.targets import parse_target, target_files
 
@@ -106,9 +107,9 @@ def test_estimate_only_artifact_is_profiled_but_not_measured(tmp_path):
     assert report["total"]["latency_s"] is None
     assert all(n["latency_s"] is None and "not measured" in n["latency_label"] for n in report["nodes"])
     assert set(report["estimates"]) == set(target_files())
-    for est in report["estimates"].values():
-        assert est["labels"] == {"latency": LATENCY_LABEL, "energy_compute": COMPUTE_ONLY,
-                                 "energy_memory": MEMORY_AWARE}
+    for name, est in report["estimates"].items():
+        latency = LATENCY_LABEL_KERNELS if name == "x86-host" else LATENCY_LABEL  # only the host has tables
+        assert est["labels"] == {"latency": latency, "energy_compute": COMPUTE_ONLY, "energy_memory": MEMORY_AWARE}
         assert "measured" not in json.dumps(est["labels"])
         assert set(est["fit"]) == {"ram", "flash"}
 
@@ -139,3 +140,65 @@ def test_data_that_fits_in_cache_moves_at_cache_bandwidth():
     big = NodeCost("r", "relu", (1,), {"elementwise": 1}, param_bytes=0, act_bytes=8_000)
     assert estimate_node(small, toy).memory_s == pytest.approx(800 / 1e10)
     assert estimate_node(big, toy).memory_s == pytest.approx(8_000 / 1e9)
+
+
+def test_memory_roof_takes_the_smallest_level_that_holds_the_bytes():
+    toy = parse_target(dict(BOARD, memory={**BOARD["memory"], "l1_bytes": 100, "l1_bandwidth_bytes_per_s": 1e11,
+                                           "cache_bytes": 1_000, "cache_bandwidth_bytes_per_s": 1e10,
+                                           "sram_bandwidth_bytes_per_s": 5e9}))  # sram_bytes 1_000 in BOARD
+    def memory_s(nbytes):
+        return estimate_node(NodeCost("r", "relu", (1,), {"elementwise": 1}, 0, nbytes), toy).memory_s
+
+    assert memory_s(80) == pytest.approx(80 / 1e11)
+    assert memory_s(800) == pytest.approx(800 / 1e10)  # past L1, inside the cache
+    assert memory_s(8_000) == pytest.approx(8_000 / 1e9)  # past sram_bytes too: memory
+    mid = parse_target(dict(BOARD, memory={**BOARD["memory"], "sram_bytes": 10_000, "sram_bandwidth_bytes_per_s": 5e9}))
+    assert estimate_node(NodeCost("r", "relu", (1,), {"elementwise": 1}, 0, 8_000), mid).memory_s == pytest.approx(
+        8_000 / 5e9)
+
+
+def test_interpolate_is_piecewise_linear_and_flat_beyond_the_ends():
+    curve = {2: 0.2, 4: 0.6, 8: 1.0}
+    assert interpolate(curve, 3) == pytest.approx(0.4)
+    assert interpolate(curve, 6) == pytest.approx(0.8)
+    assert interpolate(curve, 4) == pytest.approx(0.6)
+    assert interpolate(curve, 1) == 0.2 and interpolate(curve, 12) == 1.0
+
+
+KERNEL_BOARD = dict(BOARD, cpu={"cores": 1, "clock_hz": 1e9, "simd_bits": 256, "kernel_overhead_cycles": 100},
+                    op_overhead_cycles={"max_pool2d": 500, "conv2d": 300},
+                    op_efficiency={"max_pool2d": 0.25},
+                    conv_tile_efficiency={"4": 0.5, "8": 1.0})
+
+
+def test_kernel_tables_scale_compute_and_set_the_call_cost():
+    toy = parse_target(KERNEL_BOARD)
+    pool = NodeCost("p", "max_pool2d", (1, 8, 4, 4), {"elementwise": 1000}, 0, 10)
+    e = estimate_node(pool, toy)
+    assert e.compute_s == pytest.approx(1000 / 1e9 / 0.25)        # 4 us at a quarter of the elementwise rate
+    assert e.latency_s == pytest.approx(4e-6 + 500e-9)           # + the pool's own call cost
+    relu = NodeCost("r", "relu", (1, 8), {"elementwise": 1000}, 0, 10)
+    assert estimate_node(relu, toy).latency_s == pytest.approx(1e-6 + 100e-9)  # no entry: the board's figures
+
+    def conv(cg, og, width):
+        return NodeCost("c", "conv2d", (1, og, 4, width), {"fp32_mac": 4000}, 0, 10, conv_shape=(cg, og, width))
+
+    # 8 lanes of fp32 in 256 bits; width 6 -> a tile of 6 columns, halfway between 4 (0.5) and 8 (1.0)
+    assert kernel_efficiency(conv(16, 32, 6), toy) == pytest.approx(0.75)
+    assert estimate_node(conv(16, 32, 6), toy).compute_s == pytest.approx(4000 / 2e9 / 0.75)
+    assert kernel_efficiency(conv(16, 32, 32), toy) == pytest.approx(1.0)   # tiles of 8
+    assert kernel_efficiency(conv(16, 32, 4), toy) == pytest.approx(0.5)
+    assert kernel_efficiency(conv(1, 32, 4), toy) == 1.0    # one input channel: vectorized over columns instead
+    assert kernel_efficiency(conv(16, 12, 4), toy) == 1.0   # 12 output channels do not fill vectors of 8
+    assert kernel_efficiency(conv(16, 32, 4), parse_target(BOARD)) == 1.0  # a board without tables
+
+
+def test_fused_kernel_prices_each_node_at_its_own_efficiency():
+    toy = parse_target(KERNEL_BOARD)
+    c = NodeCost("c", "conv2d", (1, 32, 4, 4), {"fp32_mac": 4000}, 0, 10, conv_shape=(16, 32, 4))
+    r = NodeCost("r", "relu", (1, 32, 4, 4), {"elementwise": 512}, 0, 10)
+    fused = NodeCost("c+r", "conv2d", c.output_shape, {"fp32_mac": 4000, "elementwise": 512}, 0, 20,
+                     conv_shape=c.conv_shape, parts=(c, r))
+    e = estimate_node(fused, toy)
+    assert e.compute_s == pytest.approx(4000 / 2e9 / 0.5 + 512 / 1e9)  # the ReLU is not slowed by the conv's tile
+    assert e.latency_s == pytest.approx(e.compute_s + 300e-9)

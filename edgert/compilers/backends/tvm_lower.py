@@ -17,6 +17,7 @@ from functools import partial
 
 from edgert import ir
 from edgert._tvm import import_tvm
+from edgert.compilers.backends import cpu_tiles
 from edgert.errors import InternalError, UnsupportedOpError
 
 tvm = import_tvm()
@@ -81,9 +82,7 @@ def packs_weight(node: ir.Node, w_shape: tuple, lanes: int | None) -> bool:
     """Whether conv ``node`` vectorizes over output channels (weights packed once, at set_params)."""
     if lanes is None or not isinstance(node, ir.Conv2d):
         return False
-    o, cg = w_shape[0], w_shape[1]
-    # every vector of lanes output channels must read the same input channel: stay within a group
-    return cg > 1 and (o // node.groups) % lanes == 0
+    return cpu_tiles.packs_weight(w_shape[1], w_shape[0] // node.groups, lanes)
 
 
 def linear_te(x, w, b=None):

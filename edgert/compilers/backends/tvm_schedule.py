@@ -25,6 +25,7 @@ import logging
 import os
 
 from edgert._tvm import import_tvm
+from edgert.compilers.backends.cpu_tiles import conv_tile_columns
 
 tvm = import_tvm()
 from tvm import s_tir, tirx  # noqa: E402
@@ -67,13 +68,6 @@ def _matches(name: str, bases: tuple[str, ...]) -> bool:
 def _is_copy(sch, block) -> bool:
     body = sch.get(block).body
     return isinstance(body, tirx.BufferStore) and isinstance(body.value, tvm.ir.TensorLoad)
-
-
-def _largest_divisor(n: int, lo: int, hi: int) -> int | None:
-    for d in range(min(n, hi), lo - 1, -1):
-        if n % d == 0:
-            return d
-    return None
 
 
 def _work(sch, block) -> int | None:
@@ -129,8 +123,7 @@ def _schedule_conv_oc(sch, conv, lanes: int) -> None:
     """Vectorize over output channels (``conv2d_packed``: weights already [O/lanes, I, kh, kw, lanes]):
     a register tile of ``owb`` output columns x ``lanes`` channels, input values broadcast."""
     n, oc, oh, ow, rc, ry, rx = sch.get_loops(conv)
-    n_ow = _const(sch.get(ow).extent)
-    owb = _largest_divisor(n_ow, 4, 12) or (n_ow if n_ow <= 12 else 8)
+    owb = conv_tile_columns(_const(sch.get(ow).extent))
     acc = sch.cache_write(conv, 0, TILE_SCOPE)
     _fold_epilogue(sch, acc)
     oc_o, oc_i = sch.split(oc, [None, lanes])
