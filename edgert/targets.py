@@ -33,7 +33,7 @@ class Target:
     # how edgert's own kernels fare against the plain roofline (optional; see KERNEL_TABLES)
     op_overhead_cycles: dict[str, float] = field(default_factory=dict)
     op_efficiency: dict[str, float] = field(default_factory=dict)
-    conv_tile_efficiency: dict[int, float] = field(default_factory=dict)
+    size_efficiency: dict[str, dict[int, float]] = field(default_factory=dict)
     path: str = ""
 
     @property
@@ -68,10 +68,15 @@ _REQUIRED = {"cpu": ("cores", "clock_hz"), "memory": ("ram_bytes", "flash_bytes"
 #   (replaces cpu.kernel_overhead_cycles for it);
 # - op_efficiency: <op> = the fraction of its op kind's [throughput] that <op>'s kernel reaches
 #   (say a max pool reading with a stride: below the elementwise rate);
-# - conv_tile_efficiency: "<columns>" = the fraction of fp32_mac reached by a convolution that
-#   vectorizes over output channels with a register tile of that many output columns
-#   (compilers/backends/cpu_tiles.py); the estimator interpolates between the listed widths.
-KERNEL_TABLES = ("op_overhead_cycles", "op_efficiency", "conv_tile_efficiency")
+# - size_efficiency.<op>: "<size>" = that fraction as a curve over the size that decides how the
+#   op's kernel vectorizes (SIZES); the estimator interpolates between the listed sizes.
+KERNEL_TABLES = ("op_overhead_cycles", "op_efficiency", "size_efficiency")
+SIZES = {
+    # a convolution vectorized over output channels (cpu_tiles.packs_weight): its register tile
+    "conv2d": "register tile width in output columns (compilers/backends/cpu_tiles.py)",
+    # LLVM unrolls and vectorizes a short window whole, a long one not
+    "adaptive_avg_pool2d": "window elements per output",
+}
 MAX_EFFICIENCY = 2.0  # a kernel may beat the reference kernel its op kind's rate was measured on, not by 2x
 
 
@@ -81,35 +86,53 @@ def _kernel_ops() -> tuple[str, ...]:
     return tuple(op for op, cls in ir.OPS.items() if cls.family == "float")
 
 
-def _kernel_tables(data: dict, problems: list[str]) -> dict[str, dict]:
-    """The optional kernel tables, checked; conv_tile_efficiency keys become ints."""
-    ops = _kernel_ops()
-    out: dict[str, dict] = {}
-    for t in KERNEL_TABLES:
-        table = data.get(t, {})
-        if not isinstance(table, dict):
-            problems.append(f"[{t}] must be a table")
-            table = {}
-        out[t] = {}
-        for k, v in table.items():
-            if not isinstance(v, (int, float)) or isinstance(v, bool):
-                problems.append(f"field {t}.{k} = {v!r} should be a number")
-                continue
-            if t == "op_overhead_cycles" and v < 0:
-                problems.append(f"field {t}.{k} = {v!r} must be >= 0")
-            elif t != "op_overhead_cycles" and not 0 < v <= MAX_EFFICIENCY:
-                problems.append(f"field {t}.{k} = {v!r} must be a fraction of the op kind's throughput, "
-                                f"above 0 and at most {MAX_EFFICIENCY:g}")
-            if t == "conv_tile_efficiency":
-                if not (k.isdigit() and int(k) >= 1):
-                    problems.append(f"field {t}.{k} should be named by a tile width in output columns, "
-                                    f'like "8" = 1.0')
-                    continue
-                k = int(k)
-            elif k not in ops:
-                problems.append(f"unknown op {t}.{k}; valid ops (edgert's float kernels): {', '.join(ops)}")
-            out[t][k] = float(v)
+def _fractions(table: dict, where: str, problems: list[str], key_ok, key_hint: str) -> dict:
+    """A table of efficiencies (0 < v <= MAX_EFFICIENCY) whose keys pass ``key_ok``."""
+    out = {}
+    for k, v in table.items():
+        if not key_ok(k):
+            problems.append(f"unknown field {where}.{k}; {key_hint}")
+        elif not isinstance(v, (int, float)) or isinstance(v, bool):
+            problems.append(f"field {where}.{k} = {v!r} should be a number")
+        elif not 0 < v <= MAX_EFFICIENCY:
+            problems.append(f"field {where}.{k} = {v!r} must be a fraction of the op kind's throughput, "
+                            f"above 0 and at most {MAX_EFFICIENCY:g}")
+        else:
+            out[k] = float(v)
     return out
+
+
+def _kernel_tables(data: dict, problems: list[str]) -> dict[str, dict]:
+    """The optional kernel tables, checked; size_efficiency keys become ints."""
+    ops = _kernel_ops()
+    op_hint = f"valid ops (edgert's float kernels): {', '.join(ops)}"
+    tables = {}
+    for t in KERNEL_TABLES:
+        tables[t] = data.get(t, {})
+        if not isinstance(tables[t], dict):
+            problems.append(f"[{t}] must be a table")
+            tables[t] = {}
+    overhead = {}
+    for k, v in tables["op_overhead_cycles"].items():
+        if k not in ops:
+            problems.append(f"unknown field op_overhead_cycles.{k}; {op_hint}")
+        elif not isinstance(v, (int, float)) or isinstance(v, bool) or v < 0:
+            problems.append(f"field op_overhead_cycles.{k} = {v!r} should be a number of cycles >= 0")
+        else:
+            overhead[k] = float(v)
+    sizes = {}
+    for op, curve in tables["size_efficiency"].items():
+        if op not in SIZES:
+            problems.append(f"unknown table [size_efficiency.{op}]; curves exist for: "
+                            + "; ".join(f"{o} (by {what})" for o, what in SIZES.items()))
+        elif not isinstance(curve, dict):
+            problems.append(f"[size_efficiency.{op}] must be a table like \"8\" = 1.0 (by {SIZES[op]})")
+        else:
+            fractions = _fractions(curve, f"size_efficiency.{op}", problems, lambda k: k.isdigit() and int(k) >= 1,
+                                   f'name each entry by a {SIZES[op]}, like "8" = 1.0')
+            sizes[op] = {int(k): v for k, v in sorted(fractions.items(), key=lambda kv: int(kv[0]))}
+    return {"op_overhead_cycles": overhead, "size_efficiency": sizes,
+            "op_efficiency": _fractions(tables["op_efficiency"], "op_efficiency", problems, lambda k: k in ops, op_hint)}
 
 
 def _search_dirs() -> list[Path]:
@@ -179,8 +202,8 @@ def parse_target(data: dict, path: str = "<memory>") -> Target:
     if not isinstance(in_flash, bool):
         problems.append(f"field weights_in_flash = {in_flash!r} should be true or false")
     kernels = _kernel_tables(data, problems)
-    if data.get("conv_tile_efficiency") and "simd_bits" not in tables["cpu"]:
-        problems.append("[conv_tile_efficiency] needs cpu.simd_bits (the vector width sets which "
+    if "conv2d" in kernels["size_efficiency"] and "simd_bits" not in tables["cpu"]:
+        problems.append("[size_efficiency.conv2d] needs cpu.simd_bits (the vector width sets which "
                         "convolutions vectorize over output channels)")
     if problems:
         raise TargetError(f"target file {path} is malformed:\n  " + "\n  ".join(problems)

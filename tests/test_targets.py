@@ -118,34 +118,39 @@ HEAD = 'name = "k"\ndescription = "d"\narch = "x"\n[cpu]\ncores = 1\nclock_hz = 
 def test_kernel_tables_are_read(tmp_path):
     f = tmp_path / "k.toml"
     f.write_text(HEAD + '[op_overhead_cycles]\nconv2d = 300\n[op_efficiency]\nmax_pool2d = 0.25\n'
-                 '[conv_tile_efficiency]\n"4" = 0.5\n8 = 1.0\n')
+                 '[size_efficiency.conv2d]\n"8" = 1.0\n"4" = 0.5\n')
     t = load_target(f)
     assert t.op_overhead_cycles == {"conv2d": 300} and t.op_efficiency == {"max_pool2d": 0.25}
-    assert t.conv_tile_efficiency == {4: 0.5, 8: 1.0}
+    assert t.size_efficiency == {"conv2d": {4: 0.5, 8: 1.0}}
 
 
 def test_bad_kernel_tables_are_named(tmp_path):
     f = tmp_path / "k.toml"
     f.write_text(HEAD.replace("simd_bits = 256\n", "") + '[op_overhead_cycles]\nconv3d = 1\nlinear = -5\n'
                  '[op_efficiency]\nmax_pool2d = 0\nrelu = 3.5\nadd = "fast"\n'
-                 '[conv_tile_efficiency]\nwide = 0.5\n"0" = 0.5\n')
+                 '[size_efficiency.conv2d]\nwide = 0.5\n"0" = 0.5\n"4" = 0.5\n[size_efficiency.relu]\n"1" = 1\n')
     with pytest.raises(TargetError) as e:
         load_target(f)
     msg = str(e.value)
-    for problem in ("unknown op op_overhead_cycles.conv3d; valid ops (edgert's float kernels): conv2d",
-                    "op_overhead_cycles.linear = -5 must be >= 0",
+    for problem in ("unknown field op_overhead_cycles.conv3d; valid ops (edgert's float kernels): conv2d",
+                    "op_overhead_cycles.linear = -5 should be a number of cycles >= 0",
                     "op_efficiency.max_pool2d = 0 must be a fraction", "op_efficiency.relu = 3.5 must be a fraction",
                     "op_efficiency.add = 'fast' should be a number",
-                    "conv_tile_efficiency.wide should be named by a tile width", "conv_tile_efficiency.0 should be",
-                    "[conv_tile_efficiency] needs cpu.simd_bits"):
+                    "unknown field size_efficiency.conv2d.wide; name each entry by a register tile width",
+                    "unknown field size_efficiency.conv2d.0;",
+                    "unknown table [size_efficiency.relu]; curves exist for: conv2d (by register tile width",
+                    "[size_efficiency.conv2d] needs cpu.simd_bits"):
         assert problem in msg, msg
 
 
 def test_only_the_host_carries_measured_kernel_tables():
     """A curve measured on x86 must not silently price an Arm board: the others have none."""
     host = load_target("x86-host")
-    assert host.op_overhead_cycles and host.op_efficiency and host.conv_tile_efficiency
-    assert "measured by tools/calibrate" in open(host.path).read().split("[conv_tile_efficiency]")[1].splitlines()[0]
+    assert host.op_overhead_cycles and host.op_efficiency and set(host.size_efficiency) == {"conv2d",
+                                                                                           "adaptive_avg_pool2d"}
+    text = open(host.path).read()
+    for table in ("[op_overhead_cycles]", "[op_efficiency]", "[size_efficiency.conv2d]"):
+        assert "measured by tools/calibrate on 20" in text.split(table)[1].splitlines()[0], table
     for name in CATALOGUE[1:]:
         t = load_target(name)
-        assert not (t.op_overhead_cycles or t.op_efficiency or t.conv_tile_efficiency), name
+        assert not (t.op_overhead_cycles or t.op_efficiency or t.size_efficiency), name

@@ -2,25 +2,27 @@
 fare against it, then compare predicted and measured latency layer by layer (``edgert profile
 --calibrate [ARTIFACT]``, ``python -m tools.bench calibrate``).
 
-Everything is measured on small synthetic kernels compiled by edgert's TVM backend for x86-host and
-timed alone by TVM's time evaluator (least of 3 profiles, each a median): never on the layers the
-comparison scores. Per TVM op, a line ``t = overhead + x / efficiency`` is fitted through instances
-of several sizes (weighted by 1/t, so small and large instances count alike):
+Everything is measured on small synthetic kernels compiled by edgert's TVM backend for x86-host,
+each timed alone by TVM's time evaluator as the least of 3 profiles x ``repeat`` timings (another
+process on a shared core only ever adds time), never on the layers the comparison scores:
 
-- relu over 8 to 65,536 floats: x = its element count; the slope is the ``elementwise`` rate;
-- 3x3 convolutions with bias and ReLU, 8 output columns (one register tile per row) and 8 to 64
-  channels: x = its MACs; the slope is the ``fp32_mac`` rate;
-- linear, add, max/avg pooling and global average pooling: x = the roofline compute time of the
-  instance at those rates; the slope is ``1 / op_efficiency`` (a max pool reads with a stride and
-  reaches a fraction of the elementwise rate);
-- every intercept is that op's fixed call cost, ``op_overhead_cycles``;
-- ``conv_tile_efficiency``: 3x3 convolutions 32 -> 32 on maps 8 rows high and 1 to 12 columns wide
-  (so one register tile per row of that many columns, compilers/backends/cpu_tiles.py), each as
-  its MAC rate (less the convolution's call cost) over the fp32_mac rate: with fewer columns the
-  tile has fewer independent FMA chains to hide their latency.
+- ``op_overhead_cycles``: per TVM op, the time of its smallest instance (a 2x2 map, one output
+  column...): almost all fixed call cost;
+- per op, instances of several sizes whose data stays in the 32 KB L1 (bigger data is the bandwidth
+  roofs' business), and the slope of their time less the call cost (weighted by 1/t, so small and
+  large count alike) against x: for relu x = its elements, giving the ``elementwise`` rate; for 3x3
+  convolutions with bias and ReLU, 8 output columns (one register tile per row) and 8 to 64
+  channels, x = MACs, giving the ``fp32_mac`` rate; for linear, add and max/avg pooling x = the
+  roofline compute time at those rates, giving ``1 / op_efficiency`` (a max pool reads with a
+  stride and reaches a fraction of the elementwise rate);
+- ``size_efficiency`` (edgert.targets.SIZES): one instance per size, its roofline compute time over
+  its time less the call cost. Convolutions 32 -> 32 on maps 8 rows high and 1 to 12 columns wide
+  (one register tile of that many columns per row): with fewer columns the tile has fewer
+  independent FMA chains to hide their latency. Global average pools of 1x1 to 8x8 and 16x16
+  windows: LLVM unrolls and vectorizes a window of up to 16 elements whole.
 
-Memory bandwidth: an add of two 4M-float tensors (48 MB moved, past the caches); cache bandwidth: the
-same on 16K floats (192 KB moved, inside the 512 KB L2). int8_mac, binary_mac, shift_add and
+Bandwidth: adds of two tensors of 2K floats (24 KB moved, inside L1), 16K (192 KB, inside L2), 256K
+(3 MB, inside L3) and 4M floats (48 MB, past the caches). int8_mac, binary_mac, shift_add and
 accumulate: small Numba loops (the backend of those op families).
 
 Each layer of an artifact is then predicted with these figures (edgert.runtime.estimate: roofline,
@@ -116,11 +118,15 @@ INSTANCES: dict[str, Callable[[], list[_Instance]]] = {
     "add": lambda: [_add(s) for s in L1_MAPS[:3] + ((8, 16, 16),)],
     "max_pool2d": lambda: [_unary(ir.MaxPool2d, s) for s in L1_MAPS[1:] + ((64, 8, 8), (8, 32, 32))],  # 2x2
     "avg_pool2d": lambda: [_unary(ir.AvgPool2d, s) for s in L1_MAPS[1:] + ((64, 8, 8), (8, 32, 32))],
-    # global pooling, on the small maps where networks for the edge pool (up to 8x8)
-    "adaptive_avg_pool2d": lambda: [_unary(ir.AdaptiveAvgPool2d, s)
-                                    for s in ((128, 2, 2), (16, 4, 4), (32, 6, 6), (16, 8, 8), (64, 8, 8))],
 }
-TILE_WIDTHS = tuple(range(1, 13))
+# Curves over the size that decides how an op's kernel vectorizes (edgert.targets.SIZES): one
+# instance per size, at 32 -> 32 channels (conv) and 128 channels (global pool).
+CURVES: dict[str, Callable[[], list[tuple[int, _Instance]]]] = {
+    # on maps up to 12 columns wide one register tile covers a row (cpu_tiles.conv_tile_columns)
+    "conv2d": lambda: [(w, _conv(32, 32, 8, w)) for w in range(1, 13)],
+    "adaptive_avg_pool2d": lambda: [(h * h, _unary(ir.AdaptiveAvgPool2d, (128, h, h))) for h in (1, 2, 3, 4, 5, 6, 8)]
+    + [(256, _unary(ir.AdaptiveAvgPool2d, (32, 16, 16)))],
+}
 
 
 def slope_through(x: np.ndarray, t: np.ndarray, t0: float) -> float:
@@ -130,24 +136,27 @@ def slope_through(x: np.ndarray, t: np.ndarray, t0: float) -> float:
     return float(np.sum(w2 * x * (t - t0)) / np.sum(w2 * x * x))
 
 
+def _compute_s(c: _Instance, thr: dict, clock: float) -> float:
+    """The roofline compute time of an instance at the rates measured so far."""
+    return sum(v / (thr[k] * clock) for k, v in c.cost.ops.items())
+
+
 def measure_kernels(repeat: int, clock: float, out: dict) -> None:
     """Fill out's throughput (elementwise, fp32_mac) and the kernel tables, with how each was made."""
     thr, how = out["throughput"], out["how"]
-    overhead, efficiency, points = {}, {}, {}
+    call = {op: _tvm_kernel_seconds(t.graph, t.x, repeat) for op, t in ((op, make()) for op, make in TINY.items())}
+    efficiency, points = {}, {}
     for op, make in INSTANCES.items():
-        tiny = TINY[op]()
-        call = _tvm_kernel_seconds(tiny.graph, tiny.x, repeat)
         cases = make()
         ts = np.array([_tvm_kernel_seconds(c.graph, c.x, repeat) for c in cases])
         if op == "relu":
             xs = [c.cost.ops["elementwise"] for c in cases]
         elif op == "conv2d":
             xs = [c.cost.ops["fp32_mac"] for c in cases]
-        else:  # the roofline compute time of the instance at the rates measured above
-            xs = [sum(v / (thr[k] * clock) for k, v in c.cost.ops.items()) for c in cases]
-        slope = slope_through(np.array(xs, float), ts, call)
-        overhead[op] = call * clock
-        points[op] = f"{call * 1e6:.2f}; " + ", ".join(f"{t * 1e6:.2f}" for t in ts)
+        else:
+            xs = [_compute_s(c, thr, clock) for c in cases]
+        slope = slope_through(np.array(xs, float), ts, call[op])
+        points[op] = ", ".join(f"{t * 1e6:.2f}" for t in ts)
         if op == "relu":
             thr["elementwise"] = 1 / (slope * clock)
         elif op == "conv2d":
@@ -155,25 +164,27 @@ def measure_kernels(repeat: int, clock: float, out: dict) -> None:
         else:
             efficiency[op] = min(1 / slope, MAX_EFFICIENCY)
     how["elementwise"] = (f"TVM relu on maps of 64..4,096 floats (in L1) ({points['relu']} us): slope of time "
-                          "vs size")
+                          "less the relu call cost vs size")
     how["fp32_mac"] = (f"TVM 3x3 conv+bias+ReLU, 8 columns, 8..64 channels ({points['conv2d']} us): slope of "
-                       "time vs MACs")
-    how["op_overhead_cycles"] = "per op: its smallest instance (" + "; ".join(
-        f"{op}: {p} us" for op, p in points.items()) + ")"
-    how["op_efficiency"] = "per op: 1 / slope of time less the call cost vs roofline compute time (same instances)"
+                       "time less the conv call cost vs MACs")
+    how["op_overhead_cycles"] = "per op: its smallest instance (" + ", ".join(
+        f"{op} {t * 1e6:.2f} us" for op, t in call.items()) + ")"
+    how["op_efficiency"] = "per op: 1 / slope of time less the call cost vs roofline compute time (" + "; ".join(
+        f"{op}: {points[op]} us" for op in efficiency) + ")"
 
-    tiles, tile_us = {}, []
-    per_s = thr["fp32_mac"] * clock
-    for w in TILE_WIDTHS:
-        c = _conv(32, 32, 8, w)
-        s = _tvm_kernel_seconds(c.graph, c.x, repeat)
-        tile_us.append(f"{s * 1e6:.1f}")
-        tiles[w] = min(c.cost.ops["fp32_mac"] / max(s - overhead["conv2d"] / clock, 1e-9) / per_s, MAX_EFFICIENCY)
-    how["conv_tile_efficiency"] = (f"TVM 3x3 conv 32->32, 8 rows of 1..12 columns ({', '.join(tile_us)} us): MAC "
-                                   "rate less the conv call cost, over fp32_mac")
-    out["op_overhead_cycles"] = overhead
+    sizes, size_how = {}, []
+    for op, make in CURVES.items():
+        sizes[op], us = {}, []
+        for size, c in make():
+            t = _tvm_kernel_seconds(c.graph, c.x, repeat)
+            us.append(f"{size}: {t * 1e6:.2f}")
+            sizes[op][size] = min(_compute_s(c, thr, clock) / max(t - call[op], 1e-9), MAX_EFFICIENCY)
+        size_how.append(f"{op} ({', '.join(us)} us)")
+    how["size_efficiency"] = ("per size: roofline compute time over time less the call cost; "
+                              + "; ".join(size_how))
+    out["op_overhead_cycles"] = {op: t * clock for op, t in call.items()}
     out["op_efficiency"] = efficiency
-    out["conv_tile_efficiency"] = tiles
+    out["size_efficiency"] = sizes
 
 
 def _time_numba(fn: Callable, args: tuple, repeat: int) -> float:
@@ -237,7 +248,7 @@ def measure_host(repeat: int = 20, clock_hz: float | None = None) -> dict:
     # the fixed cost of a kernel of any other op: that of the plainest kernel, relu
     overhead = out["op_overhead_cycles"]["relu"] / clock
     out["kernel_overhead_cycles"] = out["op_overhead_cycles"]["relu"]
-    out["how"]["kernel_overhead_cycles"] = f"the relu line's intercept, {overhead * 1e6:.2f} us"
+    out["how"]["kernel_overhead_cycles"] = f"the relu call cost, {overhead * 1e6:.2f} us (for ops without their own)"
 
     n = 1 << 22
     add = _add((n,))
@@ -289,7 +300,7 @@ def calibrated_host(measured: dict) -> Target:
                            "sram_bandwidth_bytes_per_s": measured["sram_bandwidth_bytes_per_s"],
                            "l1_bandwidth_bytes_per_s": measured["l1_bandwidth_bytes_per_s"]},
                    op_overhead_cycles=measured["op_overhead_cycles"], op_efficiency=measured["op_efficiency"],
-                   conv_tile_efficiency=measured["conv_tile_efficiency"])
+                   size_efficiency=measured["size_efficiency"])
 
 
 def kernel_cost(nodes: list[str], costs: dict, by_name: dict, specs: dict, batch: int, params_of) -> NodeCost:
@@ -370,7 +381,7 @@ def calibrate_host(artifact=None, batch: int = 1, repeat: int = 20) -> dict:
                              "l1_bandwidth_bytes_per_s": base.memory.get("l1_bandwidth_bytes_per_s"),
                              "kernel_overhead_cycles": base.cpu.get("kernel_overhead_cycles"),
                              "op_overhead_cycles": base.op_overhead_cycles, "op_efficiency": base.op_efficiency,
-                             "conv_tile_efficiency": base.conv_tile_efficiency}}
+                             "size_efficiency": base.size_efficiency}}
     if artifact is not None:
         rows = compare_layers(artifact, calibrated_host(measured), batch, repeat)
         within = sum(abs(r["error"]) <= 0.30 for r in rows)
@@ -405,9 +416,13 @@ def print_calibration(report: dict, console, as_json: bool = False) -> None:
     t.add_row("kernel overhead cycles", f"{m['kernel_overhead_cycles']:.0f}",
               str(report["board_file"]["kernel_overhead_cycles"] or "-"), m["how"]["kernel_overhead_cycles"])
     bf = report["board_file"]
-    for table, fmt in (("op_overhead_cycles", "{:.0f}"), ("op_efficiency", "{:.2f}"), ("conv_tile_efficiency", "{:.2f}")):
+    for table, fmt in (("op_overhead_cycles", "{:.0f}"), ("op_efficiency", "{:.2f}")):
         t.add_row(table, ", ".join(f"{k} {fmt.format(v)}" for k, v in m[table].items()),
                   ", ".join(f"{k} {fmt.format(v)}" for k, v in bf[table].items()) or "-", m["how"][table])
+    for op, curve in m["size_efficiency"].items():
+        t.add_row(f"size_efficiency {op}", ", ".join(f"{k}: {v:.2f}" for k, v in curve.items()),
+                  ", ".join(f"{k}: {v:.2f}" for k, v in bf["size_efficiency"].get(op, {}).items()) or "-",
+                  m["how"]["size_efficiency"] if op == next(iter(m["size_efficiency"])) else "")
     console.print(t)
     if "layers" not in report:
         return

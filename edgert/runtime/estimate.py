@@ -14,10 +14,10 @@ Nothing here is a measurement. Every figure carries a label saying which model m
   overestimate).
 - **latency, "estimated (roofline and the board's kernel tables)"**: on a board whose file has kernel
   tables (edgert.targets.KERNEL_TABLES, measured by ``python -m tools.bench calibrate`` on the host),
-  the compute time is divided by the efficiency of edgert's kernel for the node's op (``op_efficiency``;
-  for a convolution vectorized over output channels, times that of its register tile,
-  ``conv_tile_efficiency``; the nodes of a fused kernel each at their own), and the call overhead
-  is the op's own (``op_overhead_cycles``).
+  the compute time is divided by the efficiency of edgert's kernel for the node's op
+  (``op_efficiency``; for a convolution vectorized over output channels or a global pool, times the
+  ``size_efficiency`` curve at its register tile width or window, edgert.targets.SIZES; the nodes of
+  a fused kernel each at their own), and the call overhead is the op's own (``op_overhead_cycles``).
 - **energy, "compute-only (per-op table)"**: ``sum_k ops_k x energy_k``. On a board with
   ``neuron_update_pj`` (neuromorphic), a stateful node's output elements are priced as neuron updates
   instead of as elementwise ops.
@@ -70,7 +70,7 @@ def missing_kinds(cost: NodeCost, target: Target) -> list[str]:
 
 
 def latency_label(target: Target) -> str:
-    has_tables = target.op_efficiency or target.op_overhead_cycles or target.conv_tile_efficiency
+    has_tables = target.op_efficiency or target.op_overhead_cycles or target.size_efficiency
     return LATENCY_LABEL_KERNELS if has_tables else LATENCY_LABEL
 
 
@@ -89,11 +89,24 @@ def kernel_efficiency(cost: NodeCost, target: Target) -> float:
     """The fraction of the board's op-kind throughput that edgert's kernel for this node reaches (1
     when the board file says nothing about it)."""
     eff = target.op_efficiency.get(cost.op, 1.0)
-    if cost.conv_shape and target.conv_tile_efficiency:
+    curve = target.size_efficiency.get(cost.op)
+    size = kernel_size(cost, target) if curve else None
+    return eff * interpolate(curve, size) if size else eff
+
+
+def kernel_size(cost: NodeCost, target: Target) -> int | None:
+    """The size a board's ``size_efficiency`` curve for the node's op is read at (targets.SIZES), or
+    None when the curve does not apply to this node."""
+    if cost.op == "conv2d" and cost.conv_shape:
         in_per_group, out_per_group, width = cost.conv_shape
         if packs_weight(in_per_group, out_per_group, target.cpu["simd_bits"] // 32):
-            eff *= interpolate(target.conv_tile_efficiency, conv_tile_columns(width))
-    return eff
+            return conv_tile_columns(width)
+    elif cost.op == "adaptive_avg_pool2d" and cost.output_shape:
+        outputs = 1
+        for d in cost.output_shape:
+            outputs *= d
+        return cost.ops.get("elementwise", 0) // outputs or None  # it counts one op per element read
+    return None
 
 
 def call_overhead_s(cost: NodeCost, target: Target) -> float:

@@ -168,7 +168,7 @@ def test_interpolate_is_piecewise_linear_and_flat_beyond_the_ends():
 KERNEL_BOARD = dict(BOARD, cpu={"cores": 1, "clock_hz": 1e9, "simd_bits": 256, "kernel_overhead_cycles": 100},
                     op_overhead_cycles={"max_pool2d": 500, "conv2d": 300},
                     op_efficiency={"max_pool2d": 0.25},
-                    conv_tile_efficiency={"4": 0.5, "8": 1.0})
+                    size_efficiency={"conv2d": {"4": 0.5, "8": 1.0}, "adaptive_avg_pool2d": {"4": 0.2, "16": 0.6}})
 
 
 def test_kernel_tables_scale_compute_and_set_the_call_cost():
@@ -191,6 +191,12 @@ def test_kernel_tables_scale_compute_and_set_the_call_cost():
     assert kernel_efficiency(conv(1, 32, 4), toy) == 1.0    # one input channel: vectorized over columns instead
     assert kernel_efficiency(conv(16, 12, 4), toy) == 1.0   # 12 output channels do not fill vectors of 8
     assert kernel_efficiency(conv(16, 32, 4), parse_target(BOARD)) == 1.0  # a board without tables
+
+    def global_pool(h):
+        return NodeCost("g", "adaptive_avg_pool2d", (1, 64, 1, 1), {"elementwise": 64 * h * h}, 0, 10)
+
+    assert kernel_efficiency(global_pool(3), toy) == pytest.approx(0.2 + 0.4 * 5 / 12)  # window of 9 elements
+    assert kernel_efficiency(global_pool(8), toy) == pytest.approx(0.6)  # beyond the curve: its last point
 
 
 def test_fused_kernel_prices_each_node_at_its_own_efficiency():

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from edgert.targets import SIZES
 from tools.bench.report import machine, write_section
 
 HOST_FILE = Path(__file__).resolve().parents[2] / "targets" / "x86-host.toml"
@@ -40,9 +41,11 @@ def kernel_block(m: dict, date: str) -> str:
              f"elementwise {m['throughput']['elementwise']:.3g} per cycle in the same run) each op's kernel reaches",
              *(f"{op} = {v:.3f}" for op, v in m["op_efficiency"].items()),
              "",
-             f"[conv_tile_efficiency]  # {src}: the fraction of fp32_mac reached by a 3x3 conv vectorized over "
-             "output channels, by register tile width in output columns",
-             *(f'"{w}" = {v:.3f}' for w, v in m["conv_tile_efficiency"].items()),
+             *(line for op, curve in m["size_efficiency"].items() for line in (
+                 "",
+                 f"[size_efficiency.{op}]  # {src}: the fraction of its op kind's rate this op's kernel reaches, "
+                 f"by {SIZES[op]}",
+                 *(f'"{k}" = {v:.3f}' for k, v in curve.items()))),
              END]
     return "\n".join(lines)
 
@@ -85,7 +88,8 @@ def main() -> str:
     kinds = ", ".join(f"{k} {v:.3g}" for k, v in m["throughput"].items())
     overheads = ", ".join(f"{k} {v / clock * 1e6:.2f}" for k, v in m["op_overhead_cycles"].items())
     effs = ", ".join(f"{k} {v:.2f}" for k, v in m["op_efficiency"].items())
-    tiles = ", ".join(f"{w}: {v:.2f}" for w, v in m["conv_tile_efficiency"].items())
+    curves = "; ".join(f"{op} by {SIZES[op].split(' (')[0]}: " + ", ".join(f"{k}: {v:.2f}" for k, v in c.items())
+                       for op, c in m["size_efficiency"].items())
     table = "\n".join([
         "## Roofline calibration on this host: predicted vs measured latency per layer",
         "",
@@ -102,7 +106,7 @@ def main() -> str:
         f"{m['l1_bandwidth_bytes_per_s'] / 1e9:.0f} GB/s inside L1 (used when a layer's bytes fit in 32 KB), "
         f"{m['cache_bandwidth_bytes_per_s'] / 1e9:.0f} GB/s inside L2 (512 KB), {m['sram_bandwidth_bytes_per_s'] / 1e9:.0f} "
         f"GB/s inside L3 (32 MB), {m['bandwidth_bytes_per_s'] / 1e9:.0f} GB/s from memory. Call cost (us): {overheads}. "
-        f"Op efficiency: {effs}. Conv efficiency by register tile width (output columns): {tiles}.",
+        f"Op efficiency: {effs}. Efficiency curves: {curves}.",
         "",
         "| model | layer (kernel) | main op | kernel efficiency | roofline us | call us | predicted us | "
         "measured us | error | within ±30% |",
