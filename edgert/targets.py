@@ -76,6 +76,9 @@ SIZES = {
     "conv2d": "register tile width in output columns (compilers/backends/cpu_tiles.py)",
     # LLVM unrolls and vectorizes a short window whole, a long one not
     "adaptive_avg_pool2d": "window elements per output",
+    # the elementwise schedule vectorizes the innermost loop whole (up to 8 vectors): a short one
+    # leaves lanes idle
+    "relu": "innermost dimension in elements",
 }
 MAX_EFFICIENCY = 2.0  # a kernel may beat the reference kernel its op kind's rate was measured on, not by 2x
 

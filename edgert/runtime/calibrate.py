@@ -3,8 +3,9 @@ fare against it, then compare predicted and measured latency layer by layer (``e
 --calibrate [ARTIFACT]``, ``python -m tools.bench calibrate``).
 
 Everything is measured on small synthetic kernels compiled by edgert's TVM backend for x86-host,
-each timed alone by TVM's time evaluator as the least of 3 profiles x ``repeat`` timings (another
-process on a shared core only ever adds time), never on the layers the comparison scores:
+each timed alone by TVM's time evaluator as the least of ROUNDS interleaved rounds x ``repeat``
+timings (another process on a shared core only ever adds time), never on the layers the comparison
+scores:
 
 - ``op_overhead_cycles``: per TVM op, the time of its smallest instance (a 2x2 map, one output
   column...): almost all fixed call cost;
@@ -19,7 +20,8 @@ process on a shared core only ever adds time), never on the layers the compariso
   its time less the call cost. Convolutions 32 -> 32 on maps 8 rows high and 1 to 12 columns wide
   (one register tile of that many columns per row): with fewer columns the tile has fewer
   independent FMA chains to hide their latency. Global average pools of 1x1 to 8x8 and 16x16
-  windows: LLVM unrolls and vectorizes a window of up to 16 elements whole.
+  windows: LLVM unrolls and vectorizes a window of up to 16 elements whole. ReLU on 2,048 floats
+  in rows of 1 to 64: the elementwise schedule vectorizes a row whole, so short rows idle lanes.
 
 Bandwidth: adds of two tensors of 2K floats (24 KB moved, inside L1), 16K (192 KB, inside L2), 256K
 (3 MB, inside L3) and 4M floats (48 MB, past the caches). int8_mac, binary_mac, shift_add and
@@ -46,17 +48,22 @@ from edgert.runtime.profile import NodeCost, count_ops
 from edgert.targets import MAX_EFFICIENCY, Target, load_target
 
 F32 = "float32"
-ROUNDS = 3
+ROUNDS = 5
 
 
-def _tvm_kernel_seconds(graph: ir.Graph, x: np.ndarray, repeat: int) -> float:
-    """Median seconds of the graph's kernels (one TVM library on this host), summed."""
+def kernel_seconds(instances: list, repeat: int) -> np.ndarray:
+    """Seconds of each instance's kernels (one TVM library each on this host), summed: the least over
+    ROUNDS rounds through all instances in turn (interleaved, so a busy spell on the shared core
+    hits one round of each rather than every round of one), each the least of ``repeat`` timings."""
     from edgert.compilers.compile import build_artifact
     from edgert.runtime.engine import Engine
 
-    engine = Engine(build_artifact(graph, "x86-host"))
-    # the least of a few profiles: the other process on a shared core only ever adds time
-    return min(sum(s for _, s in engine.profile(x, repeat=repeat, best=True)) for _ in range(ROUNDS))
+    engines = [Engine(build_artifact(c.graph, "x86-host")) for c in instances]
+    best = np.full(len(instances), np.inf)
+    for _ in range(ROUNDS):
+        for i, (engine, c) in enumerate(zip(engines, instances)):
+            best[i] = min(best[i], sum(s for _, s in engine.profile(c.x, repeat=repeat, best=True)))
+    return best
 
 
 class _Instance:
@@ -111,7 +118,7 @@ TINY: dict[str, Callable[[], _Instance]] = {
     "adaptive_avg_pool2d": lambda: _unary(ir.AdaptiveAvgPool2d, (1, 2, 2)),
 }
 INSTANCES: dict[str, Callable[[], list[_Instance]]] = {
-    "relu": lambda: [_unary(ir.Relu, s) for s in L1_MAPS],
+    "relu": lambda: [_unary(ir.Relu, s) for s in ((8, 8, 8), (4, 16, 16), (8, 16, 16), (16, 16, 16))],  # full vectors
     "conv2d": lambda: [_conv(ci, co, h, 8) for ci, co, h in ((8, 8, 4), (16, 16, 8), (32, 32, 8), (32, 32, 16),
                                                               (64, 64, 16))],
     "linear": lambda: [_linear(k, n) for k, n in ((16, 8), (256, 8), (32, 64), (128, 32), (512, 16), (64, 128))],
@@ -126,6 +133,7 @@ CURVES: dict[str, Callable[[], list[tuple[int, _Instance]]]] = {
     "conv2d": lambda: [(w, _conv(32, 32, 8, w)) for w in range(1, 13)],
     "adaptive_avg_pool2d": lambda: [(h * h, _unary(ir.AdaptiveAvgPool2d, (128, h, h))) for h in (1, 2, 3, 4, 5, 6, 8)]
     + [(256, _unary(ir.AdaptiveAvgPool2d, (32, 16, 16)))],
+    "relu": lambda: [(w, _unary(ir.Relu, (8, 256 // w, w))) for w in (1, 2, 4, 8, 16, 32, 64)],  # 2,048 floats
 }
 
 
@@ -141,14 +149,31 @@ def _compute_s(c: _Instance, thr: dict, clock: float) -> float:
     return sum(v / (thr[k] * clock) for k, v in c.cost.ops.items())
 
 
+BANDWIDTH = (("l1_bandwidth_bytes_per_s", 1 << 11, "24 KB moved, inside the 32 KB L1"),
+             ("cache_bandwidth_bytes_per_s", 1 << 14, "192 KB moved, inside the 512 KB L2"),
+             ("sram_bandwidth_bytes_per_s", 1 << 18, "3 MB moved, inside the 32 MB L3"),
+             ("bandwidth_bytes_per_s", 1 << 22, "48 MB moved, past the caches"))
+
+
 def measure_kernels(repeat: int, clock: float, out: dict) -> None:
-    """Fill out's throughput (elementwise, fp32_mac) and the kernel tables, with how each was made."""
+    """Fill out's throughput (elementwise, fp32_mac), the kernel tables and the bandwidths, with how
+    each was made. Every instance is timed in one interleaved batch."""
     thr, how = out["throughput"], out["how"]
-    call = {op: _tvm_kernel_seconds(t.graph, t.x, repeat) for op, t in ((op, make()) for op, make in TINY.items())}
+    tiny = {op: make() for op, make in TINY.items()}
+    lines = {op: make() for op, make in INSTANCES.items()}
+    curves = {op: make() for op, make in CURVES.items()}
+    adds = [_add((n,)) for _, n, _ in BANDWIDTH]
+    batch = [*tiny.values(), *(c for cs in lines.values() for c in cs),
+             *(c for cs in curves.values() for _, c in cs), *adds]
+    times = iter(kernel_seconds(batch, repeat))
+    call = {op: next(times) for op in tiny}
+    line_t = {op: np.array([next(times) for _ in cs]) for op, cs in lines.items()}
+    curve_t = {op: [next(times) for _ in cs] for op, cs in curves.items()}
+    add_t = [next(times) for _ in adds]
+
     efficiency, points = {}, {}
-    for op, make in INSTANCES.items():
-        cases = make()
-        ts = np.array([_tvm_kernel_seconds(c.graph, c.x, repeat) for c in cases])
+    for op, cases in lines.items():  # relu and conv2d first: the others are relative to their rates
+        ts = line_t[op]
         if op == "relu":
             xs = [c.cost.ops["elementwise"] for c in cases]
         elif op == "conv2d":
@@ -163,8 +188,8 @@ def measure_kernels(repeat: int, clock: float, out: dict) -> None:
             thr["fp32_mac"] = 1 / (slope * clock)
         else:
             efficiency[op] = min(1 / slope, MAX_EFFICIENCY)
-    how["elementwise"] = (f"TVM relu on maps of 64..4,096 floats (in L1) ({points['relu']} us): slope of time "
-                          "less the relu call cost vs size")
+    how["elementwise"] = (f"TVM relu on maps of 512..4,096 floats (in L1), rows of 8 or 16 ({points['relu']} us): "
+                          "slope of time less the relu call cost vs size")
     how["fp32_mac"] = (f"TVM 3x3 conv+bias+ReLU, 8 columns, 8..64 channels ({points['conv2d']} us): slope of "
                        "time less the conv call cost vs MACs")
     how["op_overhead_cycles"] = "per op: its smallest instance (" + ", ".join(
@@ -173,18 +198,22 @@ def measure_kernels(repeat: int, clock: float, out: dict) -> None:
         f"{op}: {points[op]} us" for op in efficiency) + ")"
 
     sizes, size_how = {}, []
-    for op, make in CURVES.items():
-        sizes[op], us = {}, []
-        for size, c in make():
-            t = _tvm_kernel_seconds(c.graph, c.x, repeat)
-            us.append(f"{size}: {t * 1e6:.2f}")
-            sizes[op][size] = min(_compute_s(c, thr, clock) / max(t - call[op], 1e-9), MAX_EFFICIENCY)
-        size_how.append(f"{op} ({', '.join(us)} us)")
+    for op, cases in curves.items():
+        sizes[op] = {size: min(_compute_s(c, thr, clock) / max(t - call[op], 1e-9), MAX_EFFICIENCY)
+                     for (size, c), t in zip(cases, curve_t[op])}
+        size_how.append(f"{op} ({', '.join(f'{size}: {t * 1e6:.2f}' for (size, _), t in zip(cases, curve_t[op]))} us)")
     how["size_efficiency"] = ("per size: roofline compute time over time less the call cost; "
                               + "; ".join(size_how))
     out["op_overhead_cycles"] = {op: t * clock for op, t in call.items()}
     out["op_efficiency"] = efficiency
     out["size_efficiency"] = sizes
+
+    # the fixed cost of a kernel of any other op: that of the plainest kernel, relu
+    out["kernel_overhead_cycles"] = call["relu"] * clock
+    how["kernel_overhead_cycles"] = f"the relu call cost, {call['relu'] * 1e6:.2f} us (for ops without their own)"
+    for (key, n, where), s in zip(BANDWIDTH, add_t):
+        out[key] = 3 * 4 * n / max(s - call["add"], 1e-9)
+        how[key] = f"TVM add of two {n:,}-float tensors ({where}) in {s * 1e6:.2f} us, less the add call cost"
 
 
 def _time_numba(fn: Callable, args: tuple, repeat: int) -> float:
@@ -245,24 +274,6 @@ def measure_host(repeat: int = 20, clock_hz: float | None = None) -> dict:
     out: dict = {"clock_hz": clock, "throughput": {}, "how": {}}
 
     measure_kernels(repeat, clock, out)
-    # the fixed cost of a kernel of any other op: that of the plainest kernel, relu
-    overhead = out["op_overhead_cycles"]["relu"] / clock
-    out["kernel_overhead_cycles"] = out["op_overhead_cycles"]["relu"]
-    out["how"]["kernel_overhead_cycles"] = f"the relu call cost, {overhead * 1e6:.2f} us (for ops without their own)"
-
-    n = 1 << 22
-    add = _add((n,))
-    s = _tvm_kernel_seconds(add.graph, add.x, max(3, repeat // 4))
-    out["bandwidth_bytes_per_s"] = 3 * 4 * n / s
-    out["how"]["bandwidth_bytes_per_s"] = f"TVM add of two {n:,}-float tensors (48 MB moved) in {s * 1e3:.2f} ms"
-
-    for key, n, where in (("l1_bandwidth_bytes_per_s", 1 << 11, "24 KB moved, inside the 32 KB L1"),
-                          ("cache_bandwidth_bytes_per_s", 1 << 14, "192 KB moved, inside the 512 KB L2"),
-                          ("sram_bandwidth_bytes_per_s", 1 << 18, "3 MB moved, inside the 32 MB L3")):
-        add = _add((n,))
-        s = _tvm_kernel_seconds(add.graph, add.x, repeat)
-        out[key] = 3 * 4 * n / max(s - overhead, 1e-9)
-        out["how"][key] = f"TVM add of two {n:,}-float tensors ({where}) in {s * 1e6:.2f} us, less the relu call cost"
 
     int8_dot, xnor, shift, acc = _numba_kernels()
     m, k = 64, 1024

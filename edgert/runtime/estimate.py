@@ -15,8 +15,9 @@ Nothing here is a measurement. Every figure carries a label saying which model m
 - **latency, "estimated (roofline and the board's kernel tables)"**: on a board whose file has kernel
   tables (edgert.targets.KERNEL_TABLES, measured by ``python -m tools.bench calibrate`` on the host),
   the compute time is divided by the efficiency of edgert's kernel for the node's op
-  (``op_efficiency``; for a convolution vectorized over output channels or a global pool, times the
-  ``size_efficiency`` curve at its register tile width or window, edgert.targets.SIZES; the nodes of
+  (``op_efficiency``; for a convolution vectorized over output channels, a global pool or a ReLU,
+  times the ``size_efficiency`` curve at its register tile width, window or innermost dimension,
+  edgert.targets.SIZES; the nodes of
   a fused kernel each at their own), and the call overhead is the op's own (``op_overhead_cycles``).
 - **energy, "compute-only (per-op table)"**: ``sum_k ops_k x energy_k``. On a board with
   ``neuron_update_pj`` (neuromorphic), a stateful node's output elements are priced as neuron updates
@@ -106,6 +107,8 @@ def kernel_size(cost: NodeCost, target: Target) -> int | None:
         for d in cost.output_shape:
             outputs *= d
         return cost.ops.get("elementwise", 0) // outputs or None  # it counts one op per element read
+    elif cost.op == "relu" and len(cost.output_shape) > 1:
+        return cost.output_shape[-1]
     return None
 
 

@@ -95,8 +95,9 @@ def main() -> str:
         "",
         f"`python -m tools.bench calibrate` (= `edgert profile --calibrate ARTIFACT` per model) on {machine()}; "
         f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min) at the start; one thread; "
-        "batch 1. A layer is one TVM kernel (fused nodes together); measured = least of 3 profiles, each the "
-        "median of TVM's time evaluator. Predicted (edgert.runtime.estimate with the figures below) = roofline "
+        "batch 1. A layer is one TVM kernel (fused nodes together); measured = the least of 5 rounds x 20 "
+        "timings by TVM's time evaluator (each at least 1 ms of calls; on a shared core other processes only "
+        "add time). Predicted (edgert.runtime.estimate with the figures below) = roofline "
         "(ops at the measured ops/cycle vs bytes at the measured bandwidth, whichever binds) with the compute "
         "time divided by the kernel efficiency of the layer's main op, + that op's call cost.",
         "",
