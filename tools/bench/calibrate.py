@@ -34,13 +34,12 @@ def kernel_block(m: dict, date: str) -> str:
     src = f"measured by tools/calibrate on {date} (`python -m tools.bench calibrate`, one thread)"
     lines = [f"{START} written by `python -m tools.bench calibrate`; edgert/runtime/calibrate.py says how",
              f"[op_overhead_cycles]  # {src}: the fixed cost of one kernel call per op: its smallest "
-             "instance, least of 60 timings",
+             "instance, least of 5 rounds x 20 timings",
              *(f"{op} = {v:.0f}" for op, v in m["op_overhead_cycles"].items()),
              "",
              f"[op_efficiency]  # {src}: the fraction of its op kind's rate (fp32_mac {m['throughput']['fp32_mac']:.3g}, "
              f"elementwise {m['throughput']['elementwise']:.3g} per cycle in the same run) each op's kernel reaches",
              *(f"{op} = {v:.3f}" for op, v in m["op_efficiency"].items()),
-             "",
              *(line for op, curve in m["size_efficiency"].items() for line in (
                  "",
                  f"[size_efficiency.{op}]  # {src}: the fraction of its op kind's rate this op's kernel reaches, "
