@@ -51,19 +51,23 @@ F32 = "float32"
 ROUNDS = 5
 
 
-def kernel_seconds(instances: list, repeat: int) -> np.ndarray:
-    """Seconds of each instance's kernels (one TVM library each on this host), summed: the least over
-    ROUNDS rounds through all instances in turn (interleaved, so a busy spell on the shared core
-    hits one round of each rather than every round of one), each the least of ``repeat`` timings."""
-    from edgert.compilers.compile import build_artifact
-    from edgert.runtime.engine import Engine
-
-    engines = [Engine(build_artifact(c.graph, "x86-host")) for c in instances]
-    best = np.full(len(instances), np.inf)
+def profile_interleaved(runs: list[tuple], repeat: int) -> list[list[tuple[str, float]]]:
+    """Per (engine, inputs): seconds per kernel, the least over ROUNDS rounds through all of them in
+    turn, each the least of ``repeat`` timings. Interleaved, so a busy spell on the shared cores (a
+    process on the other hyperthread slows every kernel alike) hits one round of each rather than
+    every round of one; the scored layers run in the same rounds as the synthetic kernels."""
+    best: list = [None] * len(runs)
     for _ in range(ROUNDS):
-        for i, (engine, c) in enumerate(zip(engines, instances)):
-            best[i] = min(best[i], sum(s for _, s in engine.profile(c.x, repeat=repeat, best=True)))
+        for i, (engine, xs) in enumerate(runs):
+            prof = engine.profile(*xs, repeat=repeat, best=True)
+            best[i] = prof if best[i] is None else [(k, min(s, b)) for (k, s), (_, b) in zip(prof, best[i])]
     return best
+
+
+def random_inputs(engine, batch: int = 1) -> list[np.ndarray]:
+    rng = np.random.default_rng(0)
+    return [rng.standard_normal(tuple(batch if d is None else d for d in spec.shape)).astype(spec.dtype)
+            for _, spec in engine.inputs]
 
 
 class _Instance:
@@ -155,9 +159,13 @@ BANDWIDTH = (("l1_bandwidth_bytes_per_s", 1 << 11, "24 KB moved, inside the 32 K
              ("bandwidth_bytes_per_s", 1 << 22, "48 MB moved, past the caches"))
 
 
-def measure_kernels(repeat: int, clock: float, out: dict) -> None:
+def measure_kernels(repeat: int, clock: float, out: dict, also: list[tuple] = ()) -> list:
     """Fill out's throughput (elementwise, fp32_mac), the kernel tables and the bandwidths, with how
-    each was made. Every instance is timed in one interleaved batch."""
+    each was made. Every instance is timed in one interleaved batch, with the (engine, inputs) in
+    ``also``, whose kernel times it returns."""
+    from edgert.compilers.compile import build_artifact
+    from edgert.runtime.engine import Engine
+
     thr, how = out["throughput"], out["how"]
     tiny = {op: make() for op, make in TINY.items()}
     lines = {op: make() for op, make in INSTANCES.items()}
@@ -165,7 +173,9 @@ def measure_kernels(repeat: int, clock: float, out: dict) -> None:
     adds = [_add((n,)) for _, n, _ in BANDWIDTH]
     batch = [*tiny.values(), *(c for cs in lines.values() for c in cs),
              *(c for cs in curves.values() for _, c in cs), *adds]
-    times = iter(kernel_seconds(batch, repeat))
+    profiles = profile_interleaved([(Engine(build_artifact(c.graph, "x86-host")), (c.x,)) for c in batch]
+                                   + list(also), repeat)
+    times = iter(sum(s for _, s in p) for p in profiles[:len(batch)])
     call = {op: next(times) for op in tiny}
     line_t = {op: np.array([next(times) for _ in cs]) for op, cs in lines.items()}
     curve_t = {op: [next(times) for _ in cs] for op, cs in curves.items()}
@@ -214,6 +224,7 @@ def measure_kernels(repeat: int, clock: float, out: dict) -> None:
     for (key, n, where), s in zip(BANDWIDTH, add_t):
         out[key] = 3 * 4 * n / max(s - call["add"], 1e-9)
         how[key] = f"TVM add of two {n:,}-float tensors ({where}) in {s * 1e6:.2f} us, less the add call cost"
+    return profiles[len(batch):]
 
 
 def _time_numba(fn: Callable, args: tuple, repeat: int) -> float:
@@ -267,13 +278,18 @@ def _numba_kernels():
     return int8_dot, xnor_popcount, shift_add, accumulate
 
 
-def measure_host(repeat: int = 20, clock_hz: float | None = None) -> dict:
-    """Measured throughput per op kind (ops per cycle, one core), the kernel tables and bandwidth."""
+def measure_host(repeat: int = 20, clock_hz: float | None = None, artifacts=(), batch: int = 1) -> dict:
+    """Measured throughput per op kind (ops per cycle, one core), the kernel tables and bandwidth;
+    with ``artifacts`` (paths), also their kernel times ("layer_times", one list per artifact),
+    measured in the same interleaved rounds."""
+    from edgert.artifact import Artifact
+    from edgert.runtime.engine import Engine
+
     clock = clock_hz or load_target("x86-host").cpu["clock_hz"]
     rng = np.random.default_rng(0)
     out: dict = {"clock_hz": clock, "throughput": {}, "how": {}}
-
-    measure_kernels(repeat, clock, out)
+    engines = [Engine(Artifact.read(a)) for a in artifacts]
+    out["layer_times"] = measure_kernels(repeat, clock, out, [(e, random_inputs(e, batch)) for e in engines])
 
     int8_dot, xnor, shift, acc = _numba_kernels()
     m, k = 64, 1024
@@ -333,11 +349,13 @@ def kernel_cost(nodes: list[str], costs: dict, by_name: dict, specs: dict, batch
                     parts=tuple(costs[n] for n in nodes))
 
 
-def compare_layers(artifact_path, target: Target, batch: int = 1, repeat: int = 20) -> list[dict]:
+def compare_layers(artifact_path, target: Target, batch: int = 1, repeat: int = 20,
+                   kernel_times: list | None = None) -> list[dict]:
     """Per kernel (a layer; fused nodes together): predicted vs measured seconds here.
 
     The prediction is edgert.runtime.estimate's for the kernel as one unit on ``target``: roofline
-    time over the kernel efficiency of its main op, plus that op's call cost.
+    time over the kernel efficiency of its main op, plus that op's call cost. The measurement is
+    ``kernel_times`` (from measure_host) or, without them, ROUNDS profiles here.
     """
     from edgert.artifact import Artifact
     from edgert.runtime.engine import Engine
@@ -350,14 +368,11 @@ def compare_layers(artifact_path, target: Target, batch: int = 1, repeat: int = 
     g = artifact.graph
     by_name = {n.name: n for n in g.nodes}
     specs = g.infer_specs()
-    rng = np.random.default_rng(0)
-    xs = [rng.standard_normal(tuple(batch if d is None else d for d in spec.shape)).astype(spec.dtype)
-          for _, spec in engine.inputs]
     members = engine.kernel_nodes()
-    runs = [engine.profile(*xs, repeat=repeat, best=True) for _ in range(ROUNDS)]
+    if kernel_times is None:
+        kernel_times = profile_interleaved([(engine, random_inputs(engine, batch))], repeat)[0]
     rows = []
-    for i, (kernel, _) in enumerate(runs[0]):
-        measured = min(r[i][1] for r in runs)
+    for kernel, measured in kernel_times:
         nodes = [n for n in members.get(kernel, []) if n in costs]
         if not nodes:
             continue
@@ -382,7 +397,8 @@ def calibrate_host(artifact=None, batch: int = 1, repeat: int = 20) -> dict:
     import os
 
     os.environ.setdefault("TVM_NUM_THREADS", "1")
-    measured = measure_host(repeat)
+    measured = measure_host(repeat, artifacts=[artifact] if artifact is not None else [], batch=batch)
+    layer_times = measured.pop("layer_times")
     base = load_target("x86-host")
     report = {"date": time.strftime("%Y-%m-%d"), "measured": measured,
               "board_file": {"throughput": base.throughput,
@@ -394,7 +410,7 @@ def calibrate_host(artifact=None, batch: int = 1, repeat: int = 20) -> dict:
                              "op_overhead_cycles": base.op_overhead_cycles, "op_efficiency": base.op_efficiency,
                              "size_efficiency": base.size_efficiency}}
     if artifact is not None:
-        rows = compare_layers(artifact, calibrated_host(measured), batch, repeat)
+        rows = compare_layers(artifact, calibrated_host(measured), batch, repeat, layer_times[0])
         within = sum(abs(r["error"]) <= 0.30 for r in rows)
         report.update(artifact=str(artifact), layers=rows, within_30pct=within, n_layers=len(rows))
     return report

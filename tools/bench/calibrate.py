@@ -70,14 +70,16 @@ def main() -> str:
     models = {"digits CNN (1x8x8)": (DigitsCNN().eval(), (1, 8, 8)),
               "ResNet block (64x32x32)": (BasicBlock().eval(), (64, 32, 32))}
     load = os.getloadavg()
-    measured = measure_host()
-    write_host_tables(kernel_block(measured, time.strftime("%Y-%m-%d")))
-    host = calibrated_host(measured)
     rows, within, total = [], 0, 0
     with tempfile.TemporaryDirectory() as tmp:
-        for name, (model, shape) in models.items():
-            path = edgert.compile(model, np.zeros((1, *shape), np.float32)).save(Path(tmp) / "m.edgert")
-            for r in compare_layers(path, host):
+        paths = [edgert.compile(model, np.zeros((1, *shape), np.float32)).save(Path(tmp) / f"m{i}.edgert")
+                 for i, (model, shape) in enumerate(models.values())]
+        measured = measure_host(artifacts=paths)  # the models' layers in the same interleaved rounds
+        layer_times = measured.pop("layer_times")
+        write_host_tables(kernel_block(measured, time.strftime("%Y-%m-%d")))
+        host = calibrated_host(measured)
+        for name, path, times in zip(models, paths, layer_times):
+            for r in compare_layers(path, host, kernel_times=times):
                 ok = abs(r["error"]) <= 0.30
                 within, total = within + ok, total + 1
                 rows.append(f"| {name} | `{r['kernel']}` | {r['main_op']} | {r['efficiency']:.2f} | "
@@ -96,7 +98,7 @@ def main() -> str:
         f"load average {load[0]:.2f} / {load[1]:.2f} / {load[2]:.2f} (1 / 5 / 15 min) at the start; one thread; "
         "batch 1. A layer is one TVM kernel (fused nodes together); measured = the least of 5 rounds x 20 "
         "timings by TVM's time evaluator (each at least 1 ms of calls; on a shared core other processes only "
-        "add time). Predicted (edgert.runtime.estimate with the figures below) = roofline "
+        "add time), the rounds interleaved with those of the synthetic kernels below. Predicted (edgert.runtime.estimate with the figures below) = roofline "
         "(ops at the measured ops/cycle vs bytes at the measured bandwidth, whichever binds) with the compute "
         "time divided by the kernel efficiency of the layer's main op, + that op's call cost.",
         "",
