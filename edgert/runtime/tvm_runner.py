@@ -50,7 +50,6 @@ class TvmRunner:
             self._main, self._transform = self._vm["main"], None
         self._specs: list[tuple[tuple[int, ...], np.dtype]] = []
         self._params: list = []
-        self._param_ptrs: set[int] = set()
         self._staging: dict[int, np.ndarray] = {}
         self._aliased: list[bool] | None = None  # per output: a view of an input or parameter
         self.set_params(params, _first=True)
@@ -76,7 +75,6 @@ class TvmRunner:
         n = len(self._specs)
         packed = list(self._transform(*self._params[:n])) if self._transform is not None else []
         self._params = self._params[:n] + packed
-        self._param_ptrs = {np.from_dlpack(t).ctypes.data for t in self._params if t.shape and 0 not in t.shape}
 
     def update_params(self, changed: dict[int, np.ndarray]) -> None:
         """Copy new values into some parameters in place (by position; same shapes and dtypes), then
@@ -118,7 +116,7 @@ class TvmRunner:
         # our buffers. Which outputs alias is fixed by the compiled code, so it is found once.
         outs = [np.from_dlpack(y) for y in self._main(*args)]
         if self._aliased is None:
-            shared = self._param_ptrs | {np.from_dlpack(a).ctypes.data for a in args[:len(inputs)]}
+            shared = {np.from_dlpack(a).ctypes.data for a in args if a.shape and 0 not in a.shape}
             self._aliased = [bool(a.size) and a.ctypes.data in shared for a in outs]
         return [a.copy() if alias else a for a, alias in zip(outs, self._aliased)]
 
