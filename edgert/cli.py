@@ -88,7 +88,8 @@ def run(
     artifact: Path = typer.Argument(..., help="An .edgert file."),
     input: Path = typer.Option(..., "--input", "-i", help="Input batch as .npy."),
     output: Path = typer.Option(None, "--output", "-o", help="Write outputs here as .npy."),
-    adapt: str = typer.Option(None, help="Adapt while running: norm, knn, adapter, none (see README 'Adapt')."),
+    adapt: str = typer.Option(None, help="Adapt while running: norm, entropy, knn, adapter (opt-in), none "
+                                         "(see README 'Adapt')."),
     adapt_batch: int = typer.Option(1, min=1, help="With --adapt: samples per adaptation step."),
     adapt_state: Path = typer.Option(None, help="With --adapt: load this .npz state if it exists, save after."),
     remote: str = typer.Option(None, "--remote", help="Run on the board's `edgert agent` at this URL instead."),
