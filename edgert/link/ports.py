@@ -89,10 +89,15 @@ class SocketPort:
 
 
 class PipePort:
-    """Frames over this process's stdin and stdout (``--source stdin``); logs go to stderr."""
+    """Frames over file descriptors: by default this process's stdin and stdout (``--source stdin``; logs
+    go to stderr), or one descriptor ``fd`` read and written both (e.g. a pseudo-terminal's master end),
+    which ``close`` then closes."""
 
-    def __init__(self, timeout: float = 0.05):
-        self.rfd, self.wfd, self.timeout = sys.stdin.fileno(), sys.stdout.fileno(), timeout
+    def __init__(self, fd: int | None = None, timeout: float = 0.05):
+        self.fd = fd
+        self.rfd = sys.stdin.fileno() if fd is None else fd
+        self.wfd = sys.stdout.fileno() if fd is None else fd
+        self.timeout = timeout
 
     def read(self, n: int) -> bytes:
         if not select.select([self.rfd], [], [], self.timeout)[0]:
@@ -108,7 +113,8 @@ class PipePort:
             view = view[os.write(self.wfd, view):]
 
     def close(self) -> None:
-        pass
+        if self.fd is not None:
+            os.close(self.fd)
 
 
 def parse_serial_url(url: str) -> tuple[str, int]:

@@ -16,6 +16,7 @@ import pytest
 from edgert.daemon import Daemon, Log
 from edgert.link import Link, LinkError, RemoteError, T, encode_frame, encode_payload, open_client
 from edgert.link.framing import MAX_FRAME
+from edgert.link.ports import PipePort
 from edgert.ops.reference import run_graph_ref
 from edgert.runtime.checkpoint import checkpoint_files, read_checkpoint
 from tests.link import edgert_main  # noqa: F401  (registers running_sum in this process too)
@@ -202,23 +203,6 @@ def test_dir_source_processes_each_file_once(tiny_artifact, tmp_path, procs):
     assert not any(e for e in d2.log if '"processed"' in e)  # nothing processed twice
 
 
-class _Master:
-    """The board end of a pty pair, as a link port."""
-
-    def __init__(self, fd):
-        self.fd = fd
-
-    def read(self, n):
-        import select
-        return os.read(self.fd, 65536) if select.select([self.fd], [], [], 0.05)[0] else b""
-
-    def write(self, data):
-        os.write(self.fd, data)
-
-    def close(self):
-        os.close(self.fd)
-
-
 def _pty(link_path):
     import tty
     master, slave = os.openpty()
@@ -237,7 +221,7 @@ def test_serial_pty_survives_a_cable_drop(tiny_artifact, tmp_path, procs):
               "--state-dir", tmp_path / "state")
     d.wait_for("port_open")
     os.close(slave)
-    link = Link(_Master(master))
+    link = Link(PipePort(master))
     rng = np.random.default_rng(5)
     for _ in range(3):
         x = _x(rng)
@@ -248,7 +232,7 @@ def test_serial_pty_survives_a_cable_drop(tiny_artifact, tmp_path, procs):
     master, slave = _pty(dev)  # plugged back in
     d.wait_for("port_open")
     os.close(slave)
-    link = Link(_Master(master))
+    link = Link(PipePort(master))
     x = _x(rng)
     np.testing.assert_allclose(link.request(T.INFER, arrays=[x]).arrays[0], _ref(x), rtol=1e-5, atol=1e-5)
     assert link.request(T.STATS).meta["policy"]["count"] == 4  # adaptation carried across the drop

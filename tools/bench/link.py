@@ -13,7 +13,6 @@ so the table also gives the bound that the frame sizes put on a 115200 and a 921
 from __future__ import annotations
 
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -27,6 +26,7 @@ import numpy as np
 from edgert import ir
 from edgert.compilers.compile import build_artifact
 from edgert.link import Link, T, encode_frame, encode_payload, open_client
+from edgert.link.ports import PipePort
 from tools.bench.report import machine, summarize, time_interleaved, write_section
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -42,20 +42,6 @@ def tiny_artifact(path: Path) -> Path:
                         ir.Linear(name="l", inputs=("f", "lw", "lb"), output="out")),
                  outputs=("out",), params={"w": p(2, 1, 3, 3), "b": p(2), "lw": p(3, 32), "lb": p(3)})
     return build_artifact(g, "x86-host").save(path)
-
-
-class _Master:
-    def __init__(self, fd):
-        self.fd = fd
-
-    def read(self, n):
-        return os.read(self.fd, 65536) if select.select([self.fd], [], [], 0.05)[0] else b""
-
-    def write(self, data):
-        os.write(self.fd, data)
-
-    def close(self):
-        os.close(self.fd)
 
 
 def _rss_kb(pid: int) -> int:
@@ -141,7 +127,7 @@ def main(frames: int = 100_000) -> str:
         p = _start(art, f"serial://{os.ttyname(slave)}?baud=115200", tmp / "s2")
         _wait_line(p, '"port_open"')
         os.close(slave)
-        link = Link(_Master(master))
+        link = Link(PipePort(master))
         rows.append(("pseudo-terminal (pyserial)", _run(link, frames, p.pid)))
         link.close()
         p.send_signal(signal.SIGTERM)
