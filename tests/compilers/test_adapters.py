@@ -10,19 +10,9 @@ from edgert.compilers.passes.insert_adapters import insert_adapters
 from edgert.errors import EdgertError, InputError
 from edgert.ops.reference import run_graph_ref
 from edgert.runtime.engine import Engine
+from tests.runtime.adapt.test_adapter import _model
 
 torch = pytest.importorskip("torch")
-nn = torch.nn
-
-
-def _model() -> "nn.Module":
-    torch.manual_seed(0)
-    m = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.MaxPool2d(2),
-                      nn.Conv2d(4, 6, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
-                      nn.Linear(6, 3))
-    m[1].running_mean.uniform_(-0.2, 0.2)
-    m[1].running_var.uniform_(0.5, 1.5)
-    return m.eval()
 
 
 def _data(n: int = 96, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
