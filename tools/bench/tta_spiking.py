@@ -23,12 +23,10 @@ import time
 import numpy as np
 import snntorch as snn
 import torch
-from snntorch import utils
 from torch import nn
 
 from tools.bench.report import machine, summarize, time_interleaved, write_section
-from tools.models.digits_cnn import digits_split
-from tools.models.digits_snn import STEPS, rate_code, spike_counts
+from tools.models.digits_snn import STEPS, fit, rate_code
 
 SEVERITIES = (1, 3, 5)
 PER_SEGMENT = 48
@@ -49,20 +47,7 @@ def conv_bn_snn() -> nn.Sequential:
 def train(epochs: int = 5, seed: int = 0) -> tuple[nn.Sequential, np.ndarray, np.ndarray]:
     """Train on clean rate-coded digits; returns the model (eval mode) and the held-out split."""
     torch.manual_seed(seed)
-    xtr, ytr, xte, yte = digits_split(seed)
-    net = conv_bn_snn()
-    opt = torch.optim.Adam(net.parameters(), lr=5e-3)
-    gen = torch.Generator().manual_seed(seed)
-    yt = torch.from_numpy(ytr)
-    for epoch in range(epochs):
-        xs = torch.from_numpy(rate_code(xtr, seed=seed + 1 + epoch))
-        net.train()
-        for idx in torch.randperm(len(yt), generator=gen).split(64):
-            opt.zero_grad()
-            nn.functional.cross_entropy(spike_counts(net, xs[:, idx]), yt[idx]).backward()
-            opt.step()
-    utils.reset(net)
-    return net.eval(), xte, yte
+    return fit(conv_bn_snn(), epochs, seed)
 
 
 def corrupt(spikes: np.ndarray, x: np.ndarray, kind: str, s: int, rng: np.random.Generator) -> np.ndarray:

@@ -54,8 +54,16 @@ def spike_counts(net: nn.Module, x: torch.Tensor) -> torch.Tensor:
 def train(kind: str = "fc", epochs: int = 6, seed: int = 0) -> tuple[nn.Sequential, float]:
     """Train with Adam on rate-coded digits; returns the model (eval mode) and held-out accuracy."""
     torch.manual_seed(seed)
+    net, xte, yte = fit(fc_snn() if kind == "fc" else conv_snn(), epochs, seed)
+    with torch.no_grad():
+        pred = spike_counts(net, torch.from_numpy(rate_code(xte, seed=seed + 100))).argmax(1).numpy()
+    return net, float((pred == yte).mean())
+
+
+def fit(net: nn.Sequential, epochs: int, seed: int) -> tuple[nn.Sequential, np.ndarray, np.ndarray]:
+    """Train ``net`` with Adam on rate-coded digits (cross-entropy on spike counts); returns it in eval
+    mode and the held-out images and labels."""
     xtr, ytr, xte, yte = digits_split(seed)
-    net = fc_snn() if kind == "fc" else conv_snn()
     opt = torch.optim.Adam(net.parameters(), lr=5e-3)
     gen = torch.Generator().manual_seed(seed)
     yt = torch.from_numpy(ytr)
@@ -66,10 +74,8 @@ def train(kind: str = "fc", epochs: int = 6, seed: int = 0) -> tuple[nn.Sequenti
             opt.zero_grad()
             nn.functional.cross_entropy(spike_counts(net, xs[:, idx]), yt[idx]).backward()
             opt.step()
-    net.eval()
-    with torch.no_grad():
-        pred = spike_counts(net, torch.from_numpy(rate_code(xte, seed=seed + 100))).argmax(1).numpy()
-    return net, float((pred == yte).mean())
+    utils.reset(net)  # no membrane state left over from training
+    return net.eval(), xte, yte
 
 
 def main() -> None:
