@@ -40,14 +40,33 @@ def _stream(batch: int, n: int = 5):
     return [(rng.standard_normal((batch, 1, 6, 6)) * 1.5 + 0.7).astype(np.float32) for _ in range(n)]
 
 
+class NormRule:
+    """The norm policy's rule on torch BatchNorms ``bns``: running moments of each one's input, applied
+    as mean and variance mixed with the source's by ``source_weight``."""
+
+    def __init__(self, bns, source_weight):
+        self.bns, self.w = bns, source_weight
+        self.m1 = [bn.running_mean.double().numpy().copy() for bn in bns]
+        self.m2 = [bn.running_var.double().numpy() + m ** 2 for bn, m in zip(bns, self.m1)]
+        self.src1, self.src2 = [m.copy() for m in self.m1], [m.copy() for m in self.m2]
+
+    def update(self, i, t, a):
+        """Blend BatchNorm i's input moments over every axis but 1 of ``t`` in with weight a; apply."""
+        axes = (0,) + tuple(range(2, t.ndim))
+        self.m1[i] = (1 - a) * self.m1[i] + a * t.mean(axes)
+        self.m2[i] = (1 - a) * self.m2[i] + a * (t ** 2).mean(axes)
+        a1 = (1 - self.w) * self.m1[i] + self.w * self.src1[i]
+        a2 = (1 - self.w) * self.m2[i] + self.w * self.src2[i]
+        self.bns[i].running_mean = torch.from_numpy(a1).float()
+        self.bns[i].running_var = torch.from_numpy(a2 - a1 ** 2).float()
+
+
 def _torch_reference(xs, momentum, source_weight, model=None):
     """Outputs of the torch model (default ``_model()``) per batch, before that batch's update, updating
     BN by the rule: running moments m1, m2; applied moments mixed with the source's by ``source_weight``."""
     model = _model() if model is None else model
     bns = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
-    m1 = [bn.running_mean.double().numpy().copy() for bn in bns]
-    m2 = [bn.running_var.double().numpy() + m ** 2 for bn, m in zip(bns, m1)]
-    src1, src2 = [m.copy() for m in m1], [m.copy() for m in m2]
+    rule = NormRule(bns, source_weight)
     seen = {}
     hooks = [bn.register_forward_hook(lambda mod, inp, out, i=i: seen.__setitem__(i, inp[0].double().numpy()))
              for i, bn in enumerate(bns)]
@@ -56,14 +75,8 @@ def _torch_reference(xs, momentum, source_weight, model=None):
         with torch.no_grad():
             outs.append(model(torch.from_numpy(x)).numpy())
         a = 1 - (1 - momentum) ** len(x)
-        for i, bn in enumerate(bns):
-            axes = (0,) + tuple(range(2, seen[i].ndim))
-            m1[i] = (1 - a) * m1[i] + a * seen[i].mean(axes)
-            m2[i] = (1 - a) * m2[i] + a * (seen[i] ** 2).mean(axes)
-            a1 = (1 - source_weight) * m1[i] + source_weight * src1[i]
-            a2 = (1 - source_weight) * m2[i] + source_weight * src2[i]
-            bn.running_mean = torch.from_numpy(a1).float()
-            bn.running_var = torch.from_numpy(a2 - a1 ** 2).float()
+        for i in range(len(bns)):
+            rule.update(i, seen[i], a)
     for h in hooks:
         h.remove()
     return outs

@@ -13,6 +13,7 @@ from edgert.ops.reference import run_steps_ref
 from edgert.runtime.adapt import make_policy
 from edgert.runtime.engine import Engine
 from tests.runtime.adapt.test_knn import _knn_ref
+from tests.runtime.adapt.test_norm import NormRule
 
 torch = pytest.importorskip("torch")
 snn = pytest.importorskip("snntorch")
@@ -82,9 +83,7 @@ def _snntorch_reference(xs, momentum, source_weight):
     BatchNorm by the rule: moments of its input over time, batch and space, mixed with the source's."""
     model = _model()
     bns = [m for m in model.modules() if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d))]
-    m1 = [bn.running_mean.double().numpy().copy() for bn in bns]
-    m2 = [bn.running_var.double().numpy() + m ** 2 for bn, m in zip(bns, m1)]
-    src1, src2 = [m.copy() for m in m1], [m.copy() for m in m2]
+    rule = NormRule(bns, source_weight)
     seen: dict[int, list] = {}
     hooks = [bn.register_forward_hook(lambda mod, inp, out, i=i: seen[i].append(inp[0].double().numpy()))
              for i, bn in enumerate(bns)]
@@ -95,15 +94,8 @@ def _snntorch_reference(xs, momentum, source_weight):
         with torch.no_grad():
             outs.append(torch.stack([model(torch.from_numpy(x[t]))[0] for t in range(len(x))]).numpy())
         a = 1 - (1 - momentum) ** x.shape[1]
-        for i, bn in enumerate(bns):
-            t = np.concatenate(seen[i])  # [T * B, C, ...]
-            axes = (0,) + tuple(range(2, t.ndim))
-            m1[i] = (1 - a) * m1[i] + a * t.mean(axes)
-            m2[i] = (1 - a) * m2[i] + a * (t ** 2).mean(axes)
-            a1 = (1 - source_weight) * m1[i] + source_weight * src1[i]
-            a2 = (1 - source_weight) * m2[i] + source_weight * src2[i]
-            bn.running_mean = torch.from_numpy(a1).float()
-            bn.running_var = torch.from_numpy(a2 - a1 ** 2).float()
+        for i in range(len(bns)):
+            rule.update(i, np.concatenate(seen[i]), a)  # [T * B, C, ...]
     for h in hooks:
         h.remove()
     return outs
