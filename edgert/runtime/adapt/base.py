@@ -107,7 +107,7 @@ class AdaptingPolicy:
         self._filled = self._pos = 0
         self._good: dict[str, np.ndarray] | None = None
         self._since_snapshot = 0
-        self.samples = self.updates = self.collapses = 0
+        self.samples = self.updates = self.collapses = self.shift_resets = 0
         self.events: list[str] = []
 
     # -- what a policy implements -------------------------------------------------------------
@@ -123,6 +123,11 @@ class AdaptingPolicy:
     def _reset(self) -> None:
         raise NotImplementedError
 
+    def _shifted(self, taps: dict[str, np.ndarray]) -> str | None:
+        """Why this batch calls for a reset to the source before it is answered, or None (no shift test
+        by default; see edgert.runtime.adapt.shift)."""
+        return None
+
     def _predict(self, y: np.ndarray, taps: dict[str, np.ndarray]) -> np.ndarray:
         """The prediction from outputs y [batch, C] (a spiking model's spike counts)."""
         return y
@@ -136,6 +141,11 @@ class AdaptingPolicy:
         y, taps = self.engine.run_with_taps(x)
         if isinstance(y, list):
             raise EdgertError(f"the {self.name!r} policy adapts single-output classifiers")
+        why = self._shifted(taps)
+        if why is not None:  # answered and adapted on from the source: this batch starts the new domain
+            self.shift_resets += 1
+            self._restart(f"shift at sample {self.samples}: {why}; reset to source parameters")
+            y, taps = self.engine.run_with_taps(x)
         readout = (lambda v: v.sum(axis=0)) if self.engine.stateful else (lambda v: v)  # noqa: E731
         out = self._predict(readout(y), taps)
         self._adapt(x, y, taps)
@@ -164,7 +174,7 @@ class AdaptingPolicy:
         n = self._filled
         share = np.bincount(self._preds[:n]).max() / n if n else None
         return {"policy": self.name, "samples": self.samples, "updates": self.updates,
-                "collapses": self.collapses, "events": self.events[-10:],
+                "collapses": self.collapses, "shift_resets": self.shift_resets, "events": self.events[-10:],
                 "snapshot": self._good is not None,
                 "window_top_class_share": None if share is None else float(share),
                 "window_entropy": float(np.mean(self._ents[:n])) if n else None}
@@ -185,14 +195,20 @@ class AdaptingPolicy:
                 self._load(self._good)
                 self._good = None  # if it collapses again, go back to the source
                 self.events.append(f"collapse at sample {self.samples}: {why}; restored the last good snapshot")
+                self._filled = self._pos = self._since_snapshot = 0
             else:
-                self._reset()
-                self.events.append(f"collapse at sample {self.samples}: {why}; reset to source parameters")
-            self._filled = self._pos = 0
-            self._since_snapshot = 0
+                self._restart(f"collapse at sample {self.samples}: {why}; reset to source parameters")
         elif self._since_snapshot >= self.snapshot_every:
             self._good = self.state_dict()
             self._since_snapshot = 0
+
+
+    def _restart(self, event: str) -> None:
+        """Back to the source parameters with the guard's window and snapshot cleared (a fresh start)."""
+        self._reset()
+        self._filled = self._pos = self._since_snapshot = 0
+        self._good = None
+        self.events.append(event)
 
 
 def save_state(policy: Any, path: str | Path) -> Path:

@@ -38,6 +38,7 @@ import numpy as np
 from edgert.errors import EdgertError
 from edgert.ops.binary.threshold import thresholds
 from edgert.runtime.adapt.base import AdaptingPolicy
+from edgert.runtime.adapt.shift import source_gain
 from edgert.runtime.engine import Engine
 
 
@@ -126,7 +127,8 @@ class NormPolicy(AdaptingPolicy):
     name = "norm"
 
     def __init__(self, engine: Engine, momentum: float = 0.05, source_weight: float = 0.2,
-                 refold_every: int = 8, rerun_from: int | None = 16, **guard: Any):
+                 refold_every: int = 8, rerun_from: int | None = 16, shift_margin: float | None = 0.1,
+                 **guard: Any):
         super().__init__(engine, **guard)
         self.rerun_from = rerun_from
         if not 0 < momentum <= 1:
@@ -134,6 +136,9 @@ class NormPolicy(AdaptingPolicy):
         if not 0 <= source_weight <= 1:
             raise EdgertError(f"norm policy: source_weight={source_weight} must be in [0, 1]")
         self.source_weight = source_weight
+        if shift_margin is not None and not shift_margin >= 0:
+            raise EdgertError(f"norm policy: shift_margin={shift_margin} must be >= 0 (or None: no shift reset)")
+        self.shift_margin = shift_margin
         if refold_every < 1:
             raise EdgertError(f"norm policy: refold_every={refold_every} must be >= 1")
         self.momentum, self.refold_every, self._pending, self.refolds = momentum, refold_every, 0, 0
@@ -157,6 +162,7 @@ class NormPolicy(AdaptingPolicy):
                 self._layer_out[e["bn"]] = self._float_layer(engine, e)
             else:
                 self._src[e["bn"]] = {k: f64(e[k]) for k in ("gamma", "beta", "mean", "var")}
+            self._src[e["bn"]]["var_eps"] = self._src[e["bn"]]["var"] + e["eps"]
         for src in self._src.values():
             src["m2"] = src["var"] + np.square(src["mean"])
             c = len(src["mean"])
@@ -213,6 +219,23 @@ class NormPolicy(AdaptingPolicy):
         _update_moments(t.reshape(t.shape[0], t.shape[1], -1), self._m1[bn], self._m2[bn], a,
                         e["kind"] == "folded", *self._applied[bn])
 
+    def _shifted(self, taps: dict[str, np.ndarray]) -> str | None:
+        if self.shift_margin is None:
+            return None
+        gain = self._source_gain(taps)
+        if gain <= self.shift_margin:
+            return None
+        return f"the source statistics fit the input better by {gain:.3f} nats per value"
+
+    def _source_gain(self, taps: dict[str, np.ndarray]) -> float:
+        """How much better the source statistics fit this batch at the first BatchNorm than the applied
+        ones (edgert.runtime.adapt.shift)."""
+        e = self.layers[0]
+        bn, src = e["bn"], self._src[e["bn"]]
+        t = np.ascontiguousarray(self._bn_tap(e, taps[e["tap"]]), dtype=np.float32)
+        return source_gain(t.reshape(t.shape[0], t.shape[1], -1), e["kind"] == "folded", *self._applied[bn],
+                           src["mean"], src["var_eps"], *self._stats[bn])
+
     def _bn_tap(self, e: dict[str, Any], tap: np.ndarray) -> np.ndarray:
         """The tensor whose channel moments ``e`` tracks, [samples, C, ...]: time folds into the batch."""
         if self.engine.stateful:
@@ -240,11 +263,12 @@ class NormPolicy(AdaptingPolicy):
     def _apply(self) -> None:
         """Write the current statistics into the engine's parameters (re-folding where folded)."""
         new: dict[str, np.ndarray] = {}
-        self._applied, self._pending = {}, 0
+        self._applied, self._stats, self._pending = {}, {}, 0
         self.refolds += 1
         for e in self.layers:
             bn, src = e["bn"], self._src[e["bn"]]
             mean, var = self._mean_var(bn)
+            self._stats[bn] = (mean, var + e["eps"])  # what the engine runs with until the next _apply
             self._applied[bn] = src["identity"]  # no fold to invert
             gamma, beta = (v.astype(np.float64) for v in self._affine(bn))  # copies: the policy may step them
             if e["kind"] == "folded":
@@ -283,5 +307,7 @@ class NormPolicy(AdaptingPolicy):
 
     def stats(self) -> dict[str, Any]:
         out = super().stats()
-        out.update(momentum=self.momentum, source_weight=self.source_weight, refold_every=self.refold_every, refolds=self.refolds, layers=len(self.layers), skipped_layers=self.skipped)
+        out.update(momentum=self.momentum, source_weight=self.source_weight, refold_every=self.refold_every,
+                   refolds=self.refolds, shift_margin=self.shift_margin, shift_resets=self.shift_resets,
+                   layers=len(self.layers), skipped_layers=self.skipped)
         return out
