@@ -199,6 +199,8 @@ def main() -> str:
         for name in policies:
             runs[name] = make_policy(name, Engine(art)).run
         runs["norm (no guard)"] = make_policy("norm", Engine(art), guard=False).run
+        for name in ("norm", "entropy"):
+            runs[f"{name} (no shift reset)"] = make_policy(name, Engine(art), shift_margin=None).run
         runs["none, adapter artifact (warmed up)"] = Engine(art_ad).run
         runs["adapter"] = make_policy("adapter", Engine(art_ad)).run
         for lr in (1e-3, 1e-2):
@@ -206,7 +208,9 @@ def main() -> str:
             runs[f"TENT torch lr {lr:g}"] = Tent(model, lr).run
         for name, run in runs.items():
             errs = _errors(run, xs, ys, batch)
-            rows.append((batch, name, errs))
+            st = run.__self__.stats() if hasattr(run.__self__, "stats") else {}  # a policy's, or TENT/Engine
+            resets = f"{st['shift_resets']} / {st['collapses']}" if "collapses" in st else ""
+            rows.append((batch, name, errs, resets))
     # step latency at batch 1, relative to inference, on the stream's samples in turn: one sample
     # repeated would trip the collapse guard (one class takes the window) and time its resets instead
     singles = itertools.cycle([xs[i:i + 1] for i in range(len(xs))])
@@ -227,12 +231,13 @@ def main() -> str:
              f"{100 * (1 - clean_acc):.1f}%), compiled with BatchNorm folded. Stream: {len(xs)} images per "
              f"repeat ({len(CORRUPTIONS)} corruptions x severities {list(SEVERITIES)} x {PER_SEGMENT}), "
              f"{REPEATS} repeats, continual. Error (%) of outputs scored before each update; policies with "
-             "the collapse guard unless stated. TENT: PyTorch, full backprop, Adam on BN scale/shift.", "",
-             "| batch | method | error, repeat 1 | error, repeat 10 | mean over repeats |",
-             "|---|---|---|---|---|"]
-    for batch, name, errs in rows:
-        lines.append(f"| {batch} | {name} | {100 * errs[0]:.1f} | {100 * errs[-1]:.1f} | "
-                     f"{100 * np.mean(errs):.1f} |")
+             "the collapse guard and the shift reset unless stated (resets: shift / collapse, over all "
+             "repeats). TENT: PyTorch, full backprop, Adam on BN scale/shift.", "",
+             "| batch | method | error, repeat 1 | error, repeat 10 | mean over repeats | resets |",
+             "|---|---|---|---|---|---|"]
+    for batch, name, errs, resets in rows:
+        lines.append(f"| {batch} | {name} | {100 * errs[0]:.2f} | {100 * errs[-1]:.2f} | "
+                     f"{100 * np.mean(errs):.2f} | {resets} |")
     lines += ["", "Step latency at batch 1 (inference + one adaptation step), relative to inference, the stream's "
               "samples in turn:", "",
               "| | min ms | median ms | median / inference |", "|---|---|---|---|"]

@@ -26,6 +26,7 @@ import numpy as np
 
 from edgert.errors import EdgertError
 from edgert.runtime.adapt.base import AdaptingPolicy
+from edgert.runtime.adapt.shift import InputStatistics
 from edgert.runtime.engine import Engine
 
 
@@ -89,7 +90,7 @@ class KnnPolicy(AdaptingPolicy):
     replaces_output = True
 
     def __init__(self, engine: Engine, capacity: int = 256, k: int = 8, tau: float = 0.1,
-                 weight: float = 0.5, confidence: float = 0.9, **guard: Any):
+                 weight: float = 0.5, confidence: float = 0.9, shift_margin: float | None = 0.1, **guard: Any):
         super().__init__(engine, **guard)
         plan = engine.artifact.manifest.get("adapt", {})
         self.tap = plan.get("features")
@@ -102,6 +103,10 @@ class KnnPolicy(AdaptingPolicy):
                               f"0 <= confidence <= 1; got capacity={capacity}, k={k}, tau={tau}, "
                               f"weight={weight}, confidence={confidence}")
         self.capacity, self.k, self.tau, self.weight, self.confidence = capacity, k, tau, weight, confidence
+        if shift_margin is not None and not shift_margin >= 0:
+            raise EdgertError(f"knn policy: shift_margin={shift_margin} must be >= 0 (or None: no shift reset)")
+        self.shift_margin = shift_margin
+        self._inputs = InputStatistics(engine) if shift_margin is not None else None
         specs = engine.artifact.manifest["specs"]
         self.dim = int(np.prod(specs[self.tap]["shape"][1:]))
         self.classes = int(engine.outputs[0][1].shape[-1])
@@ -111,6 +116,16 @@ class KnnPolicy(AdaptingPolicy):
         self.keys = np.zeros((self.capacity, self.dim), np.float32)
         self.labels = np.zeros((self.capacity, self.classes), np.float32)
         self.filled = self.pos = 0
+        if self._inputs is not None and self._inputs.available:
+            self._inputs.reset()
+
+    def _shifted(self, taps: dict[str, np.ndarray]) -> str | None:
+        if self._inputs is None or not self._inputs.available:
+            return None
+        gain = self._inputs.gain(taps)
+        if gain <= self.shift_margin:
+            return None
+        return f"the source statistics fit the input better by {gain:.3f} nats per value; memory emptied"
 
     def _predict(self, y: np.ndarray, taps: dict[str, np.ndarray]) -> np.ndarray:
         f = taps[self.tap]
@@ -124,15 +139,22 @@ class KnnPolicy(AdaptingPolicy):
         # softmax and features from _predict on the same batch
         self.filled, self.pos = knn_store(self._p, self._f, self.keys, self.labels, self.filled, self.pos,
                                           self.confidence)
+        if self._inputs is not None and self._inputs.available:
+            self._inputs.update(taps, len(x))
 
     def _state(self) -> dict[str, np.ndarray]:
-        return {"keys": self.keys, "labels": self.labels, "filled": np.array(self.filled),
-                "pos": np.array(self.pos)}
+        out = {"keys": self.keys, "labels": self.labels, "filled": np.array(self.filled), "pos": np.array(self.pos)}
+        if self._inputs is not None and self._inputs.available:
+            out["input_m1"], out["input_m2"] = self._inputs.m1, self._inputs.m2
+        return out
 
     def _load(self, state: dict[str, np.ndarray]) -> None:
         self.keys = state["keys"].astype(np.float32, copy=True)
         self.labels = state["labels"].astype(np.float32, copy=True)
         self.filled, self.pos = int(state["filled"]), int(state["pos"])
+        if "input_m1" in state:
+            self._inputs.m1 = state["input_m1"].astype(np.float64, copy=True)
+            self._inputs.m2 = state["input_m2"].astype(np.float64, copy=True)
 
     def stats(self) -> dict[str, Any]:
         out = super().stats()

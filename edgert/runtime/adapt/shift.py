@@ -66,3 +66,54 @@ def source_gain(t: np.ndarray, folded: bool, beta: np.ndarray, fold_mean: np.nda
         total += ll_src - ll_now
         used += 1
     return total / max(used, 1)
+
+
+class InputStatistics:
+    """Running moments of the first planned BatchNorm's input, for a policy that leaves BatchNorm alone
+    (knn): its shift test compares the source statistics with these. They follow the norm policy's
+    rule (running first and second moments, ``momentum`` per sample, a share ``source_weight`` of the
+    source's). Only a BatchNorm the model keeps, or folds into its conv/linear, is read; a model whose
+    first BatchNorm is folded into binary thresholds or fused with a spiking neuron has no shift test
+    here (``available`` is False)."""
+
+    def __init__(self, engine, momentum: float = 0.05, source_weight: float = 0.2):
+        plan = engine.artifact.manifest.get("adapt", {}).get("norm", [])
+        self.entry = plan[0] if plan and plan[0]["kind"] in ("folded", "kept") else None
+        self.available = self.entry is not None and not engine.stateful
+        self.momentum, self.source_weight = momentum, source_weight
+        if not self.available:
+            return
+        e, p = self.entry, engine.artifact.params
+        key = (lambda k: e[f"source_{k}"]) if e["kind"] == "folded" else (lambda k: e[k])  # noqa: E731
+        gamma, beta, self.src_mean, var = (p[key(k)].astype(np.float64) for k in ("gamma", "beta", "mean", "var"))
+        self.src_var = var + e["eps"]
+        self.src_m2 = var + np.square(self.src_mean)
+        c = len(gamma)
+        if e["kind"] == "folded":  # the engine runs the source fold: y = s (x - mean) + beta
+            s = gamma / np.sqrt(self.src_var)
+            ok = np.abs(s) > 1e-12
+            self.fold = (beta, self.src_mean, np.where(ok, s, 1.0), ok)
+        else:
+            self.fold = (np.zeros(c), np.zeros(c), np.ones(c), np.ones(c, np.bool_))
+        self.reset()
+
+    def reset(self) -> None:
+        self.m1, self.m2 = self.src_mean.copy(), self.src_m2.copy()
+
+    def _tap(self, taps: dict[str, np.ndarray]) -> np.ndarray:
+        t = np.ascontiguousarray(taps[self.entry["tap"]], dtype=np.float32)
+        return t.reshape(t.shape[0], t.shape[1], -1)
+
+    def gain(self, taps: dict[str, np.ndarray]) -> float:
+        """How much better the source statistics fit this batch than the running ones (nats per value)."""
+        from edgert.runtime.adapt.norm import mix_moments
+
+        mean, var = mix_moments(self.m1, self.m2, self.src_mean, self.src_m2, self.source_weight)
+        return source_gain(self._tap(taps), self.entry["kind"] == "folded", *self.fold, self.src_mean,
+                           self.src_var, mean, var + self.entry["eps"])
+
+    def update(self, taps: dict[str, np.ndarray], n: int) -> None:
+        from edgert.runtime.adapt.norm import _update_moments
+
+        a = 1.0 - (1.0 - self.momentum) ** n
+        _update_moments(self._tap(taps), self.m1, self.m2, a, self.entry["kind"] == "folded", *self.fold)

@@ -90,3 +90,46 @@ def test_shift_reset_can_be_turned_off(artifact):
         p.run((rng.standard_normal((1, 1, 6, 6)) * 2.5 + 3.0).astype(np.float32))
     p.run(_source_like(rng, 1)[0])
     assert p.stats()["shift_resets"] == 0
+
+
+@pytest.mark.parametrize("fold", [True, False])
+def test_knn_input_statistics_follow_the_running_rule(fold):
+    """knn's running moments of the first BatchNorm's input against the same rule on the torch model's
+    BatchNorm input (read with a forward hook), for a folded and a kept BatchNorm."""
+    import edgert
+
+    model = _model()
+    art = edgert.compile(model, np.zeros((1, 1, 6, 6), np.float32), fold_bn=fold)
+    p = make_policy("knn", Engine(art), guard=False)
+    seen = []
+    hook = model[1].register_forward_hook(lambda m, i, o: seen.append(i[0].double().numpy()))
+    bn = model[1]
+    m1 = bn.running_mean.double().numpy().copy()
+    m2 = bn.running_var.double().numpy() + m1 ** 2
+    rng = np.random.default_rng(3)
+    for batch in (1, 4, 1, 2):
+        x = (rng.standard_normal((batch, 1, 6, 6)) * 1.5 + 0.7).astype(np.float32)
+        p.run(x)
+        with torch.no_grad():
+            model(torch.from_numpy(x))
+        a = 1 - 0.95 ** batch
+        m1 = (1 - a) * m1 + a * seen[-1].mean(axis=(0, 2, 3))
+        m2 = (1 - a) * m2 + a * np.square(seen[-1]).mean(axis=(0, 2, 3))
+    hook.remove()
+    np.testing.assert_allclose(p._inputs.m1, m1, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(p._inputs.m2, m2, rtol=1e-4, atol=1e-5)
+
+
+def test_knn_empties_its_memory_when_the_stream_returns_to_the_source(artifact):
+    rng = np.random.default_rng(0)
+    p = make_policy("knn", Engine(artifact), confidence=0.0, guard=False)  # every sample stored
+    for _ in range(100):
+        p.run((rng.standard_normal((1, 1, 6, 6)) * 2.5 + 3.0).astype(np.float32))
+    assert p.stats()["shift_resets"] == 0 and p.filled == 100
+    back = _source_like(rng, 1)[0]
+    out = p.run(back)
+    assert p.stats()["shift_resets"] == 1 and p.filled == 1  # emptied, then this sample stored
+    fresh = make_policy("knn", Engine(artifact), confidence=0.0, guard=False)
+    np.testing.assert_array_equal(out, fresh.run(back))
+    for k, v in fresh.state_dict().items():
+        np.testing.assert_array_equal(p.state_dict()[k], v, err_msg=k)
