@@ -10,6 +10,9 @@ below ``min_entropy``; the policy then restores the last good snapshot (taken ev
 ``snapshot_every`` samples while healthy), or the source parameters when there is none or that
 snapshot collapsed again, and says so in ``stats()``.
 
+After each update ``_shifted()`` may ask for a reset to the source (the shift reset,
+edgert.runtime.adapt.shift): the batch is then answered and adapted on again from the source.
+
 A stateful (spiking) engine takes inputs [T, batch, ...]: a sample is a whole sequence, and the
 prediction the guard watches (and ``_predict`` reads) is the output summed over time, the spike
 counts [batch, classes]; taps are [T, batch, ...]. ``run`` returns the engine's output [T, batch, C]
@@ -123,9 +126,9 @@ class AdaptingPolicy:
     def _reset(self) -> None:
         raise NotImplementedError
 
-    def _shifted(self, taps: dict[str, np.ndarray]) -> str | None:
-        """Why this batch calls for a reset to the source before it is answered, or None (no shift test
-        by default; see edgert.runtime.adapt.shift)."""
+    def _shifted(self) -> str | None:
+        """After ``_adapt``: why the batch calls for a reset to the source, or None (no shift test by
+        default; see edgert.runtime.adapt.shift)."""
         return None
 
     def _predict(self, y: np.ndarray, taps: dict[str, np.ndarray]) -> np.ndarray:
@@ -141,14 +144,16 @@ class AdaptingPolicy:
         y, taps = self.engine.run_with_taps(x)
         if isinstance(y, list):
             raise EdgertError(f"the {self.name!r} policy adapts single-output classifiers")
-        why = self._shifted(taps)
-        if why is not None:  # answered and adapted on from the source: this batch starts the new domain
-            self.shift_resets += 1
-            self._restart(f"shift at sample {self.samples}: {why}; reset to source parameters")
-            y, taps = self.engine.run_with_taps(x)
         readout = (lambda v: v.sum(axis=0)) if self.engine.stateful else (lambda v: v)  # noqa: E731
         out = self._predict(readout(y), taps)
         self._adapt(x, y, taps)
+        why = self._shifted()
+        if why is not None:  # answered and adapted on again from the source: this batch starts the new domain
+            self.shift_resets += 1
+            self._restart(f"shift at sample {self.samples}: {why}; reset to source parameters")
+            y, taps = self.engine.run_with_taps(x)
+            out = self._predict(readout(y), taps)
+            self._adapt(x, y, taps)
         n = self._samples(x)
         if self.rerun_from is not None and n >= self.rerun_from:
             y = self.engine.run(x)  # answer with the state adapted to this batch

@@ -12,6 +12,10 @@ over the ``k`` most similar entries j (soft labels q_j); the policy returns log 
 softmax of its output are the mixed prediction. A batch is answered from the memory before it is
 stored.
 
+When the source statistics fit a batch better than the running statistics of the stream so far (the
+shift reset, edgert.runtime.adapt.shift; InputStatistics below), the memory is emptied: it holds the last
+domain's features and pseudo-labels.
+
 On a spiking model a sample is a whole sequence: the logits are the output spike counts (summed over
 time), the features the classifier's input summed over time (the last hidden layer's spike counts),
 and ``run`` returns log p, [batch, C], instead of the output spikes.
@@ -26,7 +30,7 @@ import numpy as np
 
 from edgert.errors import EdgertError
 from edgert.runtime.adapt.base import AdaptingPolicy
-from edgert.runtime.adapt.shift import InputStatistics
+from edgert.runtime.adapt.norm import mix_moments, pass_params, update_moments
 from edgert.runtime.engine import Engine
 
 
@@ -83,6 +87,58 @@ def knn_store(p: np.ndarray, f: np.ndarray, keys: np.ndarray, labels: np.ndarray
     return filled, pos
 
 
+class InputStatistics:
+    """Running moments of the first planned BatchNorm's input, for a policy that leaves BatchNorm alone
+    (knn): its shift test compares the source statistics with these. They follow the norm policy's
+    rule (running first and second moments, ``momentum`` per sample, a share ``source_weight`` of the
+    source's; the statistics the test compares with are refreshed every ``refresh_every`` samples, as
+    the norm policy re-folds). Only a BatchNorm the model keeps, or folds into its conv/linear, is read; a model whose
+    first BatchNorm is folded into binary thresholds or fused with a spiking neuron has no shift test
+    here (``available`` is False)."""
+
+    def __init__(self, engine, momentum: float = 0.05, source_weight: float = 0.2, refresh_every: int = 8):
+        plan = engine.artifact.manifest.get("adapt", {}).get("norm", [])
+        self.entry = plan[0] if plan and plan[0]["kind"] in ("folded", "kept") else None
+        self.available = self.entry is not None and not engine.stateful
+        self.momentum, self.source_weight, self.refresh_every = momentum, source_weight, refresh_every
+        if not self.available:
+            return
+        e, p = self.entry, engine.artifact.params
+        self.folded = e["kind"] == "folded"
+        key = (lambda k: e[f"source_{k}"]) if e["kind"] == "folded" else (lambda k: e[k])  # noqa: E731
+        gamma, beta, self.src_mean, var = (p[key(k)].astype(np.float64) for k in ("gamma", "beta", "mean", "var"))
+        self.src_var = var + e["eps"]
+        self.src_m2 = var + np.square(self.src_mean)
+        c = len(gamma)
+        if self.folded:  # the engine runs the source fold: y = s (x - mean) + beta
+            s = gamma / np.sqrt(self.src_var)
+            ok = np.abs(s) > 1e-12
+            self.fold = (beta, self.src_mean, np.where(ok, s, 1.0), ok)
+        else:
+            self.fold = (np.zeros(c), np.zeros(c), np.ones(c), np.ones(c, np.bool_))
+        self.reset()
+
+    def reset(self) -> None:
+        self.m1, self.m2 = self.src_mean.copy(), self.src_m2.copy()
+        self._mix()
+
+    def _mix(self) -> None:
+        self._pending = 0
+        mean, var = mix_moments(self.m1, self.m2, self.src_mean, self.src_m2, self.source_weight)
+        self._pass = pass_params(self.fold, self.src_mean, self.src_var, mean, var + self.entry["eps"])
+
+    def update(self, taps: dict[str, np.ndarray], n: int) -> float:
+        """Blend in this batch (``n`` samples); return how much better the source statistics fit it than
+        the running ones did (nats per value)."""
+        t = np.ascontiguousarray(taps[self.entry["tap"]], dtype=np.float32)
+        gain = update_moments(t.reshape(t.shape[0], t.shape[1], -1), self.m1, self.m2,
+                              1.0 - (1.0 - self.momentum) ** n, self.folded, *self._pass)
+        self._pending += n
+        if self._pending >= self.refresh_every:
+            self._mix()
+        return gain
+
+
 class KnnPolicy(AdaptingPolicy):
     """Bounded feature memory voting with the classifier."""
 
@@ -107,6 +163,7 @@ class KnnPolicy(AdaptingPolicy):
             raise EdgertError(f"knn policy: shift_margin={shift_margin} must be >= 0 (or None: no shift reset)")
         self.shift_margin = shift_margin
         self._inputs = InputStatistics(engine) if shift_margin is not None else None
+        self._gain = 0.0
         specs = engine.artifact.manifest["specs"]
         self.dim = int(np.prod(specs[self.tap]["shape"][1:]))
         self.classes = int(engine.outputs[0][1].shape[-1])
@@ -119,13 +176,10 @@ class KnnPolicy(AdaptingPolicy):
         if self._inputs is not None and self._inputs.available:
             self._inputs.reset()
 
-    def _shifted(self, taps: dict[str, np.ndarray]) -> str | None:
-        if self._inputs is None or not self._inputs.available:
+    def _shifted(self) -> str | None:
+        if self.shift_margin is None or self._gain <= self.shift_margin:
             return None
-        gain = self._inputs.gain(taps)
-        if gain <= self.shift_margin:
-            return None
-        return f"the source statistics fit the input better by {gain:.3f} nats per value; memory emptied"
+        return f"the source statistics fit the input better by {self._gain:.3f} nats per value; memory emptied"
 
     def _predict(self, y: np.ndarray, taps: dict[str, np.ndarray]) -> np.ndarray:
         f = taps[self.tap]
@@ -140,7 +194,7 @@ class KnnPolicy(AdaptingPolicy):
         self.filled, self.pos = knn_store(self._p, self._f, self.keys, self.labels, self.filled, self.pos,
                                           self.confidence)
         if self._inputs is not None and self._inputs.available:
-            self._inputs.update(taps, len(x))
+            self._gain = self._inputs.update(taps, len(x))
 
     def _state(self) -> dict[str, np.ndarray]:
         out = {"keys": self.keys, "labels": self.labels, "filled": np.array(self.filled), "pos": np.array(self.pos)}

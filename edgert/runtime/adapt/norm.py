@@ -38,7 +38,6 @@ import numpy as np
 from edgert.errors import EdgertError
 from edgert.ops.binary.threshold import thresholds
 from edgert.runtime.adapt.base import AdaptingPolicy
-from edgert.runtime.adapt.shift import source_gain
 from edgert.runtime.engine import Engine
 
 
@@ -66,11 +65,16 @@ def _moments3(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @numba.njit(cache=True, nogil=True)
-def _update_moments(t: np.ndarray, m1: np.ndarray, m2: np.ndarray, a: float, folded: bool,
-                    beta: np.ndarray, mean: np.ndarray, s: np.ndarray, ok: np.ndarray) -> None:
+def update_moments(t: np.ndarray, m1: np.ndarray, m2: np.ndarray, a: float, folded: bool, ok: np.ndarray,
+                   p: np.ndarray) -> float:
     """One pass of NormPolicy._update_ref: channel moments of t [N, C, S], inverted through the fold
-    y = s (x - mean) + beta when ``folded`` (channels with ok False kept), blended into m1, m2."""
+    y = s (x - mean) + beta when ``folded`` (channels with ok False kept), blended into m1, m2.
+    Returns, from the same moments, the shift test's gain (edgert.runtime.adapt.shift) of the source
+    statistics over the applied ones. p [7, C] holds, per channel: beta, mean and s of the fold, the
+    source mean and variance, the applied mean and variance (variances with eps); one array, because
+    each argument costs Numba's dispatcher a type check on every call."""
     n, c, size = t.shape
+    gain, used = 0.0, 0
     for j in range(c):
         if folded and not ok[j]:
             continue
@@ -82,11 +86,22 @@ def _update_moments(t: np.ndarray, m1: np.ndarray, m2: np.ndarray, a: float, fol
                 acc2 += v * v
         t1, t2 = acc1 / (n * size), acc2 / (n * size)
         if folded:
-            x1 = (t1 - beta[j]) / s[j] + mean[j]
-            t2 = max(t2 - t1 * t1, 0.0) / (s[j] * s[j]) + x1 * x1
+            x1 = (t1 - p[0, j]) / p[2, j] + p[1, j]
+            t2 = max(t2 - t1 * t1, 0.0) / (p[2, j] * p[2, j]) + x1 * x1
             t1 = x1
+        gain += (-0.5 * np.log(p[4, j]) - 0.5 * (t2 - 2 * p[3, j] * t1 + p[3, j] ** 2) / p[4, j]
+                 + 0.5 * np.log(p[6, j]) + 0.5 * (t2 - 2 * p[5, j] * t1 + p[5, j] ** 2) / p[6, j])
+        used += 1
         m1[j] = (1 - a) * m1[j] + a * t1
         m2[j] = (1 - a) * m2[j] + a * t2
+    return gain / max(used, 1)
+
+
+def pass_params(fold: tuple[np.ndarray, ...], src_mean: np.ndarray, src_var: np.ndarray, mean: np.ndarray,
+                var: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """update_moments' ``ok`` and ``p`` from a fold (beta, mean, s, ok) and the two sets of statistics."""
+    beta, fold_mean, s, ok = fold
+    return ok, np.stack([beta, fold_mean, s, src_mean, src_var, mean, var]).astype(np.float64)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -138,7 +153,7 @@ class NormPolicy(AdaptingPolicy):
         self.source_weight = source_weight
         if shift_margin is not None and not shift_margin >= 0:
             raise EdgertError(f"norm policy: shift_margin={shift_margin} must be >= 0 (or None: no shift reset)")
-        self.shift_margin = shift_margin
+        self.shift_margin, self._gain = shift_margin, 0.0
         if refold_every < 1:
             raise EdgertError(f"norm policy: refold_every={refold_every} must be >= 1")
         self.momentum, self.refold_every, self._pending, self.refolds = momentum, refold_every, 0, 0
@@ -203,38 +218,28 @@ class NormPolicy(AdaptingPolicy):
             for k, e in enumerate(self.layers):
                 if k:
                     taps = self.engine.run_with_taps(x)[1]
-                self._update(e, taps[e["tap"]], a)
+                gain = self._update(e, taps[e["tap"]], a)
+                if k == 0:
+                    self._gain = gain
                 self._apply()
             return
-        for e in self.layers:
-            self._update(e, taps[e["tap"]], a)
+        self._gain = [self._update(e, taps[e["tap"]], a) for e in self.layers][0]  # the first BatchNorm's
         self._pending += n
         if self._pending >= self.refold_every:
             self._apply()
 
-    def _update(self, e: dict[str, Any], tap: np.ndarray, a: float) -> None:
-        """Fold one batch's moments of BatchNorm ``e``'s input into the running moments (in place)."""
+    def _update(self, e: dict[str, Any], tap: np.ndarray, a: float) -> float:
+        """Fold one batch's moments of BatchNorm ``e``'s input into the running moments (in place); return
+        the shift test's gain on them."""
         bn = e["bn"]
         t = np.ascontiguousarray(self._bn_tap(e, tap), dtype=np.float32)
-        _update_moments(t.reshape(t.shape[0], t.shape[1], -1), self._m1[bn], self._m2[bn], a,
-                        e["kind"] == "folded", *self._applied[bn])
+        return update_moments(t.reshape(t.shape[0], t.shape[1], -1), self._m1[bn], self._m2[bn], a,
+                              e["kind"] == "folded", *self._pass[bn])
 
-    def _shifted(self, taps: dict[str, np.ndarray]) -> str | None:
-        if self.shift_margin is None:
+    def _shifted(self) -> str | None:
+        if self.shift_margin is None or self._gain <= self.shift_margin:
             return None
-        gain = self._source_gain(taps)
-        if gain <= self.shift_margin:
-            return None
-        return f"the source statistics fit the input better by {gain:.3f} nats per value"
-
-    def _source_gain(self, taps: dict[str, np.ndarray]) -> float:
-        """How much better the source statistics fit this batch at the first BatchNorm than the applied
-        ones (edgert.runtime.adapt.shift)."""
-        e = self.layers[0]
-        bn, src = e["bn"], self._src[e["bn"]]
-        t = np.ascontiguousarray(self._bn_tap(e, taps[e["tap"]]), dtype=np.float32)
-        return source_gain(t.reshape(t.shape[0], t.shape[1], -1), e["kind"] == "folded", *self._applied[bn],
-                           src["mean"], src["var_eps"], *self._stats[bn])
+        return f"the source statistics fit the input better by {self._gain:.3f} nats per value"
 
     def _bn_tap(self, e: dict[str, Any], tap: np.ndarray) -> np.ndarray:
         """The tensor whose channel moments ``e`` tracks, [samples, C, ...]: time folds into the batch."""
@@ -263,12 +268,11 @@ class NormPolicy(AdaptingPolicy):
     def _apply(self) -> None:
         """Write the current statistics into the engine's parameters (re-folding where folded)."""
         new: dict[str, np.ndarray] = {}
-        self._applied, self._stats, self._pending = {}, {}, 0
+        self._applied, self._pass, self._pending = {}, {}, 0
         self.refolds += 1
         for e in self.layers:
             bn, src = e["bn"], self._src[e["bn"]]
             mean, var = self._mean_var(bn)
-            self._stats[bn] = (mean, var + e["eps"])  # what the engine runs with until the next _apply
             self._applied[bn] = src["identity"]  # no fold to invert
             gamma, beta = (v.astype(np.float64) for v in self._affine(bn))  # copies: the policy may step them
             if e["kind"] == "folded":
@@ -287,6 +291,8 @@ class NormPolicy(AdaptingPolicy):
             else:
                 new[e["mean"]], new[e["var"]] = mean.astype(np.float32), var.astype(np.float32)
                 new[e["gamma"]], new[e["beta"]] = gamma.astype(np.float32), beta.astype(np.float32)
+            # the statistics the engine runs with until the next _apply, for the shift test
+            self._pass[bn] = pass_params(self._applied[bn], src["mean"], src["var_eps"], mean, var + e["eps"])
         self.engine.set_params(new)
 
     def _affine(self, bn: str) -> tuple[np.ndarray, np.ndarray]:

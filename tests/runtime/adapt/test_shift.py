@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from edgert.runtime.adapt import make_policy
-from edgert.runtime.adapt.shift import source_gain, source_gain_ref
+from edgert.runtime.adapt.norm import pass_params, update_moments
+from edgert.runtime.adapt.shift import source_gain_ref
 from edgert.runtime.engine import Engine
 from tests.runtime.adapt.test_norm import _model
 
@@ -17,17 +18,21 @@ def _stats(rng, c):
 
 
 def _gain(x, src, now, fold=None):
-    """source_gain on x [N, C, ...]; with ``fold`` (beta, mean, s) the kernel sees y = s (x - mean) + beta."""
+    """update_moments' gain on x [N, C, ...]; with ``fold`` (beta, mean, s) the kernel sees
+    y = s (x - mean) + beta."""
     c = x.shape[1]
     if fold is None:
-        t, args = x, (False, np.zeros(c), np.zeros(c), np.ones(c), np.ones(c, np.bool_))
+        t, folded, fold = x, False, (np.zeros(c), np.zeros(c), np.ones(c))
     else:
         beta, mean, s = fold
         shape = (1, c) + (1,) * (x.ndim - 2)
-        t = s.reshape(shape) * (x - mean.reshape(shape)) + beta.reshape(shape)
-        args = (True, beta, mean, s, np.ones(c, np.bool_))
+        t, folded = s.reshape(shape) * (x - mean.reshape(shape)) + beta.reshape(shape), True
     t = np.ascontiguousarray(t, dtype=np.float32)
-    return source_gain(t.reshape(t.shape[0], c, -1), *args, *src, *now)
+    m1, m2 = np.zeros(c), np.zeros(c)
+    gain = update_moments(t.reshape(t.shape[0], c, -1), m1, m2, 1.0, folded,
+                          *pass_params((*fold, np.ones(c, np.bool_)), *src, *now))
+    np.testing.assert_allclose(m1, x.reshape(x.shape[0], c, -1).mean(axis=(0, 2)), rtol=1e-4, atol=1e-5)
+    return gain
 
 
 @pytest.mark.parametrize("shape", [(1, 4, 6, 6), (16, 3, 5, 5), (8, 7)])
