@@ -114,7 +114,7 @@ class TvmRunner:
         # outputs are fresh VM allocations, handed out without a copy, except an output that is an
         # input or parameter passed straight through (or a view of one): copy that so no caller shares
         # our buffers. Which outputs alias is fixed by the compiled code, so it is found once.
-        outs = [np.from_dlpack(y) for y in self._main(*args)]
+        outs = [np.from_dlpack(y) for y in self._main(*args)[:]]  # a slice: iterating asks the size per item
         if self._aliased is None:
             shared = {np.from_dlpack(a).ctypes.data for a in args if a.shape and 0 not in a.shape}
             self._aliased = [bool(a.size) and a.ctypes.data in shared for a in outs]
