@@ -207,7 +207,6 @@ class AdaptingPolicy:
             self._good = self.state_dict()
             self._since_snapshot = 0
 
-
     def _restart(self, event: str) -> None:
         """Back to the source parameters with the guard's window and snapshot cleared (a fresh start)."""
         self._reset()

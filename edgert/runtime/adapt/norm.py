@@ -19,6 +19,9 @@ the statistics so far (one forward). Averaging moments, not
 per-batch variances, keeps the between-sample spread, so it is safe at batch size 1. A folded
 BatchNorm is re-folded into its conv/linear (w' = w*s, b' = (b - mean)*s + beta, s = gamma/sqrt(var+eps));
 its input moments are recovered from the moments of the folded output y = s (x - mean) + beta.
+The same pass measures how much better the source statistics fit the batch at the first BatchNorm
+than the applied ones; above ``shift_margin`` the policy starts again from the source (the shift reset,
+edgert.runtime.adapt.shift).
 A BatchNorm folded with the following sign into a binary layer's integer thresholds (binary models)
 takes its input moments from the layer's float output, recomputed from the layer's packed input
 (one more binary conv per step), and its thresholds are re-derived exactly as the compiler derives them.
@@ -314,6 +317,6 @@ class NormPolicy(AdaptingPolicy):
     def stats(self) -> dict[str, Any]:
         out = super().stats()
         out.update(momentum=self.momentum, source_weight=self.source_weight, refold_every=self.refold_every,
-                   refolds=self.refolds, shift_margin=self.shift_margin, shift_resets=self.shift_resets,
-                   layers=len(self.layers), skipped_layers=self.skipped)
+                   refolds=self.refolds, shift_margin=self.shift_margin, layers=len(self.layers),
+                   skipped_layers=self.skipped)
         return out
