@@ -92,9 +92,9 @@ class InputStatistics:
     (knn): its shift test compares the source statistics with these. They follow the norm policy's
     rule (running first and second moments, ``momentum`` per sample, a share ``source_weight`` of the
     source's; the statistics the test compares with are refreshed every ``refresh_every`` samples, as
-    the norm policy re-folds). Only a BatchNorm the model keeps, or folds into its conv/linear, is read; a model whose
-    first BatchNorm is folded into binary thresholds or fused with a spiking neuron has no shift test
-    here (``available`` is False)."""
+    the norm policy re-folds). Only a BatchNorm the model keeps, or folds into its conv/linear, is
+    read; a model whose first BatchNorm is folded into binary thresholds or fused with a spiking neuron
+    has no shift test here (``available`` is False)."""
 
     def __init__(self, engine, momentum: float = 0.05, source_weight: float = 0.2, refresh_every: int = 8):
         plan = engine.artifact.manifest.get("adapt", {}).get("norm", [])
@@ -120,9 +120,10 @@ class InputStatistics:
 
     def reset(self) -> None:
         self.m1, self.m2 = self.src_mean.copy(), self.src_m2.copy()
-        self._mix()
+        self.refresh()
 
-    def _mix(self) -> None:
+    def refresh(self) -> None:
+        """Take the statistics the shift test compares with from the running moments now."""
         self._pending = 0
         mean, var = mix_moments(self.m1, self.m2, self.src_mean, self.src_m2, self.source_weight)
         self._pass = pass_params(self.fold, self.src_mean, self.src_var, mean, var + self.entry["eps"])
@@ -135,7 +136,7 @@ class InputStatistics:
                               1.0 - (1.0 - self.momentum) ** n, self.folded, *self._pass)
         self._pending += n
         if self._pending >= self.refresh_every:
-            self._mix()
+            self.refresh()
         return gain
 
 
@@ -209,6 +210,7 @@ class KnnPolicy(AdaptingPolicy):
         if "input_m1" in state:
             self._inputs.m1 = state["input_m1"].astype(np.float64, copy=True)
             self._inputs.m2 = state["input_m2"].astype(np.float64, copy=True)
+            self._inputs.refresh()
 
     def stats(self) -> dict[str, Any]:
         out = super().stats()

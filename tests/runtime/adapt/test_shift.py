@@ -138,3 +138,16 @@ def test_knn_empties_its_memory_when_the_stream_returns_to_the_source(artifact):
     np.testing.assert_array_equal(out, fresh.run(back))
     for k, v in fresh.state_dict().items():
         np.testing.assert_array_equal(p.state_dict()[k], v, err_msg=k)
+
+
+def test_knn_state_carries_its_shift_statistics(artifact):
+    """A knn policy loaded from another's state resets where the original does, and answers alike."""
+    rng = np.random.default_rng(5)
+    a = make_policy("knn", Engine(artifact), confidence=0.0, guard=False)
+    for _ in range(30):
+        a.run((rng.standard_normal((1, 1, 6, 6)) * 2.5 + 3.0).astype(np.float32))
+    b = make_policy("knn", Engine(artifact), confidence=0.0, guard=False)
+    b.load_state_dict(a.state_dict())
+    for x in _source_like(rng, 3):
+        np.testing.assert_array_equal(a.run(x), b.run(x))
+    assert a.stats()["shift_resets"] == b.stats()["shift_resets"] == 1
