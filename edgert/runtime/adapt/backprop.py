@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Mapping
 
+import numba
 import numpy as np
 
 from edgert import ir
@@ -131,6 +132,7 @@ class Backward:
         for w in self.wrt:
             if w not in done:
                 done[w] = reduce(w, grads[w]) if reduce else grads[w]
+        del get  # it refers to itself: left to the cycle collector, it would keep the cache and values alive
         return done  # type: ignore[return-value]
 
     def _shape(self, g: np.ndarray) -> Callable[[str], tuple[int, ...]]:
@@ -232,8 +234,27 @@ def _masked(g: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return out
 
 
+@numba.njit(cache=True, nogil=True)
+def _relu_grad4(g: np.ndarray, x: np.ndarray, out: np.ndarray) -> None:
+    n, c, h, w = out.shape
+    for i in range(n):
+        for j in range(c):
+            for k in range(h):
+                for m in range(w):
+                    out[i, j, k, m] = g[i, j, k, m] if x[i, j, k, m] > 0 else 0
+
+
 def _relu(node, g, want, get: Get, shape):
-    return [_masked(g, get(node.inputs[0]) > 0)]  # the input: a tap more often than the output
+    """g where the input (a tap more often than the output) is > 0; in one pass with no boolean mask
+    (NumPy's masked copy needs the mask, and its ufuncs buffer a broadcast g: a gradient's size again).
+    Up to rank 4, as views (trailing axes of 1 never copy a strided gradient)."""
+    x = get(node.inputs[0])
+    if x.ndim > 4:
+        return [_masked(g, x > 0)]
+    out = np.empty(x.shape, g.dtype)
+    four = x.shape + (1,) * (4 - x.ndim)
+    _relu_grad4(np.broadcast_to(g, x.shape).reshape(four), x.reshape(four), out.reshape(four))
+    return [out]
 
 
 def _clip(node: ir.Clip, g, want, get: Get, shape):

@@ -97,6 +97,7 @@ class AdaptingPolicy:
     name = "?"
     rerun_from: int | None = None  # batches at least this large are answered after their own update
     replaces_output = False  # _predict changes the answer: a spiking model's run returns it, [batch, C]
+    chunk: int | None = None  # a larger batch runs without taps; _adapt gets {} and fetches them by chunk
 
     def __init__(self, engine: Engine, guard: bool = True, window: int = 64, max_share: float = 0.6,
                  min_entropy: float = 0.02, snapshot_every: int = 256):
@@ -139,9 +140,22 @@ class AdaptingPolicy:
         """Samples in batch x: its first axis, or its second for a spiking model ([T, batch, ...])."""
         return x.shape[1] if self.engine.stateful else len(x)
 
+    def _chunks(self, x: np.ndarray):
+        """Batch x in runs of ``chunk`` samples (views)."""
+        n, c = self._samples(x), self.chunk or self._samples(x)
+        for i in range(0, n, c):
+            yield x[:, i:i + c] if self.engine.stateful else x[i:i + c]
+
+    def _forward(self, x: np.ndarray) -> tuple[Any, dict[str, np.ndarray]]:
+        """Outputs and taps of batch x; no taps (so no batch-sized activations kept) for a batch larger
+        than ``chunk``."""
+        if self.chunk is not None and self._samples(x) > self.chunk:
+            return self.engine.run(x), {}
+        return self.engine.run_with_taps(x)
+
     # -- the fixed interface ------------------------------------------------------------------
     def run(self, x: np.ndarray) -> np.ndarray:
-        y, taps = self.engine.run_with_taps(x)
+        y, taps = self._forward(x)
         if isinstance(y, list):
             raise EdgertError(f"the {self.name!r} policy adapts single-output classifiers")
         readout = (lambda v: v.sum(axis=0)) if self.engine.stateful else (lambda v: v)  # noqa: E731
@@ -151,7 +165,7 @@ class AdaptingPolicy:
         if why is not None:  # answered and adapted on again from the source: this batch starts the new domain
             self.shift_resets += 1
             self._restart(f"shift at sample {self.samples}: {why}; reset to source parameters")
-            y, taps = self.engine.run_with_taps(x)
+            y, taps = self._forward(x)
             out = self._predict(readout(y), taps)
             self._adapt(x, y, taps)
         n = self._samples(x)

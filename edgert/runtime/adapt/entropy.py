@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numba
 import numpy as np
 
 from edgert.errors import EdgertError
@@ -38,18 +39,41 @@ from edgert.runtime.adapt.norm import NormPolicy
 from edgert.runtime.engine import Engine
 
 
-def entropy_seed(y: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """dL/dlogits of L = mean over kept rows of the softmax entropy, as float32."""
+def entropy_seed(y: np.ndarray, keep: np.ndarray, kept: int | None = None) -> np.ndarray:
+    """dL/dlogits of L = (sum over kept rows of the softmax entropy) / ``kept`` (default: the rows kept
+    here; a chunk of a batch passes the batch's count), as float32."""
     p = softmax(y)
     logp = np.log(np.maximum(p, 1e-300))
     h = -(p * logp).sum(axis=1, keepdims=True)
-    return (-p * (logp + h) * (keep / max(keep.sum(), 1))[:, None]).astype(np.float32)
+    return (-p * (logp + h) * (keep / max(keep.sum() if kept is None else kept, 1))[:, None]).astype(np.float32)
 
 
-def _channel_dot(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Per channel (axis 1): sum of a * b over every other axis, without an [N, C, ...] temporary."""
-    n, c = a.shape[:2]
-    return np.einsum("ncs,ncs->c", a.reshape(n, c, -1), b.reshape(n, c, -1)).astype(np.float64)
+def channel_sums_ref(g: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per channel (axis 1): sum of g * t and sum of g over every other axis, in float64 (NumPy reference)."""
+    g64, t64 = g.astype(np.float64), t.astype(np.float64)
+    axes = (0,) + tuple(range(2, g.ndim))
+    return (g64 * t64).sum(axis=axes), g64.sum(axis=axes)
+
+
+@numba.njit(cache=True, nogil=True)
+def _channel_sums3(g: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    n, c, size = g.shape
+    dot, tot = np.zeros(c), np.zeros(c)
+    for i in range(n):
+        for j in range(c):
+            a = b = 0.0
+            for k in range(size):
+                v = np.float64(g[i, j, k])
+                a += v * np.float64(t[i, j, k])
+                b += v
+            dot[j] += a
+            tot[j] += b
+    return dot, tot
+
+
+def channel_sums(g: np.ndarray, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """channel_sums_ref without temporaries (NumPy's float64 sum of a float32 array copies it whole)."""
+    return _channel_sums3(g.reshape(g.shape[0], g.shape[1], -1), t.reshape(t.shape[0], t.shape[1], -1))
 
 
 class EntropyPolicy(NormPolicy):
@@ -59,19 +83,21 @@ class EntropyPolicy(NormPolicy):
 
     def __init__(self, engine: Engine, lr: float = 1e-4, threshold: float = 0.4,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8, momentum: float = 0.05,
-                 refold_every: int = 1, rerun_from: int | None = 16, anchor: float = 1e-3, **guard: Any):
+                 refold_every: int = 1, rerun_from: int | None = 16, anchor: float = 1e-3,
+                 chunk: int | None = None, **guard: Any):
         plan = engine.artifact.manifest.get("adapt", {}).get("entropy")
         if plan is None:
             raise EdgertError("the 'entropy' policy found no entropy plan in this artifact: it needs a "
                               "single-output model with BatchNorm compiled by an edgert with adaptation "
                               "support; recompile it, or use --adapt norm")
         if not (lr > 0 and 0 < threshold <= 1 and 0 <= betas[0] < 1 and 0 <= betas[1] < 1 and eps > 0
-                and 0 <= anchor <= 1):
+                and 0 <= anchor <= 1 and (chunk is None or chunk >= 1)):
             raise EdgertError(f"entropy policy: need lr > 0, 0 < threshold <= 1, 0 <= betas < 1, eps > 0, "
-                              f"0 <= anchor <= 1; got lr={lr}, threshold={threshold}, betas={betas}, eps={eps}, "
-                              f"anchor={anchor}")
+                              f"0 <= anchor <= 1, chunk >= 1; got lr={lr}, threshold={threshold}, betas={betas}, "
+                              f"eps={eps}, anchor={anchor}, chunk={chunk}")
         self.lr, self.threshold, self.betas, self.eps, self.anchor = lr, threshold, tuple(betas), eps, anchor
         self.plan, self.adapted = plan, list(plan["layers"])
+        self.chunk = int(plan["batch"]) if chunk is None else chunk  # the batch the compiler planned the step at
         self._outputs = dict(zip(plan["layers"], plan["outputs"]))
         super().__init__(engine, momentum=momentum, refold_every=refold_every, rerun_from=rerun_from, **guard)
         self._entries = {e["bn"]: e for e in self.layers}
@@ -121,36 +147,77 @@ class EntropyPolicy(NormPolicy):
         ent, _ = entropy_argmax(np.ascontiguousarray(y, dtype=np.float32))
         keep = ent < self.threshold
         self.filtered += int((~keep).sum())
-        if keep.any():
-            n = self._measured.get(len(x), 0)
-            if n >= 2:
-                self._step(x, y, taps, keep)
-            else:  # the second step at a batch size is the one reported (the first pays one-time costs)
-                parts, transient = traced_peak(lambda: self._step(x, y, taps, keep))
-                self.memory[len(x)] = step_memory(len(x), *parts, transient)
-                self._measured[len(x)] = n + 1
-        super()._adapt(x, y, taps)  # running statistics, then the re-fold with the new gamma/beta
+        if not keep.any():
+            super()._adapt(x, y, taps)
+            return
+        big = self.rerun_from is not None and len(x) >= self.rerun_from
+        # one forward's taps at a small step: the statistics update reads them all first, and only what
+        # the backward needs is kept through it; otherwise the step's own pass gathers the moment sums
+        # (every layer's; the first's in a large step, which re-runs for the later layers)
+        single = bool(taps) and not big
+        if single:
+            self._fold(x, taps)
+        gather = [] if single else self.layers[:1] if big else self.layers
+        n = self._measured.get(len(x), 0)
+        if n >= 2:
+            sums = self._step(x, y, taps, keep, gather)[3]
+        else:  # the second step at a batch size is the one reported (the first pays one-time costs)
+            (*parts, sums), transient = traced_peak(lambda: self._step(x, y, taps, keep, gather))
+            self.memory[len(x)] = step_memory(len(x), *parts, transient)
+            self._measured[len(x)] = n + 1
+        if single:
+            self._settle(len(x))  # the re-fold, with the new gamma/beta
+        else:
+            super()._adapt(x, y, {}, sums)  # running statistics, then the re-fold with the new gamma/beta
 
-    def _step(self, x: np.ndarray, y: np.ndarray, taps: dict[str, np.ndarray],
-              keep: np.ndarray) -> tuple[int, int, int]:
-        """One Adam step on the adapted gammas and betas; returns (kept, optimizer, gradient) bytes."""
-        seed = entropy_seed(y, keep)
-        values = {**taps, self._input: x, self._logits: y}
+    def _step(self, x: np.ndarray, y: np.ndarray, taps: dict[str, np.ndarray], keep: np.ndarray,
+              gather: list[dict[str, Any]]) -> tuple[int, int, int, dict[str, list]]:
+        """One Adam step on the adapted gammas and betas, from the batch's taps or (``taps`` empty) from
+        forwards of ``chunk`` samples at a time; taps the backward does not read are dropped from the
+        dict as soon as they are read. Also gathers the moment sums of the ``gather`` layers. Returns
+        (kept, optimizer, gradient) bytes and the sums."""
+        used = set(self._backward.needed) | {self._entries[bn]["tap"] for bn in self.adapted} | {self._logits}
         by_output = {self._outputs[bn]: self._entries[bn] for bn in self.adapted}
+        count = int(keep.sum())
+        sums: dict[str, list] = {}
+        acc: dict[str, list[np.ndarray]] = {}
+        kept = seed_bytes = 0
+        for k, xc in enumerate(self._chunks(x) if not taps else [x]):
+            if taps:
+                yc, tc, kc = y, taps, keep
+            else:
+                yc, tc = self.engine.run_with_taps(xc)
+                kc = keep[k * self.chunk:k * self.chunk + len(xc)]
+            self._add_sums(sums, tc, gather)
+            for name in [t for t in tc if t not in used]:
+                del tc[name]  # read: only what the backward needs stays for it
+            if not kc.any():
+                continue
+            seed = entropy_seed(yc, kc, count)
+            seed_bytes = seed.nbytes
+            values = {**tc, self._input: xc, self._logits: yc}
+            kept = max(kept, nbytes(values[n] for n in used))
 
-        def sums(name: str, gy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            """Per channel: sum of dL/dy * tap, and sum of dL/dy (all the update needs of dL/dy)."""
-            return (_channel_dot(gy, taps[by_output[name]["tap"]]),
-                    gy.sum(axis=(0,) + tuple(range(2, gy.ndim)), dtype=np.float64))
+            def sums_of(name: str, gy: np.ndarray, tc=tc) -> tuple[np.ndarray, np.ndarray]:
+                """Per channel: sum of dL/dy * tap, and sum of dL/dy (all the update needs of dL/dy)."""
+                return channel_sums(gy, tc[by_output[name]["tap"]])
 
-        grads = self._backward(values, {self._logits: seed}, self.engine.artifact.params, reduce=sums)
+            for name, part in self._backward(values, {self._logits: seed}, self.engine.artifact.params,
+                                             reduce=sums_of).items():
+                if name in acc:
+                    acc[name][0] += part[0]
+                    acc[name][1] += part[1]
+                else:
+                    acc[name] = list(part)
+        if not taps:
+            kept += y.nbytes  # the batch's logits
         self._t += 1
         b1, b2 = self.betas
         step = self.lr / (1 - b1 ** self._t)
         root_c2 = np.sqrt(1 - b2 ** self._t)
         param_grads = []
         for bn in self.adapted:
-            e, (dot, g_beta) = self._entries[bn], grads[self._outputs[bn]]
+            e, (dot, g_beta) = self._entries[bn], acc[self._outputs[bn]]
             gamma, beta, mean, var = self._ran[bn]
             if e["kind"] == "folded":  # the tap is y: xhat = (y - beta) / gamma
                 ok = np.abs(gamma) > 1e-12
@@ -169,9 +236,7 @@ class EntropyPolicy(NormPolicy):
                     src = self._src[bn]["gamma" if name.endswith("gamma") else "beta"]
                     p -= (1 - (1 - self.anchor) ** len(x)) * (p - src.astype(np.float32))
                 param_grads.append(g)
-        used = set(self._backward.needed) | {self._entries[bn]["tap"] for bn in self.adapted} | {self._logits}
-        kept = nbytes(values[n] for n in used)
-        return kept, nbytes(self._adam.values()), nbytes(param_grads) + seed.nbytes
+        return kept, nbytes(self._adam.values()), nbytes(param_grads) + seed_bytes, sums
 
     def stats(self) -> dict[str, Any]:
         out = super().stats()

@@ -68,26 +68,35 @@ def _moments3(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @numba.njit(cache=True, nogil=True)
-def update_moments(t: np.ndarray, m1: np.ndarray, m2: np.ndarray, a: float, folded: bool, ok: np.ndarray,
-                   p: np.ndarray) -> float:
-    """One pass of NormPolicy._update_ref: channel moments of t [N, C, S], inverted through the fold
-    y = s (x - mean) + beta when ``folded`` (channels with ok False kept), blended into m1, m2.
-    Returns, from the same moments, the shift test's gain (edgert.runtime.adapt.shift) of the source
-    statistics over the applied ones. p [7, C] holds, per channel: beta, mean and s of the fold, the
-    source mean and variance, the applied mean and variance (variances with eps); one array, because
-    each argument costs Numba's dispatcher a type check on every call."""
+def add_sums(t: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> None:
+    """Add the per-channel sums of t [N, C, S] and of its squares (float64) into s1, s2 [C]."""
     n, c, size = t.shape
-    gain, used = 0.0, 0
     for j in range(c):
-        if folded and not ok[j]:
-            continue
         acc1 = acc2 = 0.0
         for i in range(n):
             for k in range(size):
                 v = np.float64(t[i, j, k])
                 acc1 += v
                 acc2 += v * v
-        t1, t2 = acc1 / (n * size), acc2 / (n * size)
+        s1[j] += acc1
+        s2[j] += acc2
+
+
+@numba.njit(cache=True, nogil=True)
+def update_from_sums(s1: np.ndarray, s2: np.ndarray, count: int, m1: np.ndarray, m2: np.ndarray, a: float,
+                     folded: bool, ok: np.ndarray, p: np.ndarray) -> float:
+    """NormPolicy._update_ref from per-channel sums s1, s2 of ``count`` values per channel: their
+    moments, inverted through the fold y = s (x - mean) + beta when ``folded`` (channels with ok False
+    kept), blended into m1, m2. Returns, from the same moments, the shift test's gain
+    (edgert.runtime.adapt.shift) of the source statistics over the applied ones. p [7, C] holds, per
+    channel: beta, mean and s of the fold, the source mean and variance, the applied mean and variance
+    (variances with eps); one array, because each argument costs Numba's dispatcher a type check on
+    every call."""
+    gain, used = 0.0, 0
+    for j in range(len(s1)):
+        if folded and not ok[j]:
+            continue
+        t1, t2 = s1[j] / count, s2[j] / count
         if folded:
             x1 = (t1 - p[0, j]) / p[2, j] + p[1, j]
             t2 = max(t2 - t1 * t1, 0.0) / (p[2, j] * p[2, j]) + x1 * x1
@@ -98,6 +107,15 @@ def update_moments(t: np.ndarray, m1: np.ndarray, m2: np.ndarray, a: float, fold
         m1[j] = (1 - a) * m1[j] + a * t1
         m2[j] = (1 - a) * m2[j] + a * t2
     return gain / max(used, 1)
+
+
+@numba.njit(cache=True, nogil=True)
+def update_moments(t: np.ndarray, m1: np.ndarray, m2: np.ndarray, a: float, folded: bool, ok: np.ndarray,
+                   p: np.ndarray) -> float:
+    """update_from_sums on the values of t [N, C, S], in one dispatch (the batch-1 step calls it per layer)."""
+    s1, s2 = np.zeros(t.shape[1]), np.zeros(t.shape[1])
+    add_sums(t, s1, s2)
+    return update_from_sums(s1, s2, t.shape[0] * t.shape[2], m1, m2, a, folded, ok, p)
 
 
 def pass_params(fold: tuple[np.ndarray, ...], src_mean: np.ndarray, src_var: np.ndarray, mean: np.ndarray,
@@ -217,21 +235,40 @@ class NormPolicy(AdaptingPolicy):
         src = self._src[bn]
         return mix_moments(self._m1[bn], self._m2[bn], src["mean"], src["m2"], self.source_weight)
 
-    def _adapt(self, x: np.ndarray, y: np.ndarray, taps: dict[str, np.ndarray]) -> None:
+    def _adapt(self, x: np.ndarray, y: np.ndarray, taps: dict[str, np.ndarray],
+               sums: dict[str, list] | None = None) -> None:
+        """One update of the running moments. With ``taps`` empty (a batch larger than ``chunk``), the
+        moments come from ``sums`` (gathered by the caller's own pass over the chunks: every layer's, or
+        in a large step the first layer's) and from forwards with taps one chunk at a time."""
         n = self._samples(x)
         a = 1.0 - (1.0 - self.momentum) ** n
         if self.rerun_from is not None and n >= self.rerun_from:
             # a large step: layer by layer, each layer's statistics from a forward through the layers
             # before it already updated (as a training-mode forward computes them); L forwards, L re-folds
             for k, e in enumerate(self.layers):
-                if k:
-                    taps = self.engine.run_with_taps(x)[1]
-                gain = self._update(e, taps[e["tap"]], a)
+                if taps:
+                    gain = self._update(e, (taps if k == 0 else self.engine.run_with_taps(x)[1])[e["tap"]], a)
+                else:
+                    gain = self._update_sums(e, (sums if k == 0 and sums else self._gather(x, [e]))[e["bn"]], a)
                 if k == 0:
                     self._gain = gain
                 self._apply()
             return
-        self._gain = [self._update(e, taps[e["tap"]], a) for e in self.layers][0]  # the first BatchNorm's
+        self._fold(x, taps, sums)
+        self._settle(n)
+
+    def _fold(self, x: np.ndarray, taps: dict[str, np.ndarray], sums: dict[str, list] | None = None) -> None:
+        """Every BatchNorm's moments of batch x into the running moments, from ``taps`` or else from
+        ``sums`` or forwards by chunk; the shift test's gain from the first BatchNorm's."""
+        a = 1.0 - (1.0 - self.momentum) ** self._samples(x)
+        if taps:
+            self._gain = [self._update(e, taps[e["tap"]], a) for e in self.layers][0]
+        else:
+            sums = sums or self._gather(x, self.layers)
+            self._gain = [self._update_sums(e, sums[e["bn"]], a) for e in self.layers][0]
+
+    def _settle(self, n: int) -> None:
+        """After ``n`` more samples were folded in: re-fold when ``refold_every`` have passed."""
         self._pending += n
         if self._pending >= self.refold_every:
             self._apply()
@@ -243,6 +280,29 @@ class NormPolicy(AdaptingPolicy):
         t = np.ascontiguousarray(self._bn_tap(e, tap), dtype=np.float32)
         return update_moments(t.reshape(t.shape[0], t.shape[1], -1), self._m1[bn], self._m2[bn], a,
                               e["kind"] == "folded", *self._pass[bn])
+
+    def _add_sums(self, sums: dict[str, list], taps: dict[str, np.ndarray], layers: list[dict[str, Any]]) -> None:
+        """Add one chunk's per-channel sums of each of ``layers``' BatchNorm inputs into ``sums``
+        (bn -> [sum, sum of squares, values per channel])."""
+        for e in layers:
+            t = np.ascontiguousarray(self._bn_tap(e, taps[e["tap"]]), dtype=np.float32)
+            t = t.reshape(t.shape[0], t.shape[1], -1)
+            acc = sums.setdefault(e["bn"], [np.zeros(t.shape[1]), np.zeros(t.shape[1]), 0])
+            add_sums(t, acc[0], acc[1])
+            acc[2] += t.shape[0] * t.shape[2]
+
+    def _gather(self, x: np.ndarray, layers: list[dict[str, Any]]) -> dict[str, list]:
+        """The sums of ``layers``' BatchNorm inputs over batch x, from forwards one chunk at a time."""
+        sums: dict[str, list] = {}
+        for xc in self._chunks(x):
+            self._add_sums(sums, self.engine.run_with_taps(xc)[1], layers)
+        return sums
+
+    def _update_sums(self, e: dict[str, Any], acc: list, a: float) -> float:
+        """``_update`` from gathered sums."""
+        bn = e["bn"]
+        return update_from_sums(acc[0], acc[1], acc[2], self._m1[bn], self._m2[bn], a, e["kind"] == "folded",
+                                *self._pass[bn])
 
     def _shifted(self) -> str | None:
         if self.shift_margin is None or self._gain <= self.shift_margin:

@@ -87,6 +87,42 @@ def test_entropy_steps_match_torch_autograd_and_adam(artifacts, fold, batch, anc
     assert stats["adam_steps"] == sum(k > 0 for k in kept)
 
 
+@pytest.mark.parametrize("fold", [True, False])
+@pytest.mark.parametrize("batch,chunk", [(4, 1), (16, 5)])  # 16: the large step, re-run layer by layer
+def test_a_step_taken_by_chunks_equals_the_whole_batch_step(artifacts, fold, batch, chunk):
+    """The same outputs and state whether the step's forwards and backward go a chunk at a time or the
+    whole batch at once (eval-mode BatchNorm: samples are independent, so gradients and moment sums
+    add up); a chunk keeps a chunk's values, not the batch's."""
+    xs = _stream(batch, 4)
+    with torch.no_grad():  # a threshold that keeps some samples and drops others: some chunks have none
+        ent = _normalized_entropy(_model()(torch.from_numpy(np.concatenate(xs[:2])))).numpy()
+    opts = dict(lr=0.05, threshold=float(np.median(ent)), guard=False)
+    whole = make_policy("entropy", Engine(artifacts[fold]), chunk=batch, **opts)
+    parts = make_policy("entropy", Engine(artifacts[fold]), chunk=chunk, **opts)
+    for x in xs:
+        np.testing.assert_allclose(parts.run(x), whole.run(x), rtol=1e-5, atol=1e-5)
+    want, got = whole.state_dict(), parts.state_dict()
+    for k in want:
+        np.testing.assert_allclose(got[k], want[k], rtol=1e-5, atol=1e-6, err_msg=k)
+    assert parts.stats()["adam_steps"] == whole.stats()["adam_steps"] > 0
+    m_whole, m_parts = (p.stats()["step_memory"][str(batch)] for p in (whole, parts))
+    assert m_parts["kept"] < m_whole["kept"]
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 4, 5), (3, 7), (1, 64, 4, 4)])
+def test_channel_sums_match_the_numpy_reference(shape):
+    from edgert.runtime.adapt.entropy import channel_sums, channel_sums_ref
+
+    rng = np.random.default_rng(0)
+    g, t = (rng.standard_normal(shape).astype(np.float32) for _ in range(2))
+    cases = [g, g[:, :, ::-1] if g.ndim > 2 else g[::-1]]  # contiguous and strided
+    if g.ndim == 4:  # a global pool's gradient: one value per channel, broadcast over positions
+        cases.append(np.broadcast_to(g[:, :, :1, :1], shape))
+    for gi in cases:
+        for got, want in zip(channel_sums(gi, t), channel_sums_ref(gi, t)):
+            np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
+
+
 def test_filter_drops_unconfident_samples(artifacts):
     """Every sample above the threshold: nothing is learned; at threshold 1 every sample counts."""
     x = _stream(4, 1)[0]

@@ -32,21 +32,28 @@ def _tiny():
                          nn.Linear(2 * 4 * 4, 3)).eval()
 
 
-def test_entropy_step_parts_on_a_hand_counted_model():
+@pytest.mark.parametrize("chunk", [2, 1])
+def test_entropy_step_parts_on_a_hand_counted_model(chunk):
     """Batch 2 through conv(1->2)-BN-relu-linear(32->3): the backward keeps the BN output [2, 2, 4, 4]
     and the logits [2, 3]; Adam keeps m and v for 2 gammas and 2 betas; the gradients are the seed
-    [2, 3] and the 2 + 2 parameter gradients; everything float32."""
+    [2, 3] and the 2 + 2 parameter gradients; everything float32. Taken one sample at a time
+    (chunk 1), it keeps one sample's BN output [1, 2, 4, 4] and logits [1, 3], plus the batch's
+    logits [2, 3], and the last seed is [1, 3]."""
     import edgert
 
     art = edgert.compile(_tiny(), np.zeros((1, 1, 4, 4), np.float32))
-    policy = make_policy("entropy", Engine(art), threshold=1.0, guard=False)
+    policy = make_policy("entropy", Engine(art), threshold=1.0, guard=False, chunk=chunk)
     x = np.random.default_rng(0).standard_normal((2, 1, 4, 4)).astype(np.float32)
     policy.run(x)
     policy.run(x)
     m = policy.stats()["step_memory"]["2"]
-    assert m["kept"] == 4 * (2 * 2 * 4 * 4 + 2 * 3)
+    if chunk == 2:
+        assert m["kept"] == 4 * (2 * 2 * 4 * 4 + 2 * 3)
+        assert m["gradients"] == 4 * (2 * 3 + 2 + 2)
+    else:
+        assert m["kept"] == 4 * (2 * 4 * 4 + 3 + 2 * 3)
+        assert m["gradients"] == 4 * (3 + 2 + 2)
     assert m["optimizer"] == 4 * (2 * 2 * 2)
-    assert m["gradients"] == 4 * (2 * 3 + 2 + 2)
     assert m["gradients"] <= m["transient"] < 16384
     assert m["step_peak"] == m["kept"] + m["optimizer"] + m["transient"]
 
