@@ -40,7 +40,8 @@ def compile(
     keep_bn: bool = typer.Option(False, help="Keep BatchNorm unfolded (for adaptation)."),
     adapt_memory: str = typer.Option(None, help="Memory budget of the entropy adaptation step, e.g. 32MB "
                                                 "(adapts only the deepest BatchNorms that fit)."),
-    adapt_batch: int = typer.Option(1, min=1, help="With --adapt-memory: the batch size the step must fit at."),
+    adapt_batch: int = typer.Option(1, min=1, help="Samples the entropy step holds at once (--adapt-memory "
+                                    "plans at this batch; larger batches are stepped in chunks of this many)."),
     adapters: bool = typer.Option(False, "--adapters", help="Add side blocks for the opt-in `adapter` policy."),
     adapter_data: Path = typer.Option(None, help="With --adapters: source data .npz (x, optional labels y) "
                                                  "to warm the side blocks up on."),

@@ -254,8 +254,8 @@ def main() -> str:
               "budgeted one) in chunks of that many samples (forward with taps, backward, gradients and "
               "moment sums added up: exact, since the BatchNorms run on running statistics), so what it "
               "keeps does not grow with the batch; taps the backward does not read are dropped once the "
-              "statistics update has read them. `adapter`: the side blocks' step, the whole batch at once "
-              "(every sample counted).",
+              "statistics update has read them. `adapter`: the side blocks' step, also one sample at a time "
+              "(its default chunk), every sample counted.",
               "", "| batch | method | kept KB | optimizer KB | transient KB | step peak KB | / TENT torch |",
               "|---|---|---|---|---|---|---|"]
     for batch, name, m, ratio in memory["rows"]:

@@ -18,6 +18,10 @@ a_k, so no second forward is needed. The gradient, dL/dz = [H < margin] (-p (ln 
 logits and lam sign(a_k) / size(a_k) at each a_k, goes back through the compiled graph (backprop.py,
 NumPy) into the side-block weights and biases only; SGD or Adam updates them, nothing else changes.
 
+A batch larger than ``chunk`` (default 1; None: the whole batch at once) is stepped ``chunk`` samples
+at a time, each chunk's forward with taps and backward, the gradients added up (exact: the loss is a
+sum over samples), so the step keeps one chunk's activations whatever the batch.
+
 ``stats()["step_memory"]["step_peak"]`` is the measured peak of a step: the activations kept from the
 forward (taps), plus the optimizer state, plus the peak of the NumPy allocations of the backward pass
 and the update (tracemalloc; it includes the gradients). It is measured on the first step and every
@@ -39,13 +43,14 @@ from edgert.runtime.engine import Engine
 OPTIMIZERS = ("adam", "sgd")
 
 
-def entropy_seed(y: np.ndarray, margin: float) -> tuple[np.ndarray, np.ndarray]:
-    """dL/dlogits of the confident-entropy term (1/B) sum_i [H_i < margin] H_i, and the entropies H."""
+def entropy_seed(y: np.ndarray, margin: float, batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """dL/dlogits of the confident-entropy term (1/B) sum_i [H_i < margin] H_i, and the entropies H
+    (B: the rows of y, or ``batch`` when y is a chunk of a batch)."""
     p = softmax(y)
     logp = np.log(np.maximum(p, 1e-300))
     h = -(p * logp).sum(axis=1)
     keep = (h < margin)[:, None]
-    return (keep * -p * (logp + h[:, None]) / len(y)).astype(np.float32), h
+    return (keep * -p * (logp + h[:, None]) / (batch or len(y))).astype(np.float32), h
 
 
 class AdapterPolicy(AdaptingPolicy):
@@ -56,18 +61,21 @@ class AdapterPolicy(AdaptingPolicy):
     # defaults chosen on a second digits stream (tools/bench/tta.make_stream seed 1), not the bench's own
     def __init__(self, engine: Engine, lr: float = 1e-4, optimizer: str = "adam", lam: float = 2.0,
                  margin: float = 0.2, betas: tuple[float, float] = (0.9, 0.999), memory_every: int = 32,
-                 **guard: Any):
+                 chunk: int | None = 1, **guard: Any):
         super().__init__(engine, **guard)
         plan = engine.artifact.manifest.get("adapt", {}).get("adapter")
         if plan is None:
             raise EdgertError("the 'adapter' policy trains side blocks that this artifact does not have; "
                               "recompile it with `edgert compile MODEL --adapters --adapter-data SOURCE.npz` "
                               "(or edgert.compile(..., adapters=True)), or use --adapt norm")
-        if optimizer not in OPTIMIZERS or not lr > 0 or lam < 0 or not margin > 0 or memory_every < 1:
+        if (optimizer not in OPTIMIZERS or not lr > 0 or lam < 0 or not margin > 0 or memory_every < 1
+                or (chunk is not None and chunk < 1)):
             raise EdgertError(f"adapter options: need optimizer in {OPTIMIZERS}, lr > 0, lam >= 0, margin > 0 "
-                              f"(a fraction of ln C) and memory_every >= 1; got optimizer={optimizer!r}, "
-                              f"lr={lr}, lam={lam}, margin={margin}, memory_every={memory_every}")
+                              f"(a fraction of ln C), memory_every >= 1 and chunk >= 1 (or None); got "
+                              f"optimizer={optimizer!r}, lr={lr}, lam={lam}, margin={margin}, "
+                              f"memory_every={memory_every}, chunk={chunk}")
         self.plan, self.lr, self.optimizer, self.lam, self.betas = plan, lr, optimizer, lam, betas
+        self.chunk = chunk
         self.memory_every = memory_every
         self.input = engine.inputs[0][0]
         classes = int(engine.outputs[0][1].shape[-1])
@@ -93,23 +101,33 @@ class AdapterPolicy(AdaptingPolicy):
         if self._t % self.memory_every:
             self._step(x, y, taps)
             return
-        gradients, transient = traced_peak(lambda: self._step(x, y, taps))
-        kept = nbytes(taps.values())
+        (gradients, kept), transient = traced_peak(lambda: self._step(x, y, taps))
         optimizer = nbytes((*self._m.values(), *self._v.values()))
         self.step_memory = step_memory(len(x), kept, optimizer, gradients, transient)
 
-    def _step(self, x: np.ndarray, y: np.ndarray, taps: dict[str, np.ndarray]) -> int:
-        """One update of the side-block parameters from one batch (see the module docstring); returns
-        the bytes of the gradients."""
-        out = self.plan["logits"]
-        seed, h = entropy_seed(y, self.margin)
-        self.confident += int((h < self.margin).sum())
-        seeds = {out: seed}
-        for s in self.sides:
-            a = taps[s]
-            seeds[s] = (self.lam / a.size * np.sign(a)).astype(np.float32)
-        values = {**taps, self.input: x, out: y}
-        grads = self._backward(values, seeds, self.engine.artifact.params)
+    def _step(self, x: np.ndarray, y: np.ndarray, taps: dict[str, np.ndarray]) -> tuple[int, int]:
+        """One update of the side-block parameters from one batch (see the module docstring), from its
+        taps or (``taps`` empty) from forwards of ``chunk`` samples at a time whose gradients add up;
+        returns the bytes of the gradients and of the values kept for the backward."""
+        out, n = self.plan["logits"], len(x)
+        grads: dict[str, np.ndarray] = {}
+        kept = 0
+        for xc in self._chunks(x) if not taps else [x]:
+            yc, tc = (y, taps) if taps else self.engine.run_with_taps(xc)
+            seed, h = entropy_seed(yc, self.margin, n)
+            self.confident += int((h < self.margin).sum())
+            seeds = {out: seed}
+            for s in self.sides:  # lam * mean |a| over the batch: a chunk holds len(xc) of its n samples
+                a = tc[s]
+                seeds[s] = (self.lam * len(xc) / (n * a.size) * np.sign(a)).astype(np.float32)
+            kept = max(kept, nbytes(tc.values()))
+            for k, g in self._backward({**tc, self.input: xc, out: yc}, seeds, self.engine.artifact.params).items():
+                if k in grads:
+                    grads[k] += g
+                else:
+                    grads[k] = g
+        if not taps:
+            kept += y.nbytes  # the batch's logits
         self._t += 1
         b1, b2 = self.betas
         for k in self.names:
@@ -120,7 +138,7 @@ class AdapterPolicy(AdaptingPolicy):
                 g = (self._m[k] / (1 - b1 ** self._t)) / (np.sqrt(self._v[k] / (1 - b2 ** self._t)) + 1e-8)
             self.params[k] = self.params[k] - np.float32(self.lr) * g
         self.engine.set_params(self.params)
-        return sum(g.nbytes for g in grads.values())
+        return sum(g.nbytes for g in grads.values()), kept
 
     def _state(self) -> dict[str, np.ndarray]:
         out = dict(self.params)

@@ -20,8 +20,13 @@ statistics, one reason this gradient is hand-derived); a folded BatchNorm is re-
 adapted gamma and beta after each update. Which BatchNorms adapt is the compiler's choice
 (compilers/adapt_memory.py: all, or the deepest that fit ``--adapt-memory``).
 
-The step's peak memory (memory.py) is measured on the first two steps at each batch size; the second
-(without one-time costs) is reported.
+A batch larger than ``chunk`` (default: the ``--adapt-batch`` the compiler planned the step's memory
+at, 1 unless given) is stepped ``chunk`` samples at a time: each chunk's forward with taps, its
+backward, and the sums of gradients and of the statistics' moments added up, so the step keeps one
+chunk's values whatever the batch (exact: the BatchNorms run on running statistics, so samples do not
+interact). A single forward's taps are read by the statistics update first; the backward keeps only
+the ones it reads. The step's peak memory (memory.py) is measured on the first two steps at each batch
+size; the second (without one-time costs) is reported.
 """
 
 from __future__ import annotations

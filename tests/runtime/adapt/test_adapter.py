@@ -93,8 +93,8 @@ class _TorchAdapted(nn.Module):
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
-@pytest.mark.parametrize("batch", [1, 4])
-def test_update_matches_torch_autograd(artifacts, optimizer, batch):
+@pytest.mark.parametrize("batch,chunk", [(1, 1), (4, 1), (4, 3), (4, None)])  # None: the whole batch at once
+def test_update_matches_torch_autograd(artifacts, optimizer, batch, chunk):
     art = artifacts["warm"]
     xs = _stream(batch)
     ref = _TorchAdapted(art.params)
@@ -104,7 +104,7 @@ def test_update_matches_torch_autograd(artifacts, optimizer, batch):
     margin = float(np.median(h)) + 1e-6
     lr, lam = 0.05, 0.7
     policy = make_policy("adapter", Engine(art), optimizer=optimizer, lr=lr, lam=lam,
-                         margin=margin / np.log(3), guard=False)
+                         margin=margin / np.log(3), guard=False, chunk=chunk)
     opt = (torch.optim.SGD(ref.side, lr=lr) if optimizer == "sgd" else torch.optim.Adam(ref.side, lr=lr))
     for x in xs:
         loss, z = ref.loss(x, margin, lam)
@@ -147,8 +147,9 @@ def test_reset_state_roundtrip_and_memory(artifacts):
     assert n == 4 * 4 + 4 + 6 * 6 + 6
     assert mem["optimizer"] == 2 * 4 * n and mem["gradients"] == 4 * n  # Adam: two float32 moments
     assert mem["transient"] >= mem["gradients"]         # tracemalloc sees NumPy's buffers
-    assert mem["kept"] == sum(4 * np.prod(engine.artifact.manifest["specs"][t]["shape"][1:]) * 2
-                              for t in art.manifest["adapt"]["taps"])  # batch 2, float32
+    # one sample's taps at a time (chunk 1), and the batch's logits [2, 3]; float32
+    assert mem["kept"] == sum(4 * np.prod(engine.artifact.manifest["specs"][t]["shape"][1:])
+                              for t in art.manifest["adapt"]["taps"]) + 4 * 2 * 3
     assert mem["step_peak"] == mem["kept"] + mem["optimizer"] + mem["transient"]
     bad = dict(state, **{"adapter.0.weight": np.zeros(3, np.float32)})
     with pytest.raises(InputError, match="expected"):
