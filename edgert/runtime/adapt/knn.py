@@ -126,7 +126,8 @@ class InputStatistics:
         """Take the statistics the shift test compares with from the running moments now."""
         self._pending = 0
         mean, var = mix_moments(self.m1, self.m2, self.src_mean, self.src_m2, self.source_weight)
-        self._pass = pass_params(self.fold, self.src_mean, self.src_var, mean, var + self.entry["eps"])
+        self._pass = pass_params(self.fold, self.src_mean, self.src_var, mean, var + self.entry["eps"],
+                                 np.empty((8, len(mean))))
 
     def update(self, taps: dict[str, np.ndarray], n: int) -> float:
         """Blend in this batch (``n`` samples); return how much better the source statistics fit it than

@@ -67,9 +67,11 @@ def _moments3(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return m1 / (n * s), m2 / (n * s)
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def add_sums(t: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> None:
-    """Add the per-channel sums of t [N, C, S] and of its squares (float64) into s1, s2 [C]."""
+    """Add the per-channel sums of t [N, C, S] and of its squares (float64) into s1, s2 [C]. The sums
+    may be reordered (fastmath "reassoc"): in order, each add waits for the one before, and the
+    batch-1 step spends most of its update there."""
     n, c, size = t.shape
     for j in range(c):
         acc1 = acc2 = 0.0
@@ -88,10 +90,10 @@ def update_from_sums(s1: np.ndarray, s2: np.ndarray, count: int, m1: np.ndarray,
     """NormPolicy._update_ref from per-channel sums s1, s2 of ``count`` values per channel: their
     moments, inverted through the fold y = s (x - mean) + beta when ``folded`` (channels with ok False
     kept), blended into m1, m2. Returns, from the same moments, the shift test's gain
-    (edgert.runtime.adapt.shift) of the source statistics over the applied ones. p [7, C] holds, per
+    (edgert.runtime.adapt.shift) of the source statistics over the applied ones. p [8, C] holds, per
     channel: beta, mean and s of the fold, the source mean and variance, the applied mean and variance
-    (variances with eps); one array, because each argument costs Numba's dispatcher a type check on
-    every call."""
+    (variances with eps), and 0.5 ln(applied variance / source variance) (two logs per channel cost as
+    much as the sums); one array, because each argument costs Numba's dispatcher a type check."""
     gain, used = 0.0, 0
     for j in range(len(s1)):
         if folded and not ok[j]:
@@ -101,8 +103,8 @@ def update_from_sums(s1: np.ndarray, s2: np.ndarray, count: int, m1: np.ndarray,
             x1 = (t1 - p[0, j]) / p[2, j] + p[1, j]
             t2 = max(t2 - t1 * t1, 0.0) / (p[2, j] * p[2, j]) + x1 * x1
             t1 = x1
-        gain += (-0.5 * np.log(p[4, j]) - 0.5 * (t2 - 2 * p[3, j] * t1 + p[3, j] ** 2) / p[4, j]
-                 + 0.5 * np.log(p[6, j]) + 0.5 * (t2 - 2 * p[5, j] * t1 + p[5, j] ** 2) / p[6, j])
+        gain += (p[7, j] - 0.5 * (t2 - 2 * p[3, j] * t1 + p[3, j] ** 2) / p[4, j]
+                 + 0.5 * (t2 - 2 * p[5, j] * t1 + p[5, j] ** 2) / p[6, j])
         used += 1
         m1[j] = (1 - a) * m1[j] + a * t1
         m2[j] = (1 - a) * m2[j] + a * t2
@@ -118,15 +120,30 @@ def update_moments(t: np.ndarray, m1: np.ndarray, m2: np.ndarray, a: float, fold
     return update_from_sums(s1, s2, t.shape[0] * t.shape[2], m1, m2, a, folded, ok, p)
 
 
-def pass_params(fold: tuple[np.ndarray, ...], src_mean: np.ndarray, src_var: np.ndarray, mean: np.ndarray,
-                var: np.ndarray, out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """update_moments' ``ok`` and ``p`` from a fold (beta, mean, s, ok) and the two sets of statistics,
-    written into ``out`` [7, C] float64 when given (np.stack costs ~10 us per call at every re-fold)."""
+@numba.njit(cache=True, nogil=True)
+def pass_params(fold: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], src_mean: np.ndarray,
+                src_var: np.ndarray, mean: np.ndarray, var: np.ndarray, out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """update_from_sums' ``ok`` and ``p`` from a fold (beta, mean, s, ok) and the two sets of statistics,
+    written into ``out`` [8, C] float64 (at every re-fold, per layer: NumPy took ~6 us for the rows)."""
     beta, fold_mean, s, ok = fold
-    out = np.empty((7, len(ok))) if out is None else out
-    for k, row in enumerate((beta, fold_mean, s, src_mean, src_var, mean, var)):
-        out[k] = row
+    for j in range(len(ok)):
+        out[0, j], out[1, j], out[2, j] = beta[j], fold_mean[j], s[j]
+        out[3, j], out[4, j], out[5, j], out[6, j] = src_mean[j], src_var[j], mean[j], var[j]
+        out[7, j] = 0.5 * np.log(var[j] / src_var[j])
     return ok, out
+
+
+@numba.njit(cache=True, nogil=True)
+def refold_layer(w: np.ndarray, b: np.ndarray, gamma: np.ndarray, beta: np.ndarray, m1: np.ndarray, m2: np.ndarray,
+                 src_m1: np.ndarray, src_m2: np.ndarray, share: float, eps: float, src_var_eps: np.ndarray,
+                 p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A folded BatchNorm's re-fold in one call: the statistics to apply (mix_moments), the folded weight
+    and bias (refold), and the shift test's parameters written into p (pass_params; rows 0-2 are then
+    the fold's beta, mean and s). Returns w', b' and where s is not 0."""
+    mean, var = mix_moments(m1, m2, src_m1, src_m2, share)
+    w_new, b_new, s, ok = refold(w, b, gamma.astype(np.float64), beta.astype(np.float64), mean, var, eps)
+    pass_params((beta.astype(np.float64), mean, s, ok), src_m1, src_var_eps, mean, var + eps, p)
+    return w_new, b_new, ok
 
 
 @numba.njit(cache=True, nogil=True)
@@ -203,7 +220,7 @@ class NormPolicy(AdaptingPolicy):
             else:
                 self._src[e["bn"]] = {k: f64(e[k]) for k in ("gamma", "beta", "mean", "var")}
             self._src[e["bn"]]["var_eps"] = self._src[e["bn"]]["var"] + e["eps"]
-            self._src[e["bn"]]["pass"] = np.empty((7, len(self._src[e["bn"]]["mean"])))  # see _apply
+            self._src[e["bn"]]["pass"] = np.empty((8, len(self._src[e["bn"]]["mean"])))  # see _apply
         for src in self._src.values():
             src["m2"] = src["var"] + np.square(src["mean"])
             c = len(src["mean"])
@@ -340,15 +357,18 @@ class NormPolicy(AdaptingPolicy):
         self.refolds += 1
         for e in self.layers:
             bn, src = e["bn"], self._src[e["bn"]]
+            if e["kind"] == "folded":  # the common case, in one call (the batch-1 step re-folds every 8th)
+                w, p = src["weight"], src["pass"]
+                w_new, b_new, ok = refold_layer(w.reshape(len(w), -1), src["bias"], *self._affine(bn), self._m1[bn],
+                                                self._m2[bn], src["mean"], src["m2"], self.source_weight, e["eps"],
+                                                src["var_eps"], p)
+                self._applied[bn], self._pass[bn] = (p[0], p[1], p[2], ok), (ok, p)
+                new[e["weight"]], new[e["bias"]] = w_new.reshape(w.shape), b_new
+                continue
             mean, var = self._mean_var(bn)
             self._applied[bn] = src["identity"]  # no fold to invert
             gamma, beta = (v.astype(np.float64) for v in self._affine(bn))  # copies: the policy may step them
-            if e["kind"] == "folded":
-                w = src["weight"]
-                w_new, b_new, s, ok = refold(w.reshape(len(w), -1), src["bias"], gamma, beta, mean, var, e["eps"])
-                self._applied[bn] = (beta, mean, s, ok)
-                new[e["weight"]], new[e["bias"]] = w_new.reshape(w.shape), b_new
-            elif e["kind"] == "fused":
+            if e["kind"] == "fused":
                 s = (src["gamma"] / np.sqrt(var + e["eps"])).astype(np.float32)
                 new[e["weight_t"]] = np.ascontiguousarray((src["weight"] * s[:, None]).T)
                 new[e["bias"]] = ((src["bias"] - mean) * s + src["beta"]).astype(np.float32)
