@@ -37,6 +37,7 @@ import numpy as np
 from edgert.errors import EdgertError
 from edgert.runtime.adapt.backprop import Backward
 from edgert.runtime.adapt.base import AdaptingPolicy, softmax
+from edgert.runtime.adapt.knn import InputStatistics
 from edgert.runtime.adapt.memory import nbytes, step_memory, traced_peak
 from edgert.runtime.engine import Engine
 
@@ -61,7 +62,7 @@ class AdapterPolicy(AdaptingPolicy):
     # defaults chosen on a second digits stream (tools/bench/tta.make_stream seed 1), not the bench's own
     def __init__(self, engine: Engine, lr: float = 1e-4, optimizer: str = "adam", lam: float = 2.0,
                  margin: float = 0.2, betas: tuple[float, float] = (0.9, 0.999), memory_every: int = 32,
-                 chunk: int | None = 1, **guard: Any):
+                 chunk: int | None = 1, shift_margin: float | None = 0.1, **guard: Any):
         super().__init__(engine, **guard)
         plan = engine.artifact.manifest.get("adapt", {}).get("adapter")
         if plan is None:
@@ -69,13 +70,14 @@ class AdapterPolicy(AdaptingPolicy):
                               "recompile it with `edgert compile MODEL --adapters --adapter-data SOURCE.npz` "
                               "(or edgert.compile(..., adapters=True)), or use --adapt norm")
         if (optimizer not in OPTIMIZERS or not lr > 0 or lam < 0 or not margin > 0 or memory_every < 1
-                or (chunk is not None and chunk < 1)):
+                or (chunk is not None and chunk < 1) or (shift_margin is not None and not shift_margin >= 0)):
             raise EdgertError(f"adapter options: need optimizer in {OPTIMIZERS}, lr > 0, lam >= 0, margin > 0 "
-                              f"(a fraction of ln C), memory_every >= 1 and chunk >= 1 (or None); got "
-                              f"optimizer={optimizer!r}, lr={lr}, lam={lam}, margin={margin}, "
-                              f"memory_every={memory_every}, chunk={chunk}")
+                              f"(a fraction of ln C), memory_every >= 1, chunk >= 1 (or None) and shift_margin "
+                              f">= 0 (or None); got optimizer={optimizer!r}, lr={lr}, lam={lam}, margin={margin}, "
+                              f"memory_every={memory_every}, chunk={chunk}, shift_margin={shift_margin}")
         self.plan, self.lr, self.optimizer, self.lam, self.betas = plan, lr, optimizer, lam, betas
-        self.chunk = chunk
+        self.chunk, self.shift_margin, self._gain = chunk, shift_margin, 0.0
+        self._inputs = InputStatistics(engine) if shift_margin is not None else None
         self.memory_every = memory_every
         self.input = engine.inputs[0][0]
         classes = int(engine.outputs[0][1].shape[-1])
@@ -95,7 +97,14 @@ class AdapterPolicy(AdaptingPolicy):
         self._m = {k: np.zeros_like(v) for k, v in self._src.items()} if adam else {}
         self._v = {k: np.zeros_like(v) for k, v in self._src.items()} if adam else {}
         self._t = 0
+        if self._inputs is not None and self._inputs.available:
+            self._inputs.reset()
         self.engine.set_params(self.params)
+
+    def _shifted(self) -> str | None:
+        if self.shift_margin is None or self._gain <= self.shift_margin:
+            return None
+        return f"the source statistics fit the input better by {self._gain:.3f} nats per value; side blocks reset"
 
     def _adapt(self, x: np.ndarray, y: np.ndarray, taps: dict[str, np.ndarray]) -> None:
         if self._t % self.memory_every:
@@ -112,8 +121,11 @@ class AdapterPolicy(AdaptingPolicy):
         out, n = self.plan["logits"], len(x)
         grads: dict[str, np.ndarray] = {}
         kept = 0
+        gain = 0.0
         for xc in self._chunks(x) if not taps else [x]:
             yc, tc = (y, taps) if taps else self.engine.run_with_taps(xc)
+            if self._inputs is not None and self._inputs.available:  # the batch's gain: chunks weighted by size
+                gain += self._inputs.update(tc, len(xc)) * len(xc) / n
             seed, h = entropy_seed(yc, self.margin, n)
             self.confident += int((h < self.margin).sum())
             seeds = {out: seed}
@@ -128,6 +140,7 @@ class AdapterPolicy(AdaptingPolicy):
                     grads[k] = g
         if not taps:
             kept += y.nbytes  # the batch's logits
+        self._gain = gain
         self._t += 1
         b1, b2 = self.betas
         for k in self.names:
@@ -145,6 +158,8 @@ class AdapterPolicy(AdaptingPolicy):
         out.update({f"opt.m.{k}": v for k, v in self._m.items()})
         out.update({f"opt.v.{k}": v for k, v in self._v.items()})
         out["opt.t"] = np.array(self._t)
+        if self._inputs is not None:
+            out.update(self._inputs.state())
         return out
 
     def _load(self, state: dict[str, np.ndarray]) -> None:
@@ -152,11 +167,14 @@ class AdapterPolicy(AdaptingPolicy):
         self._m = {k: state[f"opt.m.{k}"].astype(np.float32, copy=True) for k in self._m}
         self._v = {k: state[f"opt.v.{k}"].astype(np.float32, copy=True) for k in self._v}
         self._t = int(state["opt.t"])
+        if self._inputs is not None:
+            self._inputs.load(state)
         self.engine.set_params(self.params)
 
     def stats(self) -> dict[str, Any]:
         out = super().stats()
         out.update(blocks=len(self.sides), optimizer=self.optimizer, lr=self.lr, lam=self.lam,
+                   shift_margin=self.shift_margin,
                    confident_samples=self.confident, step_memory=self.step_memory,
                    adapter_params=int(sum(v.size for v in self.params.values())))
         return out

@@ -89,7 +89,7 @@ def knn_store(p: np.ndarray, f: np.ndarray, keys: np.ndarray, labels: np.ndarray
 
 class InputStatistics:
     """Running moments of the first planned BatchNorm's input, for a policy that leaves BatchNorm alone
-    (knn): its shift test compares the source statistics with these. They follow the norm policy's
+    (knn, adapter): its shift test compares the source statistics with these. They follow the norm policy's
     rule (running first and second moments, ``momentum`` per sample, a share ``source_weight`` of the
     source's; the statistics the test compares with are refreshed every ``refresh_every`` samples, as
     the norm policy re-folds). Only a BatchNorm the model keeps, or folds into its conv/linear, is
@@ -128,6 +128,16 @@ class InputStatistics:
         mean, var = mix_moments(self.m1, self.m2, self.src_mean, self.src_m2, self.source_weight)
         self._pass = pass_params(self.fold, self.src_mean, self.src_var, mean, var + self.entry["eps"],
                                  np.empty((8, len(mean))))
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The running moments, under the state keys a policy saves them as (none when not available)."""
+        return {"input_m1": self.m1, "input_m2": self.m2} if self.available else {}
+
+    def load(self, state: dict[str, np.ndarray]) -> None:
+        if self.available:
+            self.m1 = state["input_m1"].astype(np.float64, copy=True)
+            self.m2 = state["input_m2"].astype(np.float64, copy=True)
+            self.refresh()
 
     def update(self, taps: dict[str, np.ndarray], n: int) -> float:
         """Blend in this batch (``n`` samples); return how much better the source statistics fit it than
@@ -200,18 +210,16 @@ class KnnPolicy(AdaptingPolicy):
 
     def _state(self) -> dict[str, np.ndarray]:
         out = {"keys": self.keys, "labels": self.labels, "filled": np.array(self.filled), "pos": np.array(self.pos)}
-        if self._inputs is not None and self._inputs.available:
-            out["input_m1"], out["input_m2"] = self._inputs.m1, self._inputs.m2
+        if self._inputs is not None:
+            out.update(self._inputs.state())
         return out
 
     def _load(self, state: dict[str, np.ndarray]) -> None:
         self.keys = state["keys"].astype(np.float32, copy=True)
         self.labels = state["labels"].astype(np.float32, copy=True)
         self.filled, self.pos = int(state["filled"]), int(state["pos"])
-        if "input_m1" in state:
-            self._inputs.m1 = state["input_m1"].astype(np.float64, copy=True)
-            self._inputs.m2 = state["input_m2"].astype(np.float64, copy=True)
-            self._inputs.refresh()
+        if self._inputs is not None:
+            self._inputs.load(state)
 
     def stats(self) -> dict[str, Any]:
         out = super().stats()

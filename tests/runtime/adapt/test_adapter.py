@@ -161,3 +161,27 @@ def test_refuses_artifact_without_adapters_and_bad_options(artifacts):
         make_policy("adapter", Engine(artifacts["plain"]))
     with pytest.raises(EdgertError, match="optimizer in"):
         make_policy("adapter", Engine(artifacts["warm"]), optimizer="rmsprop")
+
+
+def test_side_blocks_reset_when_the_stream_returns_to_the_source(artifacts):
+    """The shift reset (edgert.runtime.adapt.shift) on the adapter: after a long shifted stretch, a
+    source-like sample puts the side blocks back to the warmed-up ones, and that sample is answered and
+    adapted on from there, as by a fresh policy."""
+    art = artifacts["warm"]
+    rng = np.random.default_rng(0)
+    p = make_policy("adapter", Engine(art), lr=0.05, margin=1.0, guard=False)
+    for _ in range(60):
+        p.run((rng.standard_normal((1, 1, 6, 6)) * 2.5 + 3.0).astype(np.float32))
+    assert p.stats()["shift_resets"] == 0
+    back = (rng.standard_normal((1, 1, 6, 6)) * 0.3).astype(np.float32)
+    out = p.run(back)
+    assert p.stats()["shift_resets"] == 1 and "side blocks reset" in p.stats()["events"][-1]
+    fresh = make_policy("adapter", Engine(art), lr=0.05, margin=1.0, guard=False)
+    np.testing.assert_array_equal(out, fresh.run(back))
+    for k, v in fresh.state_dict().items():
+        np.testing.assert_array_equal(p.state_dict()[k], v, err_msg=k)
+    off = make_policy("adapter", Engine(art), lr=0.05, margin=1.0, guard=False, shift_margin=None)
+    for _ in range(60):
+        off.run((rng.standard_normal((1, 1, 6, 6)) * 2.5 + 3.0).astype(np.float32))
+    off.run(back)
+    assert off.stats()["shift_resets"] == 0
