@@ -205,6 +205,7 @@ def main() -> str:
         runs[f"entropy, --adapt-memory {BUDGET}"] = make_policy("entropy", Engine(budgeted)).run
         runs["none, adapter artifact (warmed up)"] = Engine(art_ad).run
         runs["adapter"] = make_policy("adapter", Engine(art_ad)).run
+        runs["adapter (no shift reset)"] = make_policy("adapter", Engine(art_ad), shift_margin=None).run
         for lr in (1e-3, 1e-2):
             torch.manual_seed(0)
             runs[f"TENT torch lr {lr:g}"] = Tent(model, lr).run

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numba
 import numpy as np
 
 from edgert.errors import EdgertError
@@ -52,6 +53,33 @@ def entropy_seed(y: np.ndarray, margin: float, batch: int | None = None) -> tupl
     h = -(p * logp).sum(axis=1)
     keep = (h < margin)[:, None]
     return (keep * -p * (logp + h[:, None]) / (batch or len(y))).astype(np.float32), h
+
+
+def adam_step_ref(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, lr: float, b1: float, b2: float,
+                  t: int, eps: float = 1e-8) -> np.ndarray:
+    """Step ``t`` of Adam with bias-corrected moments, as torch.optim.Adam: m and v in place; returns the
+    new parameter values (NumPy reference)."""
+    m[:] = b1 * m + (1 - b1) * g
+    v[:] = b2 * v + (1 - b2) * g * g
+    return p - np.float32(lr) * ((m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps))
+
+
+@numba.njit(cache=True, nogil=True)
+def _adam_flat(p, g, m, v, out, lr, b1, b2, c1, c2, eps):
+    for i in range(p.size):
+        m[i] = b1 * m[i] + (1 - b1) * g[i]
+        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
+        out[i] = p[i] - lr * ((m[i] / c1) / (np.sqrt(v[i] / c2) + eps))
+
+
+def adam_step(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, lr: float, b1: float, b2: float,
+              t: int, eps: float = 1e-8) -> np.ndarray:
+    """adam_step_ref in one pass with no temporaries but the result (NumPy's takes five buffers the
+    size of the parameter: the largest part of a batch-1 step's memory)."""
+    out = np.empty_like(p)
+    _adam_flat(p.reshape(-1), np.ascontiguousarray(g, p.dtype).reshape(-1), m.reshape(-1), v.reshape(-1),
+               out.reshape(-1), lr, b1, b2, 1 - b1 ** t, 1 - b2 ** t, eps)
+    return out
 
 
 class AdapterPolicy(AdaptingPolicy):
@@ -133,23 +161,26 @@ class AdapterPolicy(AdaptingPolicy):
                 a = tc[s]
                 seeds[s] = (self.lam * len(xc) / (n * a.size) * np.sign(a)).astype(np.float32)
             kept = max(kept, nbytes(tc.values()))
-            for k, g in self._backward({**tc, self.input: xc, out: yc}, seeds, self.engine.artifact.params).items():
+
+            def add(k: str, g: np.ndarray) -> None:
+                """Into the batch's gradient as soon as this chunk's is complete (not both held whole)."""
                 if k in grads:
                     grads[k] += g
                 else:
-                    grads[k] = g
+                    grads[k] = np.array(g, np.float32)
+
+            self._backward({**tc, self.input: xc, out: yc}, seeds, self.engine.artifact.params, reduce=add)
         if not taps:
             kept += y.nbytes  # the batch's logits
         self._gain = gain
         self._t += 1
         b1, b2 = self.betas
         for k in self.names:
-            g = grads[k].astype(np.float32, copy=False)
-            if self.optimizer == "adam":  # bias-corrected moments, as torch.optim.Adam
-                self._m[k] = b1 * self._m[k] + (1 - b1) * g
-                self._v[k] = b2 * self._v[k] + (1 - b2) * g * g
-                g = (self._m[k] / (1 - b1 ** self._t)) / (np.sqrt(self._v[k] / (1 - b2 ** self._t)) + 1e-8)
-            self.params[k] = self.params[k] - np.float32(self.lr) * g
+            g = grads[k]
+            if self.optimizer == "adam":
+                self.params[k] = adam_step(self.params[k], g, self._m[k], self._v[k], self.lr, b1, b2, self._t)
+            else:
+                self.params[k] = self.params[k] - np.float32(self.lr) * g
         self.engine.set_params(self.params)
         return sum(g.nbytes for g in grads.values()), kept
 

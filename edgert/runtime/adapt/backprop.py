@@ -63,6 +63,12 @@ class Backward:
                                       f"the seeds and {self.wrt}; adapt only layers after it")
                 self.steps.append((node, want))
                 live.update(i for i, w in zip(node.inputs, want) if w)
+        uses: dict[str, int] = {}
+        for node in graph.nodes:
+            for i in node.inputs:
+                uses[i] = uses.get(i, 0) + 1
+        # wanted parameters read once: their gradient is complete as soon as that rule gives it
+        self._once = {w for w in self.wrt if w in graph.params and uses.get(w) == 1}
         unreached = [w for w in self.wrt if w not in live]
         if unreached:
             raise EdgertError(f"backward: no path from the seeds {self.seeds} back to {unreached}")
@@ -112,7 +118,10 @@ class Backward:
                                   f"the values given ({sorted(values)}); keep it as a tap (needed_values "
                                   "lists what to tap)")
             args = [get(i) for i in node.inputs]
-            cache[name] = eval_node(node, args, self.specs[name]).astype(args[0].dtype, copy=False)
+            if isinstance(node, ir.Add) and len(args) == 2:  # in the values' dtype: the reference adds in float64
+                cache[name] = np.add(*args)
+            else:
+                cache[name] = eval_node(node, args, self.specs[name]).astype(args[0].dtype, copy=False)
             return cache[name]
 
         grads = {k: np.asarray(v) for k, v in seeds.items()}
@@ -124,7 +133,9 @@ class Backward:
                 if not any(want):  # the walk ends here: nothing before this node is wanted
                     continue
             for name, d in zip(node.inputs, RULES[node.op](node, g, want, get, self._shape(g))):
-                if d is not None:
+                if d is not None and name in self._once:
+                    done[name] = reduce(name, d) if reduce else d
+                elif d is not None:
                     grads[name] = grads[name] + d if name in grads else d
             del g
             for name in [c for c in cache if c not in self._read_later[k]]:
@@ -187,7 +198,10 @@ def _conv2d(node: ir.Conv2d, g, want, get: Get, shape):
         for i in range(kh):
             for j in range(kw):
                 xs = tap(xp, i, j).reshape(n, groups, cg, oh * ow).transpose(0, 1, 3, 2)
-                dw_[:, :, i, j] = (gg @ xs).sum(axis=0).reshape(o, cg)
+                if n == 1:  # straight into dw (a batch would need the per-sample products summed)
+                    np.matmul(gg[0], xs[0], out=dw_[:, :, i, j].reshape(groups, og, cg))
+                else:
+                    dw_[:, :, i, j] = (gg @ xs).sum(axis=0).reshape(o, cg)
     if len(want) == 3 and want[2]:
         db = _sum_but_channel(g)
     return [dx, dw_, db][:len(want)]
@@ -310,25 +324,33 @@ def _pool_tap(a: np.ndarray, node, i: int, j: int, out_hw) -> np.ndarray:
     return a[:, :, i * dh:i * dh + sh * (out_hw[0] - 1) + 1:sh, j * dw:j * dw + sw * (out_hw[1] - 1) + 1:sw]
 
 
-def _max_pool2d(node: ir.MaxPool2d, g, want, get: Get, shape):
-    """The gradient goes to the first maximum of each window, as in PyTorch."""
-    x, y = get(node.inputs[0]), get(node.output)
+@numba.njit(cache=True, nogil=True)
+def _max_pool_grad(x, g, kh, kw, sh, sw, dh, dw, t, l, dx):
     n, c, h, w = x.shape
-    t, l = node.padding[:2]
-    out_hw = g.shape[2:]
-    ph, pw = _padded_frame(node, h, w, out_hw)
-    xp = x
-    if (ph, pw) != (h, w):
-        xp = np.full((n, c, ph, pw), -np.inf, x.dtype)
-        xp[:, :, t:t + h, l:l + w] = x
-    dxp = np.zeros((n, c, ph, pw), g.dtype)
-    taken = np.zeros(g.shape, bool)
-    for i in range(node.kernel[0]):
-        for j in range(node.kernel[1]):
-            hit = (_pool_tap(xp, node, i, j, out_hw) == y) & ~taken
-            _add_into(_pool_tap(dxp, node, i, j, out_hw), g, hit)
-            taken |= hit
-    return [dxp[:, :, t:t + h, l:l + w]]
+    for a in range(n):
+        for ch in range(c):
+            for i in range(g.shape[2]):
+                for j in range(g.shape[3]):
+                    best, bi, bj = -np.inf, -1, -1
+                    for u in range(kh):
+                        r = i * sh + u * dh - t
+                        if 0 <= r < h:
+                            for v in range(kw):
+                                q = j * sw + v * dw - l
+                                if 0 <= q < w and x[a, ch, r, q] > best:
+                                    best, bi, bj = x[a, ch, r, q], r, q
+                    if bi >= 0:
+                        dx[a, ch, bi, bj] += g[a, ch, i, j]
+
+
+def _max_pool2d(node: ir.MaxPool2d, g, want, get: Get, shape):
+    """The gradient goes to the first maximum of each window (row by row), as in PyTorch; one pass over
+    the windows (comparing with a recomputed output took a reference pool's stacked windows)."""
+    x = get(node.inputs[0])
+    dx = np.zeros(x.shape, g.dtype)
+    (kh, kw), (sh, sw), (dh, dw) = node.kernel, node.stride, getattr(node, "dilation", (1, 1))
+    _max_pool_grad(x, g, kh, kw, sh, sw, dh, dw, node.padding[0], node.padding[1], dx)
+    return [dx]
 
 
 def _avg_pool2d(node: ir.AvgPool2d, g, want, get: Get, shape):
@@ -377,7 +399,7 @@ READS: dict[str, Callable[[ir.Node, tuple[bool, ...]], list[str]]] = {
     "batch_norm": _bn_reads,
     "relu": lambda n, w: [n.inputs[0]], "sigmoid": lambda n, w: [n.output], "tanh": lambda n, w: [n.output],
     "softmax": lambda n, w: [n.output], "clip": lambda n, w: [n.inputs[0]],
-    "max_pool2d": lambda n, w: [n.inputs[0], n.output],
+    "max_pool2d": lambda n, w: [n.inputs[0]],
     "flatten": lambda n, w: [], "reshape": lambda n, w: [], "add": lambda n, w: [], "concat": lambda n, w: [],
     "avg_pool2d": lambda n, w: [], "adaptive_avg_pool2d": lambda n, w: [],
 }

@@ -185,3 +185,22 @@ def test_side_blocks_reset_when_the_stream_returns_to_the_source(artifacts):
         off.run((rng.standard_normal((1, 1, 6, 6)) * 2.5 + 3.0).astype(np.float32))
     off.run(back)
     assert off.stats()["shift_resets"] == 0
+
+
+def test_adam_step_matches_its_reference_and_torch():
+    from edgert.runtime.adapt.adapter import adam_step, adam_step_ref
+
+    rng = np.random.default_rng(3)
+    p = rng.standard_normal((6, 4, 1, 1)).astype(np.float32)
+    ours, ref = [p.copy(), np.zeros_like(p), np.zeros_like(p)], [p.copy(), np.zeros_like(p), np.zeros_like(p)]
+    tp = torch.nn.Parameter(torch.from_numpy(p.copy()))
+    opt = torch.optim.Adam([tp], lr=0.01)
+    for t in range(1, 6):
+        g = rng.standard_normal(p.shape).astype(np.float32)
+        ours[0] = adam_step(ours[0], g, ours[1], ours[2], 0.01, 0.9, 0.999, t)
+        ref[0] = adam_step_ref(ref[0], g, ref[1], ref[2], 0.01, 0.9, 0.999, t)
+        tp.grad = torch.from_numpy(g)
+        opt.step()
+        for a, b in zip(ours, ref):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(ours[0], tp.detach().numpy(), rtol=1e-5, atol=1e-6)

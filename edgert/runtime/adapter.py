@@ -1,0 +1,207 @@
+"""The ``adapter`` policy (opt-in): train only the compiled-in side blocks on the device, EcoTTA-style.
+
+The method is EcoTTA (Song et al., CVPR 2023: lightweight side "meta networks" on a frozen network,
+with a self-distilled regularizer). EcoTTA is reported to be patented by its authors' company
+(Qualcomm); for that reason this policy is opt-in: it is never the default, and it only runs on an
+artifact compiled with ``edgert compile --adapters``.
+
+The artifact carries a residual side block ``h + a_k``, ``a_k = conv1x1_k(h)``, after each conv block
+(compilers/adapters.py), warmed up on source data at compile time. Per batch of B samples with logits
+z, p = softmax(z) and entropy H_i = -sum_j p_ij ln p_ij, the loss is
+
+    L = (1/B) sum_i [H_i < margin] H_i  +  lam * sum_k mean(|a_k|)
+
+The first term is entropy of the confident samples only (margin 0.2 ln C by default; EcoTTA and EATA
+use 0.4 ln C). The second is EcoTTA's self-distillation: the L1 distance between each adapted block
+output h + a_k and the frozen block output h on the same input, which is the side branch's own output
+a_k, so no second forward is needed. The gradient, dL/dz = [H < margin] (-p (ln p + H)) / B at the
+logits and lam sign(a_k) / size(a_k) at each a_k, goes back through the compiled graph (backprop.py,
+NumPy) into the side-block weights and biases only; SGD or Adam updates them, nothing else changes.
+
+A batch larger than ``chunk`` (default 1; None: the whole batch at once) is stepped ``chunk`` samples
+at a time, each chunk's forward with taps and backward, the gradients added up (exact: the loss is a
+sum over samples), so the step keeps one chunk's activations whatever the batch.
+
+``stats()["step_memory"]["step_peak"]`` is the measured peak of a step: the activations kept from the
+forward (taps), plus the optimizer state, plus the peak of the NumPy allocations of the backward pass
+and the update (tracemalloc; it includes the gradients). It is measured on the first step and every
+``memory_every`` steps after (tracemalloc slows the steps it watches); the last measurement is shown.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numba
+import numpy as np
+
+from edgert.errors import EdgertError
+from edgert.runtime.adapt.backprop import Backward
+from edgert.runtime.adapt.base import AdaptingPolicy, softmax
+from edgert.runtime.adapt.knn import InputStatistics
+from edgert.runtime.adapt.memory import nbytes, step_memory, traced_peak
+from edgert.runtime.engine import Engine
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+def entropy_seed(y: np.ndarray, margin: float, batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """dL/dlogits of the confident-entropy term (1/B) sum_i [H_i < margin] H_i, and the entropies H
+    (B: the rows of y, or ``batch`` when y is a chunk of a batch)."""
+    p = softmax(y)
+    logp = np.log(np.maximum(p, 1e-300))
+    h = -(p * logp).sum(axis=1)
+    keep = (h < margin)[:, None]
+    return (keep * -p * (logp + h[:, None]) / (batch or len(y))).astype(np.float32), h
+
+
+def adam_step_ref(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, lr: float, b1: float, b2: float,
+                  t: int, eps: float = 1e-8) -> np.ndarray:
+    """Step ``t`` of Adam with bias-corrected moments, as torch.optim.Adam: m and v in place; returns the
+    new parameter values (NumPy reference)."""
+    m[:] = b1 * m + (1 - b1) * g
+    v[:] = b2 * v + (1 - b2) * g * g
+    return p - np.float32(lr) * ((m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps))
+
+
+@numba.njit(cache=True, nogil=True)
+def _adam_flat(p, g, m, v, out, lr, b1, b2, c1, c2, eps):
+    for i in range(p.size):
+        m[i] = b1 * m[i] + (1 - b1) * g[i]
+        v[i] = b2 * v[i] + (1 - b2) * g[i] * g[i]
+        out[i] = p[i] - lr * ((m[i] / c1) / (np.sqrt(v[i] / c2) + eps))
+
+
+def adam_step(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, lr: float, b1: float, b2: float,
+              t: int, eps: float = 1e-8) -> np.ndarray:
+    """adam_step_ref in one pass with no temporaries but the result (NumPy's takes five buffers the
+    size of the parameter: the largest part of a batch-1 step's memory)."""
+    out = np.empty_like(p)
+    _adam_flat(p.reshape(-1), np.ascontiguousarray(g, p.dtype).reshape(-1), m.reshape(-1), v.reshape(-1),
+               out.reshape(-1), lr, b1, b2, 1 - b1 ** t, 1 - b2 ** t, eps)
+    return out
+
+
+class AdapterPolicy(AdaptingPolicy):
+    """Entropy on confident samples + L1 self-distillation, gradient into the side blocks only."""
+
+    name = "adapter"
+
+    # defaults chosen on a second digits stream (tools/bench/tta.make_stream seed 1), not the bench's own
+    def __init__(self, engine: Engine, lr: float = 1e-4, optimizer: str = "adam", lam: float = 2.0,
+                 margin: float = 0.2, betas: tuple[float, float] = (0.9, 0.999), memory_every: int = 32,
+                 chunk: int | None = 1, shift_margin: float | None = 0.1, **guard: Any):
+        super().__init__(engine, **guard)
+        plan = engine.artifact.manifest.get("adapt", {}).get("adapter")
+        if plan is None:
+            raise EdgertError("the 'adapter' policy trains side blocks that this artifact does not have; "
+                              "recompile it with `edgert compile MODEL --adapters --adapter-data SOURCE.npz` "
+                              "(or edgert.compile(..., adapters=True)), or use --adapt norm")
+        if (optimizer not in OPTIMIZERS or not lr > 0 or lam < 0 or not margin > 0 or memory_every < 1
+                or (chunk is not None and chunk < 1) or (shift_margin is not None and not shift_margin >= 0)):
+            raise EdgertError(f"adapter options: need optimizer in {OPTIMIZERS}, lr > 0, lam >= 0, margin > 0 "
+                              f"(a fraction of ln C), memory_every >= 1, chunk >= 1 (or None) and shift_margin "
+                              f">= 0 (or None); got optimizer={optimizer!r}, lr={lr}, lam={lam}, margin={margin}, "
+                              f"memory_every={memory_every}, chunk={chunk}, shift_margin={shift_margin}")
+        self.plan, self.lr, self.optimizer, self.lam, self.betas = plan, lr, optimizer, lam, betas
+        self.chunk, self.shift_margin, self._gain = chunk, shift_margin, 0.0
+        self._inputs = InputStatistics(engine) if shift_margin is not None else None
+        self.memory_every = memory_every
+        self.input = engine.inputs[0][0]
+        classes = int(engine.outputs[0][1].shape[-1])
+        self.margin = margin * np.log(classes)
+        self.sides = [b["side"] for b in plan["blocks"]]
+        self.names = list(plan["params"])
+        self._src = {k: np.array(engine.artifact.params[k], np.float32) for k in self.names}
+        # the backward walk is planned once: seeds at the logits and at each side output
+        self._backward = Backward(engine.artifact.graph, [plan["logits"], *self.sides], self.names)
+        self.step_memory: dict[str, int] | None = None
+        self.confident = 0
+        self._reset()
+
+    def _reset(self) -> None:
+        self.params = {k: v.copy() for k, v in self._src.items()}
+        adam = self.optimizer == "adam"
+        self._m = {k: np.zeros_like(v) for k, v in self._src.items()} if adam else {}
+        self._v = {k: np.zeros_like(v) for k, v in self._src.items()} if adam else {}
+        self._t = 0
+        if self._inputs is not None and self._inputs.available:
+            self._inputs.reset()
+        self.engine.set_params(self.params)
+
+    def _shifted(self) -> str | None:
+        if self.shift_margin is None or self._gain <= self.shift_margin:
+            return None
+        return f"the source statistics fit the input better by {self._gain:.3f} nats per value; side blocks reset"
+
+    def _adapt(self, x: np.ndarray, y: np.ndarray, taps: dict[str, np.ndarray]) -> None:
+        if self._t % self.memory_every:
+            self._step(x, y, taps)
+            return
+        (gradients, kept), transient = traced_peak(lambda: self._step(x, y, taps))
+        optimizer = nbytes((*self._m.values(), *self._v.values()))
+        self.step_memory = step_memory(len(x), kept, optimizer, gradients, transient)
+
+    def _step(self, x: np.ndarray, y: np.ndarray, taps: dict[str, np.ndarray]) -> tuple[int, int]:
+        """One update of the side-block parameters from one batch (see the module docstring), from its
+        taps or (``taps`` empty) from forwards of ``chunk`` samples at a time whose gradients add up;
+        returns the bytes of the gradients and of the values kept for the backward."""
+        out, n = self.plan["logits"], len(x)
+        grads: dict[str, np.ndarray] = {}
+        kept = 0
+        gain = 0.0
+        for xc in self._chunks(x) if not taps else [x]:
+            yc, tc = (y, taps) if taps else self.engine.run_with_taps(xc)
+            if self._inputs is not None and self._inputs.available:  # the batch's gain: chunks weighted by size
+                gain += self._inputs.update(tc, len(xc)) * len(xc) / n
+            seed, h = entropy_seed(yc, self.margin, n)
+            self.confident += int((h < self.margin).sum())
+            seeds = {out: seed}
+            for s in self.sides:  # lam * mean |a| over the batch: a chunk holds len(xc) of its n samples
+                a = tc[s]
+                seeds[s] = (self.lam * len(xc) / (n * a.size) * np.sign(a)).astype(np.float32)
+            kept = max(kept, nbytes(tc.values()))
+            for k, g in self._backward({**tc, self.input: xc, out: yc}, seeds, self.engine.artifact.params).items():
+                if k in grads:
+                    grads[k] += g
+                else:
+                    grads[k] = g
+        if not taps:
+            kept += y.nbytes  # the batch's logits
+        self._gain = gain
+        self._t += 1
+        b1, b2 = self.betas
+        for k in self.names:
+            g = grads[k].astype(np.float32, copy=False)
+            if self.optimizer == "adam":
+                self.params[k] = adam_step(self.params[k], g, self._m[k], self._v[k], self.lr, b1, b2, self._t)
+            else:
+                self.params[k] = self.params[k] - np.float32(self.lr) * g
+        self.engine.set_params(self.params)
+        return sum(g.nbytes for g in grads.values()), kept
+
+    def _state(self) -> dict[str, np.ndarray]:
+        out = dict(self.params)
+        out.update({f"opt.m.{k}": v for k, v in self._m.items()})
+        out.update({f"opt.v.{k}": v for k, v in self._v.items()})
+        out["opt.t"] = np.array(self._t)
+        if self._inputs is not None:
+            out.update(self._inputs.state())
+        return out
+
+    def _load(self, state: dict[str, np.ndarray]) -> None:
+        self.params = {k: state[k].astype(np.float32, copy=True) for k in self.names}
+        self._m = {k: state[f"opt.m.{k}"].astype(np.float32, copy=True) for k in self._m}
+        self._v = {k: state[f"opt.v.{k}"].astype(np.float32, copy=True) for k in self._v}
+        self._t = int(state["opt.t"])
+        if self._inputs is not None:
+            self._inputs.load(state)
+        self.engine.set_params(self.params)
+
+    def stats(self) -> dict[str, Any]:
+        out = super().stats()
+        out.update(blocks=len(self.sides), optimizer=self.optimizer, lr=self.lr, lam=self.lam,
+                   shift_margin=self.shift_margin,
+                   confident_samples=self.confident, step_memory=self.step_memory,
+                   adapter_params=int(sum(v.size for v in self.params.values())))
+        return out
