@@ -114,10 +114,12 @@ def update_from_sums(s1: np.ndarray, s2: np.ndarray, count: int, m1: np.ndarray,
 @numba.njit(cache=True, nogil=True)
 def update_moments(t: np.ndarray, m1: np.ndarray, m2: np.ndarray, a: float, folded: bool, ok: np.ndarray,
                    p: np.ndarray) -> float:
-    """update_from_sums on the values of t [N, C, S], in one dispatch (the batch-1 step calls it per layer)."""
+    """update_from_sums on the values of t [N, C, ...] (contiguous), in one dispatch (the batch-1 step
+    calls it per layer)."""
+    t3 = t.reshape((t.shape[0], t.shape[1], -1))
     s1, s2 = np.zeros(t.shape[1]), np.zeros(t.shape[1])
-    add_sums(t, s1, s2)
-    return update_from_sums(s1, s2, t.shape[0] * t.shape[2], m1, m2, a, folded, ok, p)
+    add_sums(t3, s1, s2)
+    return update_from_sums(s1, s2, t3.shape[0] * t3.shape[2], m1, m2, a, folded, ok, p)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -278,7 +280,9 @@ class NormPolicy(AdaptingPolicy):
         """Every BatchNorm's moments of batch x into the running moments, from ``taps`` or else from
         ``sums`` or forwards by chunk; the shift test's gain from the first BatchNorm's."""
         a = 1.0 - (1.0 - self.momentum) ** self._samples(x)
-        if taps:
+        if taps and self._fast is not None:  # the batch-1 step's path: ~1.5 us less per layer than _update
+            self._gain = [update_moments(taps[t], m1, m2, a, folded, ok, p) for t, m1, m2, folded, ok, p in self._fast][0]
+        elif taps:
             self._gain = [self._update(e, taps[e["tap"]], a) for e in self.layers][0]
         else:
             sums = sums or self._gather(x, self.layers)
@@ -383,6 +387,10 @@ class NormPolicy(AdaptingPolicy):
             self._pass[bn] = pass_params(self._applied[bn], src["mean"], src["var_eps"], mean, var + e["eps"],
                                          src["pass"])
         self.engine.set_params(new)
+        # update_moments' arguments, when every tap is what the moments are of (no _bn_tap)
+        plain = not self.engine.stateful and all(e["kind"] in ("folded", "kept") for e in self.layers)
+        self._fast = [(e["tap"], self._m1[e["bn"]], self._m2[e["bn"]], e["kind"] == "folded", *self._pass[e["bn"]])
+                      for e in self.layers] if plain else None
 
     def _affine(self, bn: str) -> tuple[np.ndarray, np.ndarray]:
         """BatchNorm ``bn``'s scale and shift to apply (the source ones; the entropy policy adapts them)."""
