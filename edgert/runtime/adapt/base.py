@@ -4,7 +4,9 @@ A policy subclasses ``AdaptingPolicy`` and implements ``_adapt(x, y, taps)`` (on
 given the outputs and the taps the Engine returned), ``_state()`` / ``_load(state)`` (its adapted
 arrays) and ``_reset()``. ``run`` then does inference, the update and the guard.
 
-The collapse guard watches the last ``window`` predictions. Collapse is declared when one class takes
+The collapse guard watches the last ``window`` predictions (by default 64, or the last four batches when
+those hold more: a window of one large batch judges the batch, not the policy, and a segment of one
+hard corruption can make even the source model answer one class). Collapse is declared when one class takes
 more than ``max_share`` of them, or when their mean prediction entropy (normalized by ln C) falls
 below ``min_entropy``; the policy then restores the last good snapshot (taken every
 ``snapshot_every`` samples while healthy), or the source parameters when there is none or that
@@ -99,15 +101,15 @@ class AdaptingPolicy:
     replaces_output = False  # _predict changes the answer: a spiking model's run returns it, [batch, C]
     chunk: int | None = None  # a larger batch runs without taps; _adapt gets {} and fetches them by chunk
 
-    def __init__(self, engine: Engine, guard: bool = True, window: int = 64, max_share: float = 0.6,
+    def __init__(self, engine: Engine, guard: bool = True, window: int | None = None, max_share: float = 0.6,
                  min_entropy: float = 0.02, snapshot_every: int = 256):
-        if not 0 < max_share <= 1 or window < 1 or snapshot_every < 1:
-            raise EdgertError("guard options: need window >= 1, 0 < max_share <= 1, snapshot_every >= 1")
+        if not 0 < max_share <= 1 or (window is not None and window < 1) or snapshot_every < 1:
+            raise EdgertError("guard options: need window >= 1 (or None), 0 < max_share <= 1, snapshot_every >= 1")
         self.engine = engine
         self.guard, self.window, self.max_share = guard, window, max_share
         self.min_entropy, self.snapshot_every = min_entropy, snapshot_every
-        self._preds = np.zeros(window, np.int64)  # ring buffers of the last `window` predictions
-        self._ents = np.zeros(window)
+        self._preds = np.zeros(window or 64, np.int64)  # ring buffers of the last predictions (the window)
+        self._ents = np.zeros(window or 64)
         self._filled = self._pos = 0
         self._good: dict[str, np.ndarray] | None = None
         self._since_snapshot = 0
@@ -200,11 +202,14 @@ class AdaptingPolicy:
 
     # -- guard --------------------------------------------------------------------------------
     def _watch(self, y: np.ndarray) -> None:
+        if self.window is None and len(self._preds) < 4 * len(y):  # the default window: four batches
+            self._preds, self._ents = np.zeros(4 * len(y), np.int64), np.zeros(4 * len(y))
+            self._filled = self._pos = 0
         self._pos, share, mean_ent = push_window(np.ascontiguousarray(y, dtype=np.float32), self._preds,
                                                  self._ents, self._pos)
-        self._filled = min(self.window, self._filled + len(y))
+        self._filled = min(len(self._preds), self._filled + len(y))
         self._since_snapshot += len(y)
-        if self._filled < self.window:
+        if self._filled < len(self._preds):
             return
         if share > self.max_share or mean_ent < self.min_entropy:
             self.collapses += 1
