@@ -117,3 +117,36 @@ def test_entropy_kernel_matches_reference(shape):
     got, want = entropy_argmax(y), entropy_argmax_ref(y)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-6, atol=1e-12)
     np.testing.assert_array_equal(got[1], want[1])
+
+
+class _OneClass(_Drifting):
+    """No drift: the stub's logits are answered as they are (the source's answer)."""
+
+    def _adapt(self, x, y, taps):
+        pass
+
+
+def test_default_window_spans_four_batches():
+    """One batch of 64 answered with one class (a hard segment) is not a collapse under the default
+    window (64 predictions or four batches); a run of them is. An explicit window of 64 judges that one
+    batch alone."""
+    rng = np.random.default_rng(0)
+    eng = _StubEngine()
+    one = np.zeros((64, 5))
+    one[:, 2] = 5.0
+    varied = lambda: rng.standard_normal((64, 5)) * 3  # noqa: E731
+    default, explicit = _OneClass(eng, snapshot_every=10**6), _OneClass(eng, window=64, snapshot_every=10**6)
+    for logits in (varied(), varied(), varied(), one):
+        for p in (default, explicit):
+            eng.next_logits = logits
+            p.run(np.zeros((64, 1), np.float32))
+    assert default.stats()["collapses"] == 0 and explicit.stats()["collapses"] == 1
+    for _ in range(3):
+        eng.next_logits = one
+        default.run(np.zeros((64, 1), np.float32))
+    assert default.stats()["collapses"] == 1
+    small = _OneClass(eng, snapshot_every=10**6)  # at batch 4 the default window is 64 predictions
+    for _ in range(16):
+        eng.next_logits = one[:4]
+        small.run(np.zeros((4, 1), np.float32))
+    assert small.stats()["collapses"] == 1
