@@ -18,6 +18,11 @@ a_k, so no second forward is needed. The gradient, dL/dz = [H < margin] (-p (ln 
 logits and lam sign(a_k) / size(a_k) at each a_k, goes back through the compiled graph (backprop.py,
 NumPy) into the side-block weights and biases only; SGD or Adam updates them, nothing else changes.
 
+Like ``norm``, it resets to the source (the warmed-up side blocks, fresh optimizer state) when the
+source statistics fit the first BatchNorm's input better than its running statistics by ``shift_margin``
+(edgert.runtime.adapt.shift; the statistics are knn's ``InputStatistics``); without it the side blocks
+stay tuned to the stream's last, harshest segment when the stream starts over.
+
 A batch larger than ``chunk`` (default 1; None: the whole batch at once) is stepped ``chunk`` samples
 at a time, each chunk's forward with taps and backward, the gradients added up (exact: the loss is a
 sum over samples), so the step keeps one chunk's activations whatever the batch.

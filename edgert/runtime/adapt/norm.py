@@ -281,7 +281,8 @@ class NormPolicy(AdaptingPolicy):
         ``sums`` or forwards by chunk; the shift test's gain from the first BatchNorm's."""
         a = 1.0 - (1.0 - self.momentum) ** self._samples(x)
         if taps and self._fast is not None:  # the batch-1 step's path: ~1.5 us less per layer than _update
-            self._gain = [update_moments(taps[t], m1, m2, a, folded, ok, p) for t, m1, m2, folded, ok, p in self._fast][0]
+            self._gain = [update_moments(taps[t], m1, m2, a, folded, ok, p)
+                          for t, m1, m2, folded, ok, p in self._fast][0]
         elif taps:
             self._gain = [self._update(e, taps[e["tap"]], a) for e in self.layers][0]
         else:
@@ -363,9 +364,9 @@ class NormPolicy(AdaptingPolicy):
             bn, src = e["bn"], self._src[e["bn"]]
             if e["kind"] == "folded":  # the common case, in one call (the batch-1 step re-folds every 8th)
                 w, p = src["weight"], src["pass"]
-                w_new, b_new, ok = refold_layer(w.reshape(len(w), -1), src["bias"], *self._affine(bn), self._m1[bn],
-                                                self._m2[bn], src["mean"], src["m2"], self.source_weight, e["eps"],
-                                                src["var_eps"], p)
+                w_new, b_new, ok = refold_layer(w.reshape(len(w), -1), src["bias"], *self._affine(bn),
+                                                self._m1[bn], self._m2[bn], src["mean"], src["m2"],
+                                                self.source_weight, e["eps"], src["var_eps"], p)
                 self._applied[bn], self._pass[bn] = (p[0], p[1], p[2], ok), (ok, p)
                 new[e["weight"]], new[e["bias"]] = w_new.reshape(w.shape), b_new
                 continue
@@ -387,8 +388,10 @@ class NormPolicy(AdaptingPolicy):
             self._pass[bn] = pass_params(self._applied[bn], src["mean"], src["var_eps"], mean, var + e["eps"],
                                          src["pass"])
         self.engine.set_params(new)
-        # update_moments' arguments, when every tap is what the moments are of (no _bn_tap)
-        plain = not self.engine.stateful and all(e["kind"] in ("folded", "kept") for e in self.layers)
+        # update_moments' arguments, when every tap is what the moments are of (no _bn_tap), float32
+        specs = self.engine.artifact.manifest["specs"]
+        plain = not self.engine.stateful and all(
+            e["kind"] in ("folded", "kept") and specs.get(e["tap"], {}).get("dtype") == "float32" for e in self.layers)
         self._fast = [(e["tap"], self._m1[e["bn"]], self._m2[e["bn"]], e["kind"] == "folded", *self._pass[e["bn"]])
                       for e in self.layers] if plain else None
 
