@@ -79,9 +79,11 @@ def compile(
                   f"{lib}, in {time.perf_counter() - t0:.1f} s")
     entropy = art.manifest.get("adapt", {}).get("entropy")
     if adapt_memory and entropy:
+        from edgert.compilers.adapt_memory import size_text
+
         est, n_bn = entropy["estimate_bytes"]["step_peak"], len(art.manifest["adapt"]["norm"])
         console.print(f"entropy step: adapts the last {len(entropy['layers'])} of {n_bn} BatchNorms, estimated "
-                      f"peak {est / 2 ** 20:.2f} MB at batch {entropy['batch']} (budget {adapt_memory})")
+                      f"peak {size_text(est)} at batch {entropy['batch']} (budget {adapt_memory})")
 
 
 @app.command()

@@ -35,6 +35,11 @@ def parse_size(text: str) -> int:
     return int(float(m.group(1)) * UNITS[m.group(2).upper()])
 
 
+def size_text(n: int) -> str:
+    """Bytes as "1.25 MB" or, under a megabyte, "12.6 KB" (budgets for batch 1 are a few KB)."""
+    return f"{n / MB:.2f} MB" if n >= MB else f"{n / 1024:.1f} KB"
+
+
 def bn_output(entry: dict[str, Any], graph: ir.Graph) -> str:
     """The tensor a planned BatchNorm writes in the compiled graph (the folded conv's output if folded)."""
     if entry["kind"] == "folded":
@@ -100,12 +105,12 @@ def plan_entropy(graph: ir.Graph, norm: list[dict[str, Any]], budget: int | None
             return {"layers": [e["bn"] for e in layers], "outputs": outs, "batch": batch,
                     "budget_bytes": budget, "estimate_bytes": est,
                     "needed": needed_values(graph, [graph.outputs[0]], outs)}
-        tried.append(f"last {k}: {est['step_peak'] / MB:.2f} MB")
+        tried.append(f"last {k}: {size_text(est['step_peak'])}")
     if budget is None:
         return None
     if not tried:
         raise EdgertError("--adapt-memory: no BatchNorm of this model can be adapted by the entropy step (an op "
                           "without a gradient rule follows them all); leave --adapt-memory out")
-    raise EdgertError(f"--adapt-memory {budget / MB:.2f} MB is too small for the entropy step at batch "
+    raise EdgertError(f"--adapt-memory {size_text(budget)} is too small for the entropy step at batch "
                       f"{batch} (estimated {'; '.join(tried[-1:])}); give a larger budget or a smaller "
                       "--adapt-batch")
