@@ -91,6 +91,7 @@ class AdapterPolicy(AdaptingPolicy):
     """Entropy on confident samples + L1 self-distillation, gradient into the side blocks only."""
 
     name = "adapter"
+    _shift_note = "; side blocks reset"
 
     # defaults chosen on a second digits stream (tools/bench/tta.make_stream seed 1), not the bench's own
     def __init__(self, engine: Engine, lr: float = 1e-4, optimizer: str = "adam", lam: float = 2.0,
@@ -103,13 +104,14 @@ class AdapterPolicy(AdaptingPolicy):
                               "recompile it with `edgert compile MODEL --adapters --adapter-data SOURCE.npz` "
                               "(or edgert.compile(..., adapters=True)), or use --adapt norm")
         if (optimizer not in OPTIMIZERS or not lr > 0 or lam < 0 or not margin > 0 or memory_every < 1
-                or (chunk is not None and chunk < 1) or (shift_margin is not None and not shift_margin >= 0)):
+                or (chunk is not None and chunk < 1)):
             raise EdgertError(f"adapter options: need optimizer in {OPTIMIZERS}, lr > 0, lam >= 0, margin > 0 "
-                              f"(a fraction of ln C), memory_every >= 1, chunk >= 1 (or None) and shift_margin "
-                              f">= 0 (or None); got optimizer={optimizer!r}, lr={lr}, lam={lam}, margin={margin}, "
-                              f"memory_every={memory_every}, chunk={chunk}, shift_margin={shift_margin}")
+                              f"(a fraction of ln C), memory_every >= 1 and chunk >= 1 (or None); got "
+                              f"optimizer={optimizer!r}, lr={lr}, lam={lam}, margin={margin}, "
+                              f"memory_every={memory_every}, chunk={chunk}")
         self.plan, self.lr, self.optimizer, self.lam, self.betas = plan, lr, optimizer, lam, betas
-        self.chunk, self.shift_margin, self._gain = chunk, shift_margin, 0.0
+        self.chunk = chunk
+        self._set_shift_margin(shift_margin)
         self._inputs = InputStatistics(engine) if shift_margin is not None else None
         self.memory_every = memory_every
         self.input = engine.inputs[0][0]
@@ -133,11 +135,6 @@ class AdapterPolicy(AdaptingPolicy):
         if self._inputs is not None and self._inputs.available:
             self._inputs.reset()
         self.engine.set_params(self.params)
-
-    def _shifted(self) -> str | None:
-        if self.shift_margin is None or self._gain <= self.shift_margin:
-            return None
-        return f"the source statistics fit the input better by {self._gain:.3f} nats per value; side blocks reset"
 
     def _adapt(self, x: np.ndarray, y: np.ndarray, taps: dict[str, np.ndarray]) -> None:
         if self._t % self.memory_every:

@@ -100,6 +100,9 @@ class AdaptingPolicy:
     rerun_from: int | None = None  # batches at least this large are answered after their own update
     replaces_output = False  # _predict changes the answer: a spiking model's run returns it, [batch, C]
     chunk: int | None = None  # a larger batch runs without taps; _adapt gets {} and fetches them by chunk
+    shift_margin: float | None = None  # no shift test unless a policy sets one (see _shifted)
+    _gain = 0.0
+    _shift_note = ""
 
     def __init__(self, engine: Engine, guard: bool = True, window: int | None = None, max_share: float = 0.6,
                  min_entropy: float = 0.02, snapshot_every: int = 256):
@@ -130,9 +133,17 @@ class AdaptingPolicy:
         raise NotImplementedError
 
     def _shifted(self) -> str | None:
-        """After ``_adapt``: why the batch calls for a reset to the source, or None (no shift test by
-        default; see edgert.runtime.adapt.shift)."""
-        return None
+        """After ``_adapt``: why the batch calls for a reset to the source, or None. A policy with a shift
+        test (edgert.runtime.adapt.shift) sets ``shift_margin`` (``_set_shift_margin``) and leaves each
+        batch's gain in ``_gain``; ``_shift_note`` says what else its reset does."""
+        if self.shift_margin is None or self._gain <= self.shift_margin:
+            return None
+        return f"the source statistics fit the input better by {self._gain:.3f} nats per value{self._shift_note}"
+
+    def _set_shift_margin(self, margin: float | None) -> None:
+        if margin is not None and not margin >= 0:
+            raise EdgertError(f"{self.name} policy: shift_margin={margin} must be >= 0 (or None: no shift reset)")
+        self.shift_margin, self._gain = margin, 0.0
 
     def _predict(self, y: np.ndarray, taps: dict[str, np.ndarray]) -> np.ndarray:
         """The prediction from outputs y [batch, C] (a spiking model's spike counts)."""
@@ -141,6 +152,10 @@ class AdaptingPolicy:
     def _samples(self, x: np.ndarray) -> int:
         """Samples in batch x: its first axis, or its second for a spiking model ([T, batch, ...])."""
         return x.shape[1] if self.engine.stateful else len(x)
+
+    def _large(self, n: int) -> bool:
+        """Whether a batch of n samples is answered after its own update (``rerun_from``)."""
+        return self.rerun_from is not None and n >= self.rerun_from
 
     def _chunks(self, x: np.ndarray):
         """Batch x in runs of ``chunk`` samples (views)."""
@@ -171,7 +186,7 @@ class AdaptingPolicy:
             out = self._predict(readout(y), taps)
             self._adapt(x, y, taps)
         n = self._samples(x)
-        if self.rerun_from is not None and n >= self.rerun_from:
+        if self._large(n):
             y = self.engine.run(x)  # answer with the state adapted to this batch
             out = self._predict(readout(y), taps)
         self.samples += n

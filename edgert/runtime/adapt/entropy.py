@@ -155,7 +155,7 @@ class EntropyPolicy(NormPolicy):
         if not keep.any():
             super()._adapt(x, y, taps)
             return
-        big = self.rerun_from is not None and len(x) >= self.rerun_from
+        big = self._large(len(x))
         # one forward's taps at a small step: the statistics update reads them all first, and only what
         # the backward needs is kept through it; otherwise the step's own pass gathers the moment sums
         # (every layer's; the first's in a large step, which re-runs for the later layers)

@@ -116,6 +116,7 @@ class InputStatistics:
             self.fold = (beta, self.src_mean, np.where(ok, s, 1.0), ok)
         else:
             self.fold = (np.zeros(c), np.zeros(c), np.ones(c), np.ones(c, np.bool_))
+        self._pass_out = np.empty((8, c))  # written at every refresh
         self.reset()
 
     def reset(self) -> None:
@@ -127,7 +128,7 @@ class InputStatistics:
         self._pending = 0
         mean, var = mix_moments(self.m1, self.m2, self.src_mean, self.src_m2, self.source_weight)
         self._pass = pass_params(self.fold, self.src_mean, self.src_var, mean, var + self.entry["eps"],
-                                 np.empty((8, len(mean))))
+                                 self._pass_out)
 
     def state(self) -> dict[str, np.ndarray]:
         """The running moments, under the state keys a policy saves them as (none when not available)."""
@@ -143,8 +144,7 @@ class InputStatistics:
         """Blend in this batch (``n`` samples); return how much better the source statistics fit it than
         the running ones did (nats per value)."""
         t = np.ascontiguousarray(taps[self.entry["tap"]], dtype=np.float32)
-        gain = update_moments(t.reshape(t.shape[0], t.shape[1], -1), self.m1, self.m2,
-                              1.0 - (1.0 - self.momentum) ** n, self.folded, *self._pass)
+        gain = update_moments(t, self.m1, self.m2, 1.0 - (1.0 - self.momentum) ** n, self.folded, *self._pass)
         self._pending += n
         if self._pending >= self.refresh_every:
             self.refresh()
@@ -156,6 +156,7 @@ class KnnPolicy(AdaptingPolicy):
 
     name = "knn"
     replaces_output = True
+    _shift_note = "; memory emptied"
 
     def __init__(self, engine: Engine, capacity: int = 256, k: int = 8, tau: float = 0.1,
                  weight: float = 0.5, confidence: float = 0.9, shift_margin: float | None = 0.1, **guard: Any):
@@ -171,11 +172,8 @@ class KnnPolicy(AdaptingPolicy):
                               f"0 <= confidence <= 1; got capacity={capacity}, k={k}, tau={tau}, "
                               f"weight={weight}, confidence={confidence}")
         self.capacity, self.k, self.tau, self.weight, self.confidence = capacity, k, tau, weight, confidence
-        if shift_margin is not None and not shift_margin >= 0:
-            raise EdgertError(f"knn policy: shift_margin={shift_margin} must be >= 0 (or None: no shift reset)")
-        self.shift_margin = shift_margin
+        self._set_shift_margin(shift_margin)
         self._inputs = InputStatistics(engine) if shift_margin is not None else None
-        self._gain = 0.0
         specs = engine.artifact.manifest["specs"]
         self.dim = int(np.prod(specs[self.tap]["shape"][1:]))
         self.classes = int(engine.outputs[0][1].shape[-1])
@@ -187,11 +185,6 @@ class KnnPolicy(AdaptingPolicy):
         self.filled = self.pos = 0
         if self._inputs is not None and self._inputs.available:
             self._inputs.reset()
-
-    def _shifted(self) -> str | None:
-        if self.shift_margin is None or self._gain <= self.shift_margin:
-            return None
-        return f"the source statistics fit the input better by {self._gain:.3f} nats per value; memory emptied"
 
     def _predict(self, y: np.ndarray, taps: dict[str, np.ndarray]) -> np.ndarray:
         f = taps[self.tap]

@@ -51,22 +51,6 @@ def moments_ref(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return t.mean(axis=axes), np.square(t).mean(axis=axes)
 
 
-@numba.njit(cache=True, nogil=True)
-def _moments3(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    n, c, s = t.shape
-    m1, m2 = np.zeros(c), np.zeros(c)
-    for i in range(n):
-        for j in range(c):
-            a = b = 0.0
-            for k in range(s):
-                v = np.float64(t[i, j, k])
-                a += v
-                b += v * v
-            m1[j] += a
-            m2[j] += b
-    return m1 / (n * s), m2 / (n * s)
-
-
 @numba.njit(cache=True, nogil=True, fastmath={"reassoc", "contract"})
 def add_sums(t: np.ndarray, s1: np.ndarray, s2: np.ndarray) -> None:
     """Add the per-channel sums of t [N, C, S] and of its squares (float64) into s1, s2 [C]. The sums
@@ -175,9 +159,13 @@ def refold(w: np.ndarray, b: np.ndarray, gamma: np.ndarray, beta: np.ndarray, me
 
 
 def moments(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Same as moments_ref in one pass (Numba): NumPy's multi-axis means cost ~30 us each on small maps."""
+    """Same as moments_ref in one pass (add_sums, Numba): NumPy's multi-axis means cost ~30 us each on
+    small maps."""
     t = np.ascontiguousarray(t, dtype=np.float32)
-    return _moments3(t.reshape(t.shape[0], t.shape[1], -1))
+    t = t.reshape(t.shape[0], t.shape[1], -1)
+    s1, s2 = np.zeros(t.shape[1]), np.zeros(t.shape[1])
+    add_sums(t, s1, s2)
+    return s1 / (t.shape[0] * t.shape[2]), s2 / (t.shape[0] * t.shape[2])
 
 
 class NormPolicy(AdaptingPolicy):
@@ -195,9 +183,7 @@ class NormPolicy(AdaptingPolicy):
         if not 0 <= source_weight <= 1:
             raise EdgertError(f"norm policy: source_weight={source_weight} must be in [0, 1]")
         self.source_weight = source_weight
-        if shift_margin is not None and not shift_margin >= 0:
-            raise EdgertError(f"norm policy: shift_margin={shift_margin} must be >= 0 (or None: no shift reset)")
-        self.shift_margin, self._gain = shift_margin, 0.0
+        self._set_shift_margin(shift_margin)
         if refold_every < 1:
             raise EdgertError(f"norm policy: refold_every={refold_every} must be >= 1")
         self.momentum, self.refold_every, self._pending, self.refolds = momentum, refold_every, 0, 0
@@ -261,7 +247,7 @@ class NormPolicy(AdaptingPolicy):
         in a large step the first layer's) and from forwards with taps one chunk at a time."""
         n = self._samples(x)
         a = 1.0 - (1.0 - self.momentum) ** n
-        if self.rerun_from is not None and n >= self.rerun_from:
+        if self._large(n):
             # a large step: layer by layer, each layer's statistics from a forward through the layers
             # before it already updated (as a training-mode forward computes them); L forwards, L re-folds
             for k, e in enumerate(self.layers):
@@ -299,16 +285,14 @@ class NormPolicy(AdaptingPolicy):
         """Fold one batch's moments of BatchNorm ``e``'s input into the running moments (in place); return
         the shift test's gain on them."""
         bn = e["bn"]
-        t = np.ascontiguousarray(self._bn_tap(e, tap), dtype=np.float32)
-        return update_moments(t.reshape(t.shape[0], t.shape[1], -1), self._m1[bn], self._m2[bn], a,
-                              e["kind"] == "folded", *self._pass[bn])
+        return update_moments(self._bn_values(e, tap), self._m1[bn], self._m2[bn], a, e["kind"] == "folded",
+                              *self._pass[bn])
 
     def _add_sums(self, sums: dict[str, list], taps: dict[str, np.ndarray], layers: list[dict[str, Any]]) -> None:
         """Add one chunk's per-channel sums of each of ``layers``' BatchNorm inputs into ``sums``
         (bn -> [sum, sum of squares, values per channel])."""
         for e in layers:
-            t = np.ascontiguousarray(self._bn_tap(e, taps[e["tap"]]), dtype=np.float32)
-            t = t.reshape(t.shape[0], t.shape[1], -1)
+            t = self._bn_values(e, taps[e["tap"]])
             acc = sums.setdefault(e["bn"], [np.zeros(t.shape[1]), np.zeros(t.shape[1]), 0])
             add_sums(t, acc[0], acc[1])
             acc[2] += t.shape[0] * t.shape[2]
@@ -326,10 +310,10 @@ class NormPolicy(AdaptingPolicy):
         return update_from_sums(acc[0], acc[1], acc[2], self._m1[bn], self._m2[bn], a, e["kind"] == "folded",
                                 *self._pass[bn])
 
-    def _shifted(self) -> str | None:
-        if self.shift_margin is None or self._gain <= self.shift_margin:
-            return None
-        return f"the source statistics fit the input better by {self._gain:.3f} nats per value"
+    def _bn_values(self, e: dict[str, Any], tap: np.ndarray) -> np.ndarray:
+        """``_bn_tap`` as the moment kernels take it: float32, contiguous, [samples, C, positions]."""
+        t = np.ascontiguousarray(self._bn_tap(e, tap), dtype=np.float32)
+        return t.reshape(t.shape[0], t.shape[1], -1)
 
     def _bn_tap(self, e: dict[str, Any], tap: np.ndarray) -> np.ndarray:
         """The tensor whose channel moments ``e`` tracks, [samples, C, ...]: time folds into the batch."""
