@@ -16,17 +16,19 @@ if TYPE_CHECKING:
 
 def compile(model: Any, example_input: Any = None, target: str = "x86-host", fold_bn: bool = True,
             adapt_memory: str | int | None = None, adapt_batch: int = 1, adapters: bool = False,
-            adapter_data: Any = None, adapter_steps: int = 300) -> "Artifact":
+            adapter_data: Any = None, adapter_steps: int = 300, adapter_rank: int | None = None) -> "Artifact":
     """Compile an nn.Module, a .pt2 or an .onnx file for ``target``; returns an Artifact (``.save(path)``).
 
-    ``adapt_memory`` ("32MB") bounds the entropy adaptation step's memory at ``adapt_batch`` samples.
+    ``adapt_memory`` ("32MB") bounds the entropy adaptation step's memory at ``adapt_batch`` samples
+    (with ``adapters``: the adapter step's).
     ``adapters=True`` adds side blocks for the opt-in ``adapter`` policy, warmed up on ``adapter_data``
-    (an .npz path, or a mapping with ``x`` and optional labels ``y``) when given.
+    (an .npz path, or a mapping with ``x`` and optional labels ``y``) when given; ``adapter_rank`` r
+    makes them C->r->C bottlenecks.
     """
     from edgert.compilers.compile import compile_model
     return compile_model(model, example_input, target, fold_bn, adapt_memory=adapt_memory,
                          adapt_batch=adapt_batch, adapters=adapters, adapter_data=adapter_data,
-                         adapter_steps=adapter_steps)
+                         adapter_steps=adapter_steps, adapter_rank=adapter_rank)
 
 
 def load(path: Any, expect_target: str | None = None) -> "Engine":

@@ -39,15 +39,21 @@ def compile(
     input_shape: str = typer.Option(None, help="Example input shape for .pt2 files, e.g. 1,1,8,8."),
     keep_bn: bool = typer.Option(False, help="Keep BatchNorm unfolded (for adaptation)."),
     adapt_memory: str = typer.Option(None, help="Memory budget of the entropy adaptation step, e.g. 32MB "
-                                                "(adapts only the deepest BatchNorms that fit)."),
+                                                "(adapts only the deepest BatchNorms that fit); with "
+                                                "--adapters, of the adapter step (trains only the deepest "
+                                                "side blocks that fit)."),
     adapt_batch: int = typer.Option(1, min=1, help="Samples the entropy step holds at once (--adapt-memory "
                                     "plans at this batch; larger batches are stepped in chunks of this many)."),
     adapters: bool = typer.Option(False, "--adapters", help="Add side blocks for the opt-in `adapter` policy."),
     adapter_data: Path = typer.Option(None, help="With --adapters: source data .npz (x, optional labels y) "
                                                  "to warm the side blocks up on."),
     adapter_steps: int = typer.Option(300, min=1, help="With --adapter-data: warm-up steps (batches of 64)."),
+    adapter_rank: int = typer.Option(None, min=1, help="With --adapters: the side blocks the device trains are "
+                                     "C->R->C bottlenecks (fewer parameters, so less step memory) instead of "
+                                     "full 1x1 convs."),
 ) -> None:
     """Compile MODEL for one target into an .edgert artifact."""
+    from edgert.compilers.adapt_memory import size_text
     from edgert.compilers.compile import compile_model
 
     example = np.zeros(_shape(input_shape), np.float32) if input_shape else None
@@ -62,12 +68,16 @@ def compile(
     with console.status("compiling") as status:
         art = compile_model(model, example, target, fold_bn=not keep_bn, progress=say,
                             adapt_memory=adapt_memory, adapt_batch=adapt_batch,
-                            adapters=adapters, adapter_data=adapter_data, adapter_steps=adapter_steps)
+                            adapters=adapters, adapter_data=adapter_data, adapter_steps=adapter_steps,
+                            adapter_rank=adapter_rank)
         art.save(out)
     side = art.manifest.get("adapt", {}).get("adapter")
     if side is not None:
         w = side["warmup"]
-        console.print(f"adapters: {len(side['blocks'])} side blocks; " + (
+        n_all = len(side["blocks"]) + len(side["frozen_blocks"])
+        console.print(f"adapters: {n_all} side blocks, the device trains the last {len(side['blocks'])}"
+                      + (f" (estimated step peak {size_text(side['estimate_bytes']['step_peak'])} at batch "
+                         f"{side['batch']}, budget {adapt_memory})" if adapt_memory else "") + "; " + (
             f"warmed up {w['steps']} steps on {w['samples']} samples ({w['loss']}), clean accuracy "
             f"vs {w['scored_against']} {w['clean_accuracy_before']:.3f} -> {w['clean_accuracy_after']:.3f}" if w else
             "no --adapter-data, so they start at identity (zero weights: outputs unchanged)"), highlight=False)
@@ -78,9 +88,7 @@ def compile(
     console.print(f"wrote [bold]{out}[/] for {art.target_name}: {len(art.manifest['graph']['nodes'])} nodes, "
                   f"{lib}, in {time.perf_counter() - t0:.1f} s")
     entropy = art.manifest.get("adapt", {}).get("entropy")
-    if adapt_memory and entropy:
-        from edgert.compilers.adapt_memory import size_text
-
+    if adapt_memory and entropy and side is None:
         est, n_bn = entropy["estimate_bytes"]["step_peak"], len(art.manifest["adapt"]["norm"])
         console.print(f"entropy step: adapts the last {len(entropy['layers'])} of {n_bn} BatchNorms, estimated "
                       f"peak {size_text(est)} at batch {entropy['batch']} (budget {adapt_memory})")

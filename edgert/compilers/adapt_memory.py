@@ -49,14 +49,22 @@ def bn_output(entry: dict[str, Any], graph: ir.Graph) -> str:
 
 def estimate(graph: ir.Graph, layers: list[dict[str, Any]], batch: int) -> dict[str, int]:
     """Estimated bytes of one entropy step adapting ``layers`` at ``batch`` samples, by part."""
+    specs = graph.infer_specs()
+    outs = [bn_output(e, graph) for e in layers]
+    return step_estimate(graph, [graph.outputs[0]], outs, 2 * sum(specs[o].shape[1] for o in outs), batch)
+
+
+def step_estimate(graph: ir.Graph, seeds: list[str], wrt: list[str], trained: int, batch: int,
+                  kept_too: tuple[str, ...] = (), given: tuple[str, ...] = ()) -> dict[str, int]:
+    """Estimated bytes of a gradient step from ``seeds`` (the logits first) back to ``wrt`` at ``batch``
+    samples, with ``trained`` float32 parameters under Adam; ``kept_too``: values kept besides what the
+    backward reads (e.g. a seed's own forward value); ``given``: cheap values kept, not recomputed."""
     from edgert.runtime.adapt.backprop import CHEAP, READS, Backward
 
     specs = graph.infer_specs()
     size = lambda name: specs[name].numel(batch) * 4  # noqa: E731  (float32)
-    logits = graph.outputs[0]
-    walk = Backward(graph, [logits], [bn_output(e, graph) for e in layers])
-    channels = sum(specs[bn_output(e, graph)].shape[1] for e in layers)
-    kept = sum(size(n) for n in walk.needed) + size(logits)
+    walk = Backward(graph, seeds, wrt, given)
+    kept = sum(size(n) for n in dict.fromkeys([*walk.needed, *kept_too, seeds[0]]))
     reads = [r for n, w in walk.steps if any(w) for r in READS[n.op](n, w)]
     recomputed = {r for r in reads if isinstance(walk.producers.get(r), CHEAP) and r not in walk.needed}
 
@@ -70,9 +78,8 @@ def estimate(graph: ir.Graph, layers: list[dict[str, Any]], batch: int) -> dict[
                 out += size(name) * (h + pad[0] + pad[2]) * (wd + pad[1] + pad[3]) // (h * wd)
         return size(node.output) + 2 * out
 
-    transient = (sum(size(r) for r in recomputed) + 2 * 4 * channels
-                 + max(step(n, w) for n, w in walk.steps))
-    optimizer = 2 * 2 * 4 * channels
+    transient = sum(size(r) for r in recomputed) + 4 * trained + max(step(n, w) for n, w in walk.steps)
+    optimizer = 2 * 4 * trained
     return {"kept": kept, "optimizer": optimizer, "transient": transient,
             "step_peak": kept + optimizer + transient}
 

@@ -1,16 +1,19 @@
 """Side adapters at compile time: insert them, warm them up on the user's source data, plan their update.
 
-``add_adapters(graph, data, steps)`` inserts a zero-initialized residual 1x1 conv after every conv block
-(passes/insert_adapters.py), so the network computes exactly what it did. With source data (an .npz
+``add_adapters(graph, data, steps)`` inserts a residual side block that starts as the identity after
+every conv block (passes/insert_adapters.py: a 1x1 conv, or with ``rank`` a C->r->C bottleneck), so the
+network computes exactly what it did. With source data (an .npz
 holding ``x`` [N, ...] shaped like the model input and, optionally, integer labels ``y`` [N]) the
 blocks are warmed up in torch, everything else frozen: Adam, batches of 64, on inputs with light
 noise and contrast jitter (so the blocks learn something the frozen network has not), with
 cross-entropy to the labels when there are labels, else the KL divergence to the frozen model's
 predictions on the clean inputs. Without data the blocks stay at identity.
 
-The plan (manifest ``adapt.adapter``) names each block, its parameters, the logits, and the taps the
-device's backward pass needs (``backprop.needed_values``) plus each block's side output (for the
-self-distillation penalty).
+The plan (manifest ``adapt.adapter``) names the blocks the device trains, their parameters, the logits,
+and the taps the device's backward pass needs (``backprop.needed_values``) plus each trained block's
+side output (for the self-distillation penalty). With a memory budget (``--adapt-memory``) only the
+deepest blocks whose step fits are trained on the device (the backward then stops at the first of
+them, so fewer values are kept); the others keep their warmed-up weights.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from edgert import ir
-from edgert.compilers.passes.insert_adapters import Adapter, insert_adapters
+from edgert.compilers.passes.insert_adapters import Adapter, block_ends, insert_adapters
 from edgert.errors import EdgertError, InputError
 
 WARMUP_BATCH = 64
@@ -139,28 +142,63 @@ def warm_up(g: ir.Graph, adapters: list[Adapter], x: np.ndarray, y: np.ndarray |
     return ir.Graph(g.inputs, g.nodes, g.outputs, new).validate(), summary
 
 
+def plan_blocks(g: ir.Graph, rank: int | None, budget: int | None, batch: int) -> tuple[ir.Graph, list[Adapter], int, dict]:
+    """``g`` with side blocks, the blocks, how many of the deepest the device trains and that step's
+    estimate at ``batch`` samples: all without a budget, else as many as fit ``budget`` bytes (the
+    trained ones at ``rank``, the others full 1x1 convs); an EdgertError naming a fix when none fits."""
+    from edgert.compilers.adapt_memory import size_text, step_estimate
+
+    count = len(block_ends(g))
+    if not count:
+        raise EdgertError("--adapters found no conv block to attach a side block to (it adds one after "
+                          "each conv2d and its BatchNorm/ReLU); compile this model without --adapters")
+    need = 0
+    for k in range(count, 0, -1):
+        gk, adapters = insert_adapters(g, [None] * (count - k) + [rank] * k)
+        blocks = adapters[-k:]
+        names = [p for a in blocks for p in a.params]
+        est = step_estimate(gk, [gk.outputs[0]] + [a.side for a in blocks], names,
+                            sum(int(gk.params[p].size) for p in names), batch, tuple(a.side for a in blocks),
+                            given=tuple(a.after for a in blocks))
+        if budget is None or est["step_peak"] <= budget:
+            return gk, adapters, k, est
+        need = est["step_peak"]
+    last = adapters[-1]
+    raise EdgertError(f"--adapt-memory {size_text(budget)} is too small for the adapter step at batch {batch}: "
+                      f"the last side block alone needs about {size_text(need)} ({last.channels} channels, "
+                      f"{'a full 1x1 conv' if last.rank is None else f'rank {last.rank}'}); give a larger "
+                      "budget, a smaller --adapter-rank or a smaller --adapt-batch")
+
+
 def add_adapters(g: ir.Graph, data: str | Path | Mapping[str, np.ndarray] | None = None, steps: int = 300,
-                 progress: Callable[[str], None] | None = None) -> tuple[ir.Graph, dict[str, Any]]:
-    """``g`` with side adapters (warmed up on ``data`` when given) and the manifest plan for them."""
+                 progress: Callable[[str], None] | None = None, rank: int | None = None,
+                 budget: int | None = None, batch: int = 1) -> tuple[ir.Graph, dict[str, Any]]:
+    """``g`` with side adapters (warmed up on ``data`` when given) and the manifest plan for them.
+
+    Every block is warmed up; the device trains the deepest ones whose step fits ``budget`` bytes at
+    ``batch`` samples (all without a budget), the others keep their warmed-up weights. ``rank`` r makes
+    the trained blocks C->r->C bottlenecks; untrained ones stay full 1x1 convs.
+    """
     from edgert.runtime.adapt.backprop import needed_values
 
     say = progress or (lambda msg: None)
     classes = check_classifier(g)
     if steps < 1:
         raise EdgertError(f"adapter warm-up steps={steps} must be >= 1")
+    if rank is not None and rank < 1:
+        raise EdgertError(f"--adapter-rank {rank} must be >= 1 (leave it out for full 1x1 side blocks)")
     source = None if data is None else load_adapter_data(data, g.inputs[0][1], classes)
-    g, adapters = insert_adapters(g)
-    if not adapters:
-        raise EdgertError("--adapters found no conv block to attach a side block to (it adds one after "
-                          "each conv2d and its BatchNorm/ReLU); compile this model without --adapters")
+    g, adapters, k, est = plan_blocks(g, rank, budget, batch)
+    trained = adapters[-k:]
     summary = None
     if source is not None:
         g, summary = warm_up(g, adapters, *source, steps, say)
-    names = [p for a in adapters for p in a.params]
+    names = [p for a in trained for p in a.params]
     out = g.outputs[0]
-    needed = needed_values(g, [out] + [a.side for a in adapters], names)
+    needed = needed_values(g, [out] + [a.side for a in trained], names, given=[a.after for a in trained])
     inputs = {n for n, _ in g.inputs}
     taps = [t for t in needed if t not in g.params and t not in inputs and t != out]
-    plan = {"blocks": [a.to_json() for a in adapters], "params": names, "logits": out,
-            "taps": list(dict.fromkeys(taps + [a.side for a in adapters])), "warmup": summary}
+    plan = {"blocks": [a.to_json() for a in trained], "frozen_blocks": [a.name for a in adapters[:-len(trained)]],
+            "params": names, "logits": out, "taps": list(dict.fromkeys(taps + [a.side for a in trained])),
+            "budget_bytes": budget, "batch": batch, "estimate_bytes": est, "warmup": summary}
     return g, plan

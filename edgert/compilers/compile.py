@@ -63,13 +63,16 @@ def optimize(g: ir.Graph, fold_bn: bool = True) -> ir.Graph:
 def compile_model(model: Any, example_input: Any = None, target: str | Target = "x86-host",
                   fold_bn: bool = True, progress: Callable[[str], None] | None = None,
                   adapt_memory: str | int | None = None, adapt_batch: int = 1, adapters: bool = False,
-                  adapter_data: Any = None, adapter_steps: int = 300) -> Artifact:
+                  adapter_data: Any = None, adapter_steps: int = 300, adapter_rank: int | None = None) -> Artifact:
     """Compile a trained model into an Artifact for ``target`` (a name from `edgert targets`).
 
     ``adapt_memory`` ("32MB", or bytes) makes the entropy adaptation step fit that budget at
     ``adapt_batch`` samples by adapting only the deepest BatchNorms (compilers/adapt_memory.py).
     ``adapters=True`` adds side blocks for the opt-in ``adapter`` policy (compilers/adapters.py), warmed
-    up for ``adapter_steps`` steps on ``adapter_data`` (an .npz path or a mapping with x and maybe y).
+    up for ``adapter_steps`` steps on ``adapter_data`` (an .npz path or a mapping with x and maybe y),
+    full 1x1 convs or, with ``adapter_rank`` r, C->r->C bottlenecks; the budget then plans the adapter
+    step instead (the deepest side blocks that fit are trained on the device) and entropy adapts every
+    BatchNorm.
     """
     say = progress or (lambda msg: None)
     budget = parse_size(adapt_memory) if isinstance(adapt_memory, str) else adapt_memory
@@ -89,9 +92,12 @@ def compile_model(model: Any, example_input: Any = None, target: str | Target = 
     if adapters:
         from edgert.compilers.adapters import add_adapters
 
-        graph, side = add_adapters(graph, adapter_data, adapter_steps, say)
+        graph, side = add_adapters(graph, adapter_data, adapter_steps, say, adapter_rank, budget, adapt_batch)
+    elif adapter_rank is not None:
+        raise EdgertError("an adapter rank was given without adapters: add --adapters (adapters=True), or "
+                          "leave out --adapter-rank")
     graph, plan = plan_adaptation(optimize(imported, fold_bn=False), graph)  # what adapt/ needs
-    entropy = plan_entropy(graph, plan["norm"], budget, adapt_batch)
+    entropy = plan_entropy(graph, plan["norm"], None if adapters else budget, adapt_batch)
     if entropy is not None:  # the entropy step's backward reads these forward values: tap them
         plan["entropy"] = entropy
         inputs = dict(graph.inputs)

@@ -60,6 +60,16 @@ def entropy_seed(y: np.ndarray, margin: float, batch: int | None = None) -> tupl
     return (keep * -p * (logp + h[:, None]) / (batch or len(y))).astype(np.float32), h
 
 
+def l1_seed(a: np.ndarray, scale: float, overwrite: bool = False) -> np.ndarray:
+    """d(scale * sum |a|)/da = scale * sign(a) as float32; with ``overwrite``, written over ``a`` when it
+    is a writable float32 array (a tap given up): a batch-1 step then holds no second array of a's size."""
+    if not overwrite or a.dtype != np.float32 or not a.flags.writeable:
+        return (np.float32(scale) * np.sign(a)).astype(np.float32)
+    np.sign(a, out=a)
+    a *= np.float32(scale)
+    return a
+
+
 def adam_step_ref(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, lr: float, b1: float, b2: float,
                   t: int, eps: float = 1e-8) -> np.ndarray:
     """Step ``t`` of Adam with bias-corrected moments, as torch.optim.Adam: m and v in place; returns the
@@ -122,6 +132,8 @@ class AdapterPolicy(AdaptingPolicy):
         self._src = {k: np.array(engine.artifact.params[k], np.float32) for k in self.names}
         # the backward walk is planned once: seeds at the logits and at each side output
         self._backward = Backward(engine.artifact.graph, [plan["logits"], *self.sides], self.names)
+        self._used = set(plan["taps"])  # what the step keeps of a forward's taps: the backward's values, the sides
+        self._read = set(self._backward.needed)
         self.step_memory: dict[str, int] | None = None
         self.confident = 0
         self._reset()
@@ -156,13 +168,15 @@ class AdapterPolicy(AdaptingPolicy):
             yc, tc = (y, taps) if taps else self.engine.run_with_taps(xc)
             if self._inputs is not None and self._inputs.available:  # the batch's gain: chunks weighted by size
                 gain += self._inputs.update(tc, len(xc)) * len(xc) / n
+            for name in [t for t in tc if t not in self._used]:
+                del tc[name]  # read (norm's and the shift test's taps): only what the backward needs stays
+            kept = max(kept, nbytes(tc.values()))
             seed, h = entropy_seed(yc, self.margin, n)
             self.confident += int((h < self.margin).sum())
             seeds = {out: seed}
             for s in self.sides:  # lam * mean |a| over the batch: a chunk holds len(xc) of its n samples
-                a = tc[s]
-                seeds[s] = (self.lam * len(xc) / (n * a.size) * np.sign(a)).astype(np.float32)
-            kept = max(kept, nbytes(tc.values()))
+                a = tc[s] if s in self._read else tc.pop(s)  # given up to be the seed unless a rule reads it
+                seeds[s] = l1_seed(a, self.lam * len(xc) / (n * a.size), s not in self._read)
 
             def add(k: str, g: np.ndarray) -> None:
                 """Into the batch's gradient as soon as this chunk's is complete (not both held whole)."""
@@ -171,7 +185,9 @@ class AdapterPolicy(AdaptingPolicy):
                 else:
                     grads[k] = np.array(g, np.float32)
 
-            self._backward({**tc, self.input: xc, out: yc}, seeds, self.engine.artifact.params, reduce=add)
+            self._backward({**tc, self.input: xc, out: yc}, seeds, self.engine.artifact.params, reduce=add,
+                           into_seeds=True)
+            del seeds, tc
         if not taps:
             kept += y.nbytes  # the batch's logits
         self._gain = gain

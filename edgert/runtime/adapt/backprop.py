@@ -34,16 +34,18 @@ def backward(graph: ir.Graph, values: Mapping[str, np.ndarray], seeds: Mapping[s
     return Backward(graph, seeds, wrt)(values, seeds, params)
 
 
-def needed_values(graph: ir.Graph, seeds: Iterable[str], wrt: Iterable[str]) -> list[str]:
-    """The forward tensors (graph inputs included) ``backward`` must be given, in graph order."""
-    return Backward(graph, seeds, wrt).needed
+def needed_values(graph: ir.Graph, seeds: Iterable[str], wrt: Iterable[str], given: Iterable[str] = ()) -> list[str]:
+    """The forward tensors (graph inputs included) ``backward`` must be given, in graph order; names in
+    ``given`` are taken as given rather than recomputed from their inputs."""
+    return Backward(graph, seeds, wrt, given).needed
 
 
 class Backward:
     """The walk for fixed seeds and wanted names, planned once and run per step."""
 
-    def __init__(self, graph: ir.Graph, seeds: Iterable[str], wrt: Iterable[str]):
+    def __init__(self, graph: ir.Graph, seeds: Iterable[str], wrt: Iterable[str], given: Iterable[str] = ()):
         self.graph, self.seeds, self.wrt = graph, list(seeds), list(dict.fromkeys(wrt))
+        self.given = set(given)  # cheap outputs that will be given all the same (kept, not recomputed)
         self.specs = graph.infer_specs()
         unknown = [n for n in self.seeds + self.wrt if n not in self.specs]
         if unknown:
@@ -88,7 +90,7 @@ class Backward:
             node = self.producers.get(name)
             if name in self.graph.params or name in out:
                 continue
-            if isinstance(node, CHEAP):
+            if isinstance(node, CHEAP) and name not in self.given:
                 todo.extend(node.inputs)
             else:
                 out.add(name)
@@ -96,9 +98,12 @@ class Backward:
 
     def __call__(self, values: Mapping[str, np.ndarray], seeds: Mapping[str, np.ndarray],
                  params: Mapping[str, np.ndarray] | None = None,
-                 reduce: Callable[[str, np.ndarray], object] | None = None) -> dict[str, np.ndarray]:
+                 reduce: Callable[[str, np.ndarray], object] | None = None,
+                 into_seeds: bool = False) -> dict[str, np.ndarray]:
         """The gradients; with ``reduce``, ``reduce(name, grad)`` in place of each wanted gradient, taken
-        as soon as it is complete, so a full activation gradient need not outlive its step."""
+        as soon as it is complete, so a full activation gradient need not outlive its step. With
+        ``into_seeds`` the gradient arriving at a seeded tensor is added into the seed array in place
+        (the caller gives it up) rather than into a new array of its size."""
         params = self.graph.params if params is None else params
         if set(seeds) != set(self.seeds):
             raise EdgertError(f"backward was planned for seeds {self.seeds}, got {sorted(seeds)}")
@@ -125,6 +130,7 @@ class Backward:
             return cache[name]
 
         grads = {k: np.asarray(v) for k, v in seeds.items()}
+        owned = {k for k, v in grads.items() if into_seeds and v.flags.writeable}
         done: dict[str, object] = {}
         for k, (node, want) in enumerate(self.steps):
             g = grads.pop(node.output)
@@ -135,6 +141,8 @@ class Backward:
             for name, d in zip(node.inputs, RULES[node.op](node, g, want, get, self._shape(g))):
                 if d is not None and name in self._once:
                     done[name] = reduce(name, d) if reduce else d
+                elif d is not None and name in owned and d.shape == grads[name].shape:
+                    np.add(grads[name], d, out=grads[name])
                 elif d is not None:
                     grads[name] = grads[name] + d if name in grads else d
             del g

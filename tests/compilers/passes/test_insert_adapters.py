@@ -74,3 +74,27 @@ def test_graph_output_and_branch_points_are_rewired(shared):
     readers = [n.name for n in got.nodes if "h" in n.inputs]
     assert readers == ["adapter.0.conv", "adapter.0.add"]
     assert got.outputs == (("out",) if shared else ("adapter.0.out",))
+
+
+def test_low_rank_blocks_start_as_identity_and_compute_the_bottleneck():
+    g = _two_blocks()
+    x = np.random.default_rng(2).standard_normal((3, 1, 4, 4)).astype(np.float32)
+    got, adapters = insert_adapters(g, [None, 1])
+    assert [(a.rank, a.params) for a in adapters] == [
+        (None, ("adapter.0.weight", "adapter.0.bias")),
+        (1, ("adapter.1.down.weight", "adapter.1.down.bias", "adapter.1.up.weight", "adapter.1.up.bias"))]
+    assert got.params["adapter.1.down.weight"].shape == (1, 2, 1, 1) and got.params["adapter.1.down.weight"].any()
+    np.testing.assert_array_equal(run_graph_ref(got, {"x": x})[0], run_graph_ref(g, {"x": x})[0])
+    # nonzero up weights: y2 + up(down(y2)) by hand (1x1 convs are per-pixel matrix products)
+    rng = np.random.default_rng(3)
+    p = dict(got.params, **{"adapter.1.up.weight": rng.standard_normal((2, 1, 1, 1)).astype(np.float32),
+                            "adapter.1.up.bias": np.float32([0.5, -1.0]),
+                            "adapter.1.down.bias": np.float32([0.25])})
+    y2 = run_graph_ref(ir.Graph(g.inputs, g.nodes, ("y2",), g.params), {"x": x})[0]
+    mid = np.einsum("rc,nchw->nrhw", p["adapter.1.down.weight"][:, :, 0, 0], y2) + 0.25
+    side = np.einsum("cr,nrhw->nchw", p["adapter.1.up.weight"][:, :, 0, 0], mid) + np.float32([0.5, -1.0])[:, None, None]
+    g_side = ir.Graph(got.inputs, got.nodes, ("adapter.1.out",), p)
+    np.testing.assert_allclose(run_graph_ref(g_side, {"x": x})[0], y2 + side, rtol=1e-5, atol=1e-5)
+    assert insert_adapters(g, 5)[1][0].rank == 3  # capped at the channels
+    with pytest.raises(ValueError, match="one per conv block"):
+        insert_adapters(g, [2])

@@ -120,6 +120,74 @@ def test_update_matches_torch_autograd(artifacts, optimizer, batch, chunk):
     assert batch == 1 or ref.kept < 3 * batch  # the filter dropped some samples
 
 
+class _TorchLowRank(_TorchAdapted):
+    """The torch model with a frozen full side block after the first conv block and a trainable
+    rank-r bottleneck after the second (what --adapter-rank with a budget for the last block compiles)."""
+
+    def __init__(self, params: dict[str, np.ndarray]):
+        nn.Module.__init__(self)
+        self.net = _model()
+        self.frozen = [torch.tensor(params[f"adapter.0.{p}"]) for p in ("weight", "bias")]
+        self.side = nn.ParameterList(nn.Parameter(torch.tensor(params[f"adapter.1.{layer}.{p}"]))
+                                     for layer in ("down", "up") for p in ("weight", "bias"))
+        self.a, self.kept = [], 0
+        self.net[2].register_forward_hook(lambda mod, inp, out: out + nn.functional.conv2d(out, *self.frozen))
+        self.net[5].register_forward_hook(lambda mod, inp, out: self._add(out))
+
+    def _add(self, h: torch.Tensor) -> torch.Tensor:
+        d, db, u, ub = self.side
+        a = nn.functional.conv2d(nn.functional.conv2d(h, d, db), u, ub)
+        self.a.append(a)
+        return h + a
+
+
+def test_budget_trains_the_last_block_at_low_rank_as_torch_autograd(artifacts):
+    from edgert.compilers.adapters import plan_blocks
+    from edgert.compilers.compile import import_model, optimize
+
+    graph = optimize(import_model(_model(), X0))
+    _, _, k, both = plan_blocks(graph, 2, None, 1)
+    _, adapters, k1, last = plan_blocks(graph, 2, both["step_peak"] - 1, 1)
+    assert (k, k1) == (2, 1) and last["step_peak"] < both["step_peak"]
+    assert [a.rank for a in adapters] == [None, 2]
+    with pytest.raises(EdgertError, match="too small for the adapter step at batch 1.*--adapter-rank"):
+        plan_blocks(graph, 2, 256, 1)
+    rng = np.random.default_rng(0)
+    data = {"x": rng.standard_normal((64, 1, 6, 6)).astype(np.float32), "y": rng.integers(0, 3, 64)}
+    art = edgert.compile(_model(), X0, adapters=True, adapter_data=data, adapter_steps=30, adapter_rank=2,
+                         adapt_memory=both["step_peak"] - 1)
+    plan = art.manifest["adapt"]["adapter"]
+    assert [b["name"] for b in plan["blocks"]] == ["adapter.1"] and plan["frozen_blocks"] == ["adapter.0"]
+    assert np.abs(art.params["adapter.0.weight"]).max() > 1e-4  # warmed up, then frozen on the device
+    ref = _TorchLowRank(art.params)
+    lr, lam, margin = 0.05, 0.7, 1.0
+    policy = make_policy("adapter", Engine(art), lr=lr, lam=lam, margin=margin, guard=False, memory_every=1)
+    opt = torch.optim.Adam(ref.side, lr=lr)
+    for x in _stream(1, 4):
+        loss, z = ref.loss(x, margin * np.log(3), lam)
+        np.testing.assert_allclose(policy.run(x), z.detach().numpy(), rtol=1e-4, atol=1e-5)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        state = policy.state_dict()
+        for name, p in zip(plan["params"], ref.side):
+            np.testing.assert_allclose(state[name], p.detach().numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
+    assert "adapter.0.weight" not in state
+    # kept: the trained block's input h, its bottleneck and its side output (float32, 3x3 after the pool);
+    # nothing of the frozen block or of norm's taps
+    assert policy.stats()["step_memory"]["kept"] == 4 * (6 * 3 * 3 + 2 * 3 * 3 + 6 * 3 * 3)
+
+
+def test_l1_seed_overwrites_only_a_tap_given_up():
+    from edgert.runtime.adapt.adapter import l1_seed
+
+    a = np.float32([[-2.0, 0.0, 3.0]])
+    kept = l1_seed(a, 0.5)
+    np.testing.assert_array_equal(kept, [[-0.5, 0.0, 0.5]])
+    assert a[0, 0] == -2.0
+    assert l1_seed(a, 0.5, overwrite=True) is a and a[0, 2] == 0.5
+
+
 def test_reset_state_roundtrip_and_memory(artifacts):
     art = artifacts["warm"]
     engine = Engine(art)
@@ -147,9 +215,10 @@ def test_reset_state_roundtrip_and_memory(artifacts):
     assert n == 4 * 4 + 4 + 6 * 6 + 6
     assert mem["optimizer"] == 2 * 4 * n and mem["gradients"] == 4 * n  # Adam: two float32 moments
     assert mem["transient"] >= mem["gradients"]         # tracemalloc sees NumPy's buffers
-    # one sample's taps at a time (chunk 1), and the batch's logits [2, 3]; float32
+    # one sample's taps at a time (chunk 1), only those the adapter's step keeps, and the batch's logits
+    # [2, 3]; float32
     assert mem["kept"] == sum(4 * np.prod(engine.artifact.manifest["specs"][t]["shape"][1:])
-                              for t in art.manifest["adapt"]["taps"]) + 4 * 2 * 3
+                              for t in art.manifest["adapt"]["adapter"]["taps"]) + 4 * 2 * 3
     assert mem["step_peak"] == mem["kept"] + mem["optimizer"] + mem["transient"]
     bad = dict(state, **{"adapter.0.weight": np.zeros(3, np.float32)})
     with pytest.raises(InputError, match="expected"):

@@ -5,7 +5,7 @@ import pytest
 
 from edgert import ir
 from edgert.errors import EdgertError
-from edgert.runtime.adapt.backprop import backward, needed_values
+from edgert.runtime.adapt.backprop import Backward, backward, needed_values
 
 torch = pytest.importorskip("torch")
 F = torch.nn.functional
@@ -193,6 +193,26 @@ def test_walk_stops_at_the_deepest_wanted_name():
     need = needed_values(graph, [out], [convs[-1].inputs[1]])
     # the last conv's input is relu(previous conv output): recomputed from that conv's output
     assert need == [convs[-2].output, convs[-1].output]
+
+
+def test_given_values_and_gradients_added_into_the_seeds():
+    """A cheap value named ``given`` is tapped rather than recomputed; ``into_seeds`` adds the gradient
+    arriving at a seeded tensor into the seed array and gives the same gradients."""
+    graph = _zoo_graph("plain", True)
+    convs = [n for n in graph.nodes if n.op == "conv2d"]
+    out, last = graph.outputs[0], convs[-1]
+    want = [last.inputs[1]]
+    assert needed_values(graph, [out], want, given=[last.inputs[0]]) == [last.inputs[0], last.output]
+    (xname, spec), = graph.inputs
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2,) + spec.shape[1:])
+    values, _ = _torch_grads(graph, {xname: x}, np.zeros(1), [])
+    seeds = {out: rng.standard_normal(values[out].shape), last.output: rng.standard_normal(values[last.output].shape)}
+    ref = backward(graph, values, seeds, want)
+    given = {k: v.copy() for k, v in seeds.items()}
+    got = Backward(graph, list(seeds), want, [last.inputs[0]])(values, given, into_seeds=True)
+    np.testing.assert_allclose(got[want[0]], ref[want[0]], rtol=1e-12)
+    assert not np.array_equal(given[last.output], seeds[last.output])  # the seed array took the sum
 
 
 def test_missing_value_names_the_tensor_to_tap():
