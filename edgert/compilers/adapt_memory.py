@@ -10,7 +10,8 @@ The estimate, per the runtime's accounting (runtime/adapt/entropy.py): kept valu
 backward needs, the logits) + optimizer state (Adam: 2 float32 per scale and shift) + the transient
 peak of the backward, taken as: the outputs it recomputes (relu, pooling, ...) + the parameter
 gradients + the largest step of the walk (its incoming gradient and twice each outgoing one, padded:
-the buffer and a temporary).
+the buffer and a temporary). ``step_estimate`` is that estimate for any seeds and wanted names; the
+adapter's plan (compilers/adapters.py ``plan_blocks``) uses it to choose the side blocks to train.
 """
 
 from __future__ import annotations

@@ -167,7 +167,7 @@ def plan_blocks(g: ir.Graph, rank: int | None, budget: int | None, batch: int) -
     raise EdgertError(f"--adapt-memory {size_text(budget)} is too small for the adapter step at batch {batch}: "
                       f"the last side block alone needs about {size_text(need)} ({last.channels} channels, "
                       f"{'a full 1x1 conv' if last.rank is None else f'rank {last.rank}'}); give a larger "
-                      "budget, a smaller --adapter-rank or a smaller --adapt-batch")
+                      "budget or a smaller --adapter-rank" + (" or --adapt-batch" if batch > 1 else ""))
 
 
 def add_adapters(g: ir.Graph, data: str | Path | Mapping[str, np.ndarray] | None = None, steps: int = 300,

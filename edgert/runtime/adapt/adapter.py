@@ -27,8 +27,13 @@ A batch larger than ``chunk`` (default 1; None: the whole batch at once) is step
 at a time, each chunk's forward with taps and backward, the gradients added up (exact: the loss is a
 sum over samples), so the step keeps one chunk's activations whatever the batch.
 
+An artifact compiled with ``--adapt-memory`` trains only the deepest side blocks whose step fits (the
+plan's ``blocks``; ``frozen_blocks`` keep their warmed-up weights), and with ``--adapter-rank`` those
+are C->r->C bottlenecks.
+
 ``stats()["step_memory"]["step_peak"]`` is the measured peak of a step: the activations kept from the
-forward (taps), plus the optimizer state, plus the peak of the NumPy allocations of the backward pass
+forward (the plan's taps only: others, read by the shift test, are dropped first; each side output
+becomes its L1 seed in place and then takes the incoming gradient), plus the optimizer state, plus the peak of the NumPy allocations of the backward pass
 and the update (tracemalloc; it includes the gradients). It is measured on the first step and every
 ``memory_every`` steps after (tracemalloc slows the steps it watches); the last measurement is shown.
 """
