@@ -71,6 +71,8 @@ def step_estimate(graph: ir.Graph, seeds: list[str], wrt: list[str], trained: in
 
     def step(node: ir.Node, want: tuple[bool, ...]) -> int:
         """The gradient coming in, and twice each gradient going out (the buffer and a temporary)."""
+        if isinstance(node, ir.AdaptiveAvgPool2d) and tuple(node.output_size) == (1, 1):
+            return size(node.output)  # its gradient is a broadcast view (backprop._adaptive_avg_pool2d)
         out = 0
         for name, w in zip(node.inputs, want):
             if w and name not in graph.params:

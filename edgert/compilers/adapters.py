@@ -142,6 +142,22 @@ def warm_up(g: ir.Graph, adapters: list[Adapter], x: np.ndarray, y: np.ndarray |
     return ir.Graph(g.inputs, g.nodes, g.outputs, new).validate(), summary
 
 
+def step_walk(g: ir.Graph, blocks: list[Adapter]) -> tuple[list[str], list[str], tuple[str, ...], tuple[str, ...]]:
+    """The device step's backward for these trained blocks: (seeds, wanted names, values kept besides
+    what the walk reads, cheap values given rather than recomputed).
+
+    One bottleneck block: the walk goes from the logits to the block's output only, and the block's
+    own gradients come from its input h and bottleneck values (adapter.bottleneck_grads: the side
+    output is recomputed per pixel, so it is neither kept nor seeded). Otherwise: seeds at the logits
+    and at each side output (the L1 term), the walk to the blocks' parameters, each block's input given.
+    """
+    if len(blocks) == 1 and blocks[0].rank is not None:
+        a = blocks[0]
+        return [g.outputs[0]], [a.output], (a.after, a.mid), ()
+    return ([g.outputs[0]] + [a.side for a in blocks], [p for a in blocks for p in a.params],
+            tuple(a.side for a in blocks), tuple(a.after for a in blocks))
+
+
 def plan_blocks(g: ir.Graph, rank: int | None, budget: int | None, batch: int) -> tuple[ir.Graph, list[Adapter], int, dict]:
     """``g`` with side blocks, the blocks, how many of the deepest the device trains and that step's
     estimate at ``batch`` samples: all without a budget, else as many as fit ``budget`` bytes (the
@@ -157,9 +173,8 @@ def plan_blocks(g: ir.Graph, rank: int | None, budget: int | None, batch: int) -
         gk, adapters = insert_adapters(g, [None] * (count - k) + [rank] * k)
         blocks = adapters[-k:]
         names = [p for a in blocks for p in a.params]
-        est = step_estimate(gk, [gk.outputs[0]] + [a.side for a in blocks], names,
-                            sum(int(gk.params[p].size) for p in names), batch, tuple(a.side for a in blocks),
-                            given=tuple(a.after for a in blocks))
+        seeds, wrt, kept, given = step_walk(gk, blocks)
+        est = step_estimate(gk, seeds, wrt, sum(int(gk.params[p].size) for p in names), batch, kept, given)
         if budget is None or est["step_peak"] <= budget:
             return gk, adapters, k, est
         need = est["step_peak"]
@@ -195,10 +210,12 @@ def add_adapters(g: ir.Graph, data: str | Path | Mapping[str, np.ndarray] | None
         g, summary = warm_up(g, adapters, *source, steps, say)
     names = [p for a in trained for p in a.params]
     out = g.outputs[0]
-    needed = needed_values(g, [out] + [a.side for a in trained], names, given=[a.after for a in trained])
+    seeds, wrt, kept, given = step_walk(g, trained)
+    needed = needed_values(g, seeds, wrt, given)
     inputs = {n for n, _ in g.inputs}
     taps = [t for t in needed if t not in g.params and t not in inputs and t != out]
     plan = {"blocks": [a.to_json() for a in trained], "frozen_blocks": [a.name for a in adapters[:-len(trained)]],
-            "params": names, "logits": out, "taps": list(dict.fromkeys(taps + [a.side for a in trained])),
+            "params": names, "logits": out, "taps": list(dict.fromkeys(taps + list(kept))),
+            "walk": "bottleneck" if wrt == [trained[0].output] else "graph",
             "budget_bytes": budget, "batch": batch, "estimate_bytes": est, "warmup": summary}
     return g, plan

@@ -33,6 +33,11 @@ class Adapter:
     rank: int | None = None
 
     @property
+    def mid(self) -> str:
+        """The bottleneck's output (a rank-r block only)."""
+        return f"{self.name}.mid"
+
+    @property
     def params(self) -> tuple[str, ...]:
         if self.rank is None:
             return f"{self.name}.weight", f"{self.name}.bias"
@@ -40,7 +45,8 @@ class Adapter:
 
     def to_json(self) -> dict:
         return {"name": self.name, "after": self.after, "side": self.side, "output": self.output,
-                "channels": self.channels, "rank": self.rank, "params": list(self.params)}
+                "channels": self.channels, "rank": self.rank, "params": list(self.params),
+                **({"mid": self.mid} if self.rank is not None else {})}
 
 
 def block_ends(g: ir.Graph) -> list[str]:
@@ -100,9 +106,8 @@ def insert_adapters(g: ir.Graph, rank: int | None | Sequence[int | None] = None,
             params[db] = np.zeros(a.rank, np.float32)
             params[uw] = np.zeros((c, a.rank, 1, 1), np.float32)
             params[ub] = np.zeros(c, np.float32)
-            mid = f"{a.name}.mid"
-            nodes.append(ir.Conv2d(name=f"{a.name}.down", inputs=(a.after, dw, db), output=mid))
-            nodes.append(ir.Conv2d(name=f"{a.name}.up", inputs=(mid, uw, ub), output=a.side))
+            nodes.append(ir.Conv2d(name=f"{a.name}.down", inputs=(a.after, dw, db), output=a.mid))
+            nodes.append(ir.Conv2d(name=f"{a.name}.up", inputs=(a.mid, uw, ub), output=a.side))
         nodes.append(ir.Add(name=f"{a.name}.add", inputs=(a.after, a.side), output=a.output))
     outputs = tuple(rename.get(o, o) for o in g.outputs)
     return ir.Graph(g.inputs, nodes, outputs, params).validate(), adapters

@@ -75,6 +75,55 @@ def l1_seed(a: np.ndarray, scale: float, overwrite: bool = False) -> np.ndarray:
     return a
 
 
+def bottleneck_grads_ref(g: np.ndarray, h: np.ndarray, mid: np.ndarray, w_up: np.ndarray, b_up: np.ndarray,
+                        scale: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Gradients of a bottleneck side block a = up(down(h)) (1x1 convs: mid = W_d h + b_d, a = W_u mid
+    + b_u) for the loss L whose gradient at the block output h + a is ``g``, plus ``scale * sum |a|``:
+    (dW_d [r, C], db_d [r], dW_u [C, r], db_u [C]), summed over samples and pixels (NumPy reference).
+    h is [N, C, H, W], mid [N, r, H, W]; W_u [C, r]."""
+    n, c = h.shape[:2]
+    r = mid.shape[1]
+    h2, m2 = h.reshape(n, c, -1), mid.reshape(n, r, -1)
+    a = np.einsum("cr,nrp->ncp", w_up, m2) + b_up[None, :, None]
+    ga = np.broadcast_to(g, h.shape).reshape(n, c, -1) + scale * np.sign(a)
+    dmid = np.einsum("cr,ncp->nrp", w_up, ga)
+    return (np.einsum("nrp,ncp->rc", dmid, h2), dmid.sum(axis=(0, 2)), np.einsum("ncp,nrp->cr", ga, m2),
+            ga.sum(axis=(0, 2)))
+
+
+@numba.njit(cache=True, nogil=True)
+def _bottleneck_grads(g, h, mid, w_up, b_up, scale, dw_d, db_d, dw_u, db_u):
+    n, c, p = h.shape
+    r = mid.shape[1]
+    dmid = np.empty(r, np.float32)
+    for s in range(n):
+        for q in range(p):
+            dmid[:] = 0.0
+            for ch in range(c):
+                a = b_up[ch]
+                for k in range(r):
+                    a += w_up[ch, k] * mid[s, k, q]
+                ga = g[s, ch, q] + (scale if a > 0 else -scale if a < 0 else 0.0)
+                db_u[ch] += ga
+                for k in range(r):
+                    dw_u[ch, k] += ga * mid[s, k, q]
+                    dmid[k] += w_up[ch, k] * ga
+            for k in range(r):
+                db_d[k] += dmid[k]
+                for ch in range(c):
+                    dw_d[k, ch] += dmid[k] * h[s, ch, q]
+
+
+def bottleneck_grads(g: np.ndarray, h: np.ndarray, mid: np.ndarray, w_up: np.ndarray, b_up: np.ndarray,
+                     scale: float, out: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]) -> None:
+    """bottleneck_grads_ref added into ``out`` (float32 dW_d, db_d, dW_u, db_u), in one pass that never
+    holds a or its gradient whole: a is recomputed per pixel from mid (r values), so a step needs
+    neither the side output as a tap nor a buffer of its size. ``g`` may be a broadcast view."""
+    n, c = h.shape[:2]
+    _bottleneck_grads(np.broadcast_to(g, h.shape).reshape(n, c, -1), h.reshape(n, c, -1), mid.reshape(n, mid.shape[1], -1), w_up.reshape(c, -1), b_up,
+                      np.float32(scale), *out)
+
+
 def adam_step_ref(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, lr: float, b1: float, b2: float,
                   t: int, eps: float = 1e-8) -> np.ndarray:
     """Step ``t`` of Adam with bias-corrected moments, as torch.optim.Adam: m and v in place; returns the
@@ -136,7 +185,13 @@ class AdapterPolicy(AdaptingPolicy):
         self.names = list(plan["params"])
         self._src = {k: np.array(engine.artifact.params[k], np.float32) for k in self.names}
         # the backward walk is planned once: seeds at the logits and at each side output
-        self._backward = Backward(engine.artifact.graph, [plan["logits"], *self.sides], self.names)
+        # one bottleneck block (plan walk "bottleneck"): the walk ends at its output, bottleneck_grads does
+        # the rest; otherwise seeds at the logits and the side outputs, the walk to the parameters
+        self._bottleneck = plan.get("walk") == "bottleneck"
+        if self._bottleneck:
+            self._backward = Backward(engine.artifact.graph, [plan["logits"]], [plan["blocks"][0]["output"]])
+        else:
+            self._backward = Backward(engine.artifact.graph, [plan["logits"], *self.sides], self.names)
         self._used = set(plan["taps"])  # what the step keeps of a forward's taps: the backward's values, the sides
         self._read = set(self._backward.needed)
         self.step_memory: dict[str, int] | None = None
@@ -178,6 +233,9 @@ class AdapterPolicy(AdaptingPolicy):
             kept = max(kept, nbytes(tc.values()))
             seed, h = entropy_seed(yc, self.margin, n)
             self.confident += int((h < self.margin).sum())
+            if self._bottleneck:
+                self._bottleneck_step(tc, xc, yc, seed, n, grads)
+                continue
             seeds = {out: seed}
             for s in self.sides:  # lam * mean |a| over the batch: a chunk holds len(xc) of its n samples
                 a = tc[s] if s in self._read else tc.pop(s)  # given up to be the seed unless a rule reads it
@@ -206,6 +264,24 @@ class AdapterPolicy(AdaptingPolicy):
                 self.params[k] = self.params[k] - np.float32(self.lr) * g
         self.engine.set_params(self.params)
         return sum(g.nbytes for g in grads.values()), kept
+
+    def _bottleneck_step(self, tc: dict[str, np.ndarray], xc: np.ndarray, yc: np.ndarray, seed: np.ndarray,
+                         n: int, grads: dict[str, np.ndarray]) -> None:
+        """One chunk's gradients for a single bottleneck block, added into ``grads``."""
+        block, params = self.plan["blocks"][0], self.engine.artifact.params
+        w_up, b_up = block["params"][2:]
+        if not grads:
+            grads.update((k, np.zeros(params[k].shape, np.float32)) for k in self.names)
+        h, mid = tc[block["after"]], tc[block["mid"]]
+        scale = self.lam * len(xc) / (n * h.size)  # lam * mean |a| over the batch; a has h's shape
+
+        def at_output(name: str, g: np.ndarray) -> None:
+            bottleneck_grads(g, h, mid, params[w_up], params[b_up], scale,
+                             tuple(grads[k].reshape(grads[k].shape[:2]) if grads[k].ndim == 4 else grads[k]
+                                   for k in block["params"]))
+
+        self._backward({**tc, self.input: xc, self.plan["logits"]: yc}, {self.plan["logits"]: seed}, params,
+                       reduce=at_output)
 
     def _state(self) -> dict[str, np.ndarray]:
         out = dict(self.params)

@@ -121,27 +121,33 @@ def test_update_matches_torch_autograd(artifacts, optimizer, batch, chunk):
 
 
 class _TorchLowRank(_TorchAdapted):
-    """The torch model with a frozen full side block after the first conv block and a trainable
-    rank-r bottleneck after the second (what --adapter-rank with a budget for the last block compiles)."""
+    """The torch model with trainable rank-r bottlenecks after the trained conv blocks and, when only
+    the last is trained (what --adapter-rank with a budget for the last block compiles), the first
+    block's full side block frozen."""
 
-    def __init__(self, params: dict[str, np.ndarray]):
+    def __init__(self, params: dict[str, np.ndarray], trained: list[int]):
         nn.Module.__init__(self)
         self.net = _model()
-        self.frozen = [torch.tensor(params[f"adapter.0.{p}"]) for p in ("weight", "bias")]
-        self.side = nn.ParameterList(nn.Parameter(torch.tensor(params[f"adapter.1.{layer}.{p}"]))
-                                     for layer in ("down", "up") for p in ("weight", "bias"))
+        self.side = nn.ParameterList(nn.Parameter(torch.tensor(params[f"adapter.{k}.{layer}.{p}"]))
+                                     for k in trained for layer in ("down", "up") for p in ("weight", "bias"))
         self.a, self.kept = [], 0
-        self.net[2].register_forward_hook(lambda mod, inp, out: out + nn.functional.conv2d(out, *self.frozen))
-        self.net[5].register_forward_hook(lambda mod, inp, out: self._add(out))
+        if trained == [1]:
+            frozen = [torch.tensor(params[f"adapter.0.{p}"]) for p in ("weight", "bias")]
+            self.net[2].register_forward_hook(lambda mod, inp, out: out + nn.functional.conv2d(out, *frozen))
+        for j, k in enumerate(trained):
+            self.net[(2, 5)[k]].register_forward_hook(lambda mod, inp, out, j=j: self._add(j, out))
 
-    def _add(self, h: torch.Tensor) -> torch.Tensor:
-        d, db, u, ub = self.side
+    def _add(self, j: int, h: torch.Tensor) -> torch.Tensor:
+        d, db, u, ub = self.side[4 * j:4 * j + 4]
         a = nn.functional.conv2d(nn.functional.conv2d(h, d, db), u, ub)
         self.a.append(a)
         return h + a
 
 
-def test_budget_trains_the_last_block_at_low_rank_as_torch_autograd(artifacts):
+@pytest.mark.parametrize("budgeted", [True, False])
+def test_low_rank_blocks_train_as_torch_autograd(budgeted):
+    """With a budget that fits only the last block, it alone is trained (its own walk, the side output
+    recomputed from the bottleneck); without one, every block is (the graph walk)."""
     from edgert.compilers.adapters import plan_blocks
     from edgert.compilers.compile import import_model, optimize
 
@@ -155,11 +161,14 @@ def test_budget_trains_the_last_block_at_low_rank_as_torch_autograd(artifacts):
     rng = np.random.default_rng(0)
     data = {"x": rng.standard_normal((64, 1, 6, 6)).astype(np.float32), "y": rng.integers(0, 3, 64)}
     art = edgert.compile(_model(), X0, adapters=True, adapter_data=data, adapter_steps=30, adapter_rank=2,
-                         adapt_memory=both["step_peak"] - 1)
+                         adapt_memory=both["step_peak"] - 1 if budgeted else None)
     plan = art.manifest["adapt"]["adapter"]
-    assert [b["name"] for b in plan["blocks"]] == ["adapter.1"] and plan["frozen_blocks"] == ["adapter.0"]
-    assert np.abs(art.params["adapter.0.weight"]).max() > 1e-4  # warmed up, then frozen on the device
-    ref = _TorchLowRank(art.params)
+    trained = [1] if budgeted else [0, 1]
+    assert [b["name"] for b in plan["blocks"]] == [f"adapter.{k}" for k in trained]
+    assert plan["walk"] == ("bottleneck" if budgeted else "graph")
+    if budgeted:
+        assert plan["frozen_blocks"] == ["adapter.0"] and np.abs(art.params["adapter.0.weight"]).max() > 1e-4
+    ref = _TorchLowRank(art.params, trained)
     lr, lam, margin = 0.05, 0.7, 1.0
     policy = make_policy("adapter", Engine(art), lr=lr, lam=lam, margin=margin, guard=False, memory_every=1)
     opt = torch.optim.Adam(ref.side, lr=lr)
@@ -172,10 +181,27 @@ def test_budget_trains_the_last_block_at_low_rank_as_torch_autograd(artifacts):
         state = policy.state_dict()
         for name, p in zip(plan["params"], ref.side):
             np.testing.assert_allclose(state[name], p.detach().numpy(), rtol=1e-4, atol=1e-6, err_msg=name)
-    assert "adapter.0.weight" not in state
-    # kept: the trained block's input h, its bottleneck and its side output (float32, 3x3 after the pool);
-    # nothing of the frozen block or of norm's taps
-    assert policy.stats()["step_memory"]["kept"] == 4 * (6 * 3 * 3 + 2 * 3 * 3 + 6 * 3 * 3)
+    if budgeted:  # kept: the trained block's input h and its bottleneck (float32, 3x3 after the pool); not
+        # its side output, nothing of the frozen block, none of norm's taps
+        assert "adapter.0.weight" not in state
+        assert policy.stats()["step_memory"]["kept"] == 4 * (6 * 3 * 3 + 2 * 3 * 3)
+
+
+def test_bottleneck_grads_match_the_reference():
+    from edgert.runtime.adapt.adapter import bottleneck_grads, bottleneck_grads_ref
+
+    rng = np.random.default_rng(3)
+    n, c, r = 2, 6, 2
+    h, mid = rng.standard_normal((n, c, 3, 3)), rng.standard_normal((n, r, 3, 3))
+    w_up, b_up = rng.standard_normal((c, r, 1, 1)), rng.standard_normal(c)
+    for g in (rng.standard_normal((n, c, 3, 3)), np.broadcast_to(rng.standard_normal((n, c, 1, 1)), (n, c, 3, 3))):
+        want = bottleneck_grads_ref(g, h, mid, w_up[:, :, 0, 0], b_up, 0.1)
+        f32 = lambda a: np.asarray(a, np.float32)  # noqa: E731
+        got = tuple(np.zeros(w.shape, np.float32) for w in want)
+        bottleneck_grads(f32(g), f32(h), f32(mid), f32(w_up), f32(b_up), 0.1, got)
+        bottleneck_grads(f32(g), f32(h), f32(mid), f32(w_up), f32(b_up), 0.1, got)  # adds into
+        for a, b in zip(got, want):
+            np.testing.assert_allclose(a, 2 * b, rtol=1e-5, atol=1e-5)
 
 
 def test_l1_seed_overwrites_only_a_tap_given_up():
