@@ -29,7 +29,10 @@ sum over samples), so the step keeps one chunk's activations whatever the batch.
 
 An artifact compiled with ``--adapt-memory`` trains only the deepest side blocks whose step fits (the
 plan's ``blocks``; ``frozen_blocks`` keep their warmed-up weights), and with ``--adapter-rank`` those
-are C->r->C bottlenecks.
+are C->r->C bottlenecks. When one bottleneck block is trained (plan ``walk``: "bottleneck") the
+backward walks from the logits to that block's output only, and ``bottleneck_grads`` gives its four
+gradients from the block's input h and bottleneck values in one pass, recomputing a per pixel for
+the L1 term's sign: the step keeps h and the bottleneck, not a, and never holds a's gradient whole.
 
 ``stats()["step_memory"]["step_peak"]`` is the measured peak of a step: the activations kept from the
 forward (the plan's taps only: others, read by the shift test, are dropped first; each side output
@@ -256,14 +259,16 @@ class AdapterPolicy(AdaptingPolicy):
         self._gain = gain
         self._t += 1
         b1, b2 = self.betas
+        grad_bytes = nbytes(grads.values())
         for k in self.names:
-            g = grads[k]
+            g = grads.pop(k)  # freed once applied
             if self.optimizer == "adam":
                 self.params[k] = adam_step(self.params[k], g, self._m[k], self._v[k], self.lr, b1, b2, self._t)
             else:
                 self.params[k] = self.params[k] - np.float32(self.lr) * g
+            del g
         self.engine.set_params(self.params)
-        return sum(g.nbytes for g in grads.values()), kept
+        return grad_bytes, kept
 
     def _bottleneck_step(self, tc: dict[str, np.ndarray], xc: np.ndarray, yc: np.ndarray, seed: np.ndarray,
                          n: int, grads: dict[str, np.ndarray]) -> None:

@@ -130,7 +130,7 @@ class Backward:
             return cache[name]
 
         grads = {k: np.asarray(v) for k, v in seeds.items()}
-        owned = {k for k, v in grads.items() if into_seeds and v.flags.writeable}
+        owned = {k for k, v in grads.items() if v.flags.writeable} if into_seeds else ()
         done: dict[str, object] = {}
         for k, (node, want) in enumerate(self.steps):
             g = grads.pop(node.output)
