@@ -267,7 +267,8 @@ def main() -> str:
               "(its default chunk), every sample counted; it keeps only the taps its backward reads and "
               f"the side outputs (which become the L1 seeds in place). `{LOW}`: side blocks warmed up "
               f"as full 1x1 convs except the last, a 64->{LOW_RANK}->64 bottleneck, the only one the device "
-              "trains (the deepest blocks whose estimated step fits the budget at batch 1).",
+              "trains (the deepest blocks whose estimated step fits the budget at batch 1); its step keeps "
+              "the block's input and bottleneck values only (the side output is recomputed per pixel).",
               "", "| batch | method | kept KB | optimizer KB | transient KB | step peak KB | / TENT torch |",
               "|---|---|---|---|---|---|---|"]
     for batch, name, m, ratio in memory["rows"]:
