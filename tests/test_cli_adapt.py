@@ -56,8 +56,12 @@ def test_compile_adapters_then_run_the_adapter_policy(tmp_path):
     np.save(tmp_path / "x.npy", xte[:12])
     bad = edgert("compile", pt2, "--adapter-data", tmp_path / "source.npz", check=False)
     assert bad.returncode == 2 and "add --adapters" in bad.stdout + bad.stderr
-    out = edgert("compile", pt2, "-o", tmp_path / "id.edgert", "--adapters")
-    assert "3 side blocks" in out.stdout and "start at identity" in out.stdout
+    small = edgert("compile", pt2, "--adapters", "--adapter-rank", "2", "--adapt-memory", "2KB", check=False)
+    assert small.returncode != 0 and "too small for the adapter step" in small.stdout + small.stderr
+    out = edgert("compile", pt2, "-o", tmp_path / "id.edgert", "--adapters", "--adapter-rank", "2",
+                 "--adapt-memory", "13KB")
+    said = " ".join(out.stdout.split())  # the console wraps long lines
+    assert "3 side blocks, the device trains the last 1" in said and "start at identity" in said
     out = edgert("compile", pt2, "-o", tmp_path / "ad.edgert", "--adapters", "--adapter-data",
                  tmp_path / "source.npz", "--adapter-steps", "50")
     assert "step 50/50" in out.stdout and "warmed up 50 steps on 200 samples" in out.stdout
