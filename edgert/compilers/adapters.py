@@ -2,12 +2,11 @@
 
 ``add_adapters(graph, data, steps)`` inserts a residual side block that starts as the identity after
 every conv block (passes/insert_adapters.py: a 1x1 conv, or with ``rank`` a C->r->C bottleneck), so the
-network computes exactly what it did. With source data (an .npz
-holding ``x`` [N, ...] shaped like the model input and, optionally, integer labels ``y`` [N]) the
-blocks are warmed up in torch, everything else frozen: Adam, batches of 64, on inputs with light
-noise and contrast jitter (so the blocks learn something the frozen network has not), with
-cross-entropy to the labels when there are labels, else the KL divergence to the frozen model's
-predictions on the clean inputs. Without data the blocks stay at identity.
+network computes exactly what it did. With source data (an .npz holding ``x`` [N, ...] shaped like the
+model input and, optionally, integer labels ``y`` [N]) the blocks are warmed up in torch, everything
+else frozen: Adam, batches of 64, on inputs with light noise and contrast jitter (so the blocks learn
+something the frozen network has not), with cross-entropy to the labels when there are labels, else
+the KL divergence to the frozen model's predictions on the clean inputs. Without data the blocks stay at identity.
 
 The plan (manifest ``adapt.adapter``) names the blocks the device trains, their parameters, the logits,
 and the taps the device's backward pass needs (``backprop.needed_values``) plus each trained block's
@@ -158,7 +157,8 @@ def step_walk(g: ir.Graph, blocks: list[Adapter]) -> tuple[list[str], list[str],
             tuple(a.side for a in blocks), tuple(a.after for a in blocks))
 
 
-def plan_blocks(g: ir.Graph, rank: int | None, budget: int | None, batch: int) -> tuple[ir.Graph, list[Adapter], int, dict]:
+def plan_blocks(g: ir.Graph, rank: int | None, budget: int | None,
+                batch: int) -> tuple[ir.Graph, list[Adapter], int, dict]:
     """``g`` with side blocks, the blocks, how many of the deepest the device trains and that step's
     estimate at ``batch`` samples: all without a budget, else as many as fit ``budget`` bytes (the
     trained ones at ``rank``, the others full 1x1 convs); an EdgertError naming a fix when none fits."""

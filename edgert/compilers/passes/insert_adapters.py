@@ -1,4 +1,4 @@
-"""Insert EcoTTA-style side blocks: h -> h + conv1x1(h) after each conv block, zero-initialized.
+"""Insert EcoTTA-style side blocks: h -> h + conv1x1(h) after each conv block, starting as the identity.
 
 With ``rank`` r the side branch is a bottleneck, conv1x1 C->r then conv1x1 r->C (2rC + r + C parameters
 instead of C^2 + C): a step's gradients and optimizer state shrink with r, which is what a batch-1
@@ -72,8 +72,9 @@ def insert_adapters(g: ir.Graph, rank: int | None | Sequence[int | None] = None,
 
     Every consumer of a block output h (and the graph outputs) reads ``adapter.<k>.out = h + side(h)``
     instead. Without ``rank``: ``adapter.<k>.weight`` [C, C, 1, 1] and ``adapter.<k>.bias`` [C], zeros.
-    With ``rank`` r (capped at C; or one rank per block, in graph order): ``adapter.<k>.down.weight`` [r, C, 1, 1] ~ N(0, 1/C) (seeded) and
-    ``.down.bias`` [r] zeros, ``adapter.<k>.up.weight`` [C, r, 1, 1] and ``.up.bias`` [C] zeros.
+    With ``rank`` r (capped at C; or one rank per block, in graph order): ``adapter.<k>.down.weight``
+    [r, C, 1, 1] ~ N(0, 1/C) (seeded), ``.down.bias`` [r] zeros, ``adapter.<k>.up.weight`` [C, r, 1, 1]
+    and ``.up.bias`` [C] zeros.
     """
     ends = block_ends(g)
     ranks = list(rank) if isinstance(rank, Sequence) else [rank] * len(ends)

@@ -36,9 +36,10 @@ the L1 term's sign: the step keeps h and the bottleneck, not a, and never holds 
 
 ``stats()["step_memory"]["step_peak"]`` is the measured peak of a step: the activations kept from the
 forward (the plan's taps only: others, read by the shift test, are dropped first; each side output
-becomes its L1 seed in place and then takes the incoming gradient), plus the optimizer state, plus the peak of the NumPy allocations of the backward pass
-and the update (tracemalloc; it includes the gradients). It is measured on the first step and every
-``memory_every`` steps after (tracemalloc slows the steps it watches); the last measurement is shown.
+becomes its L1 seed in place and then takes the incoming gradient), plus the optimizer state, plus
+the peak of the NumPy allocations of the backward pass and the update (tracemalloc; it includes the
+gradients). It is measured on the first step and every ``memory_every`` steps after (tracemalloc
+slows the steps it watches); the last measurement is shown.
 """
 
 from __future__ import annotations
@@ -123,8 +124,8 @@ def bottleneck_grads(g: np.ndarray, h: np.ndarray, mid: np.ndarray, w_up: np.nda
     holds a or its gradient whole: a is recomputed per pixel from mid (r values), so a step needs
     neither the side output as a tap nor a buffer of its size. ``g`` may be a broadcast view."""
     n, c = h.shape[:2]
-    _bottleneck_grads(np.broadcast_to(g, h.shape).reshape(n, c, -1), h.reshape(n, c, -1), mid.reshape(n, mid.shape[1], -1), w_up.reshape(c, -1), b_up,
-                      np.float32(scale), *out)
+    _bottleneck_grads(np.broadcast_to(g, h.shape).reshape(n, c, -1), h.reshape(n, c, -1),
+                      mid.reshape(n, mid.shape[1], -1), w_up.reshape(c, -1), b_up, np.float32(scale), *out)
 
 
 def adam_step_ref(p: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, lr: float, b1: float, b2: float,

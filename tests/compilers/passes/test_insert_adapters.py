@@ -92,7 +92,8 @@ def test_low_rank_blocks_start_as_identity_and_compute_the_bottleneck():
                             "adapter.1.down.bias": np.float32([0.25])})
     y2 = run_graph_ref(ir.Graph(g.inputs, g.nodes, ("y2",), g.params), {"x": x})[0]
     mid = np.einsum("rc,nchw->nrhw", p["adapter.1.down.weight"][:, :, 0, 0], y2) + 0.25
-    side = np.einsum("cr,nrhw->nchw", p["adapter.1.up.weight"][:, :, 0, 0], mid) + np.float32([0.5, -1.0])[:, None, None]
+    side = (np.einsum("cr,nrhw->nchw", p["adapter.1.up.weight"][:, :, 0, 0], mid)
+            + np.float32([0.5, -1.0])[:, None, None])
     g_side = ir.Graph(got.inputs, got.nodes, ("adapter.1.out",), p)
     np.testing.assert_allclose(run_graph_ref(g_side, {"x": x})[0], y2 + side, rtol=1e-5, atol=1e-5)
     assert insert_adapters(g, 5)[1][0].rank == 3  # capped at the channels
