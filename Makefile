@@ -5,6 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # The emulated aarch64 board (cross toolchain, qemu-user, sysroot, aarch64 wheels); not committed.
 BOARD := build/aarch64/.ready
+# The emulated Cortex-M boards (arm-none-eabi-gcc, newlib, qemu-system-arm via apt); not committed.
+MCU := build/mcu/.ready
 
 .PHONY: demo test bench clean
 
@@ -20,10 +22,14 @@ $(BOARD): $(STAMP) tools/board/setup_aarch64.sh
 	PY=$(BIN)/python bash tools/board/setup_aarch64.sh build/aarch64
 	touch $(BOARD)
 
+$(MCU): tools/board/setup_mcu.sh
+	bash tools/board/setup_mcu.sh
+	mkdir -p $(dir $(MCU)) && touch $(MCU)
+
 demo: $(STAMP)
 	$(BIN)/python -m tools.demo
 
-test: $(STAMP) $(BOARD)
+test: $(STAMP) $(BOARD) $(MCU)
 	$(BIN)/python -m pytest -q tests
 
 bench: $(STAMP)
