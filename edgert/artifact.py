@@ -7,7 +7,9 @@ libraries are only loaded later by the runtime, after their checksums matched.
 The manifest's ``stages`` list says how the runtime executes the graph: each stage is either a TVM
 library (``lib/stageN.so``: a subgraph's inputs, outputs and parameters; with ``taps``, a second
 library ``lib/stageN.taps.so`` that also returns the adaptation taps) or one node run by a kernel
-backend such as Numba. An artifact for a board without code generation has no stages (estimate only).
+backend such as Numba. A microcontroller artifact has no stages: its ``firmware`` entry lists the C
+sources (``c/...``) and the linked image (``firmware/model.elf``) instead. An artifact for a board
+without code generation has neither (estimate only).
 """
 
 from __future__ import annotations
@@ -169,6 +171,12 @@ class Artifact:
         with np.load(io.BytesIO(data[PARAMS]), allow_pickle=False) as npz:
             params = {k: npz[k] for k in npz.files}
         libraries = {}
+        firmware = manifest.get("firmware", {}).get("members", [])  # a microcontroller's C and ELF
+        for name in firmware:
+            if name not in data or name not in manifest.get("members", {}):
+                raise ArtifactTruncatedError(f"{path}: the firmware member {name!r} is missing; copy or "
+                                             "compile the artifact again")
+            libraries[name] = data[name]
         for stage in manifest.get("stages", []):
             for lib in (stage.get("library"), stage.get("taps", {}).get("library")):
                 if lib is None:

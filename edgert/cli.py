@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,6 +30,15 @@ def _shape(text: str) -> tuple[int, ...]:
     if not shape or min(shape) < 1:
         raise EdgertError(f"--input-shape {text!r}: every dimension must be >= 1")
     return shape
+
+
+THREADS_HELP = "TVM threads per inference (default: $EDGERT_THREADS, else edgert picks: 1 for small models)."
+
+
+def _use_threads(threads: int | None) -> None:
+    """--threads N: the engines this command loads run TVM on N threads (as EDGERT_THREADS=N does)."""
+    if threads is not None:
+        os.environ["EDGERT_THREADS"] = str(threads)
 
 
 @app.command()
@@ -82,9 +92,16 @@ def compile(
             f"vs {w['scored_against']} {w['clean_accuracy_before']:.3f} -> {w['clean_accuracy_after']:.3f}" if w else
             "no --adapter-data, so they start at identity (zero weights: outputs unchanged)"), highlight=False)
     size = sum(len(b) for b in art.libraries.values())
-    lib = (f"{len(art.manifest['stages'])} stages, libraries {size / 1e3:.0f} kB" if art.runnable
-           else f"no compiled code: {art.target_name} has no code generation yet, so this artifact is "
-                "estimate only (`edgert profile` works on it, `edgert run` does not)")
+    fw = art.manifest.get("firmware")
+    if fw is not None:
+        f = fw["footprint"]
+        lib = (f"C firmware for {fw['machine']}: flash {f['flash_bytes']:,} B, RAM {f['ram_bytes']:,} B "
+               f"(arena {fw['arena_bytes']:,} B; measured from the linked image)")
+    elif art.runnable:
+        lib = f"{len(art.manifest['stages'])} stages, libraries {size / 1e3:.0f} kB"
+    else:
+        lib = (f"no compiled code: {art.target_name} has no code generation yet, so this artifact is "
+               "estimate only (`edgert profile` works on it, `edgert run` does not)")
     console.print(f"wrote [bold]{out}[/] for {art.target_name}: {len(art.manifest['graph']['nodes'])} nodes, "
                   f"{lib}, in {time.perf_counter() - t0:.1f} s")
     entropy = art.manifest.get("adapt", {}).get("entropy")
@@ -104,19 +121,22 @@ def run(
     adapt_batch: int = typer.Option(1, min=1, help="With --adapt: samples per adaptation step."),
     adapt_state: Path = typer.Option(None, help="With --adapt: load this .npz state if it exists, save after."),
     remote: str = typer.Option(None, "--remote", help="Run on the board's `edgert agent` at this URL instead."),
+    threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
     """Run ARTIFACT on the batch in an .npy file (with --adapt, as a stream that adapts)."""
+    _use_threads(threads)
     if remote:
         return _run_remote(artifact, input, output, remote)
-    from edgert.runtime.engine import load
+    from edgert.artifact import Artifact
+    from edgert.runtime.engine import Engine
 
-    engine = load(artifact)
-    try:
-        x = np.load(input, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise EdgertError(f"cannot read --input {input}: {e}; give a .npy file (numpy.save)") from None
-    if np.issubdtype(x.dtype, np.floating) and x.dtype != np.float32:
-        x = x.astype(np.float32)  # the CLI converts float data; the Python API asks the caller to
+    art = Artifact.read(artifact)
+    x = _load_input(input)
+    if "firmware" in art.manifest:
+        if adapt:
+            raise EdgertError("--adapt: a microcontroller artifact runs inference only; leave --adapt out")
+        return _run_emulated(art, x, output)
+    engine = Engine(art)
     t0 = time.perf_counter()
     if adapt:
         y = _run_adapting(engine, x, adapt, adapt_batch, adapt_state)
@@ -130,6 +150,41 @@ def run(
             console.print(f"  argmax per sample: {arr.argmax(axis=1)[:20].tolist()}"
                           + (" ..." if len(arr) > 20 else ""))
     console.print(f"latency {ms:.3f} ms (measured, one call, this machine)")
+    if output:
+        np.save(output, ys[0] if len(ys) == 1 else np.stack(ys))
+        console.print(f"wrote {output}")
+
+
+def _load_input(path: Path) -> np.ndarray:
+    try:
+        x = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise EdgertError(f"cannot read --input {path}: {e}; give a .npy file (numpy.save)") from None
+    if np.issubdtype(x.dtype, np.floating) and x.dtype != np.float32:
+        x = x.astype(np.float32)  # the CLI converts float data; the Python API asks the caller to
+    return x
+
+
+def _run_emulated(art, x: np.ndarray, output: Path | None) -> None:
+    """An MCU artifact: its firmware on the emulated core; every figure is labelled emulated."""
+    from edgert.runtime.mcu import McuRunner
+
+    runner = McuRunner(art)
+    y = runner.run(x)
+    ys = y if isinstance(y, list) else [y]
+    err.print(f"emulated: ran the firmware on QEMU {runner.machine} (instructions executed, not timed; "
+              "outputs as the board computes them)", highlight=False)
+    for (name, _), arr in zip(runner.outputs, ys):
+        console.print(f"{name}: shape {arr.shape}, dtype {arr.dtype}")
+        if arr.ndim == 2:
+            console.print(f"  argmax per sample: {arr.argmax(axis=1)[:20].tolist()}"
+                          + (" ..." if len(arr) > 20 else ""))
+    per = "time step" if runner.stateful else "inference"
+    s = runner.stats
+    if s.get("instructions_per_call"):
+        calls = s["instructions_per_call"]
+        console.print(f"{int(np.median(calls)):,} instructions per {per} (emulated instruction count, median "
+                      f"of {len(calls)})")
     if output:
         np.save(output, ys[0] if len(ys) == 1 else np.stack(ys))
         console.print(f"wrote {output}")
@@ -157,13 +212,7 @@ def _run_adapting(engine, x: np.ndarray, name: str, batch: int, state: Path | No
 def _run_remote(artifact: Path, input: Path, output: Path | None, url: str) -> None:
     from edgert.link.deploy import run_remote
 
-    try:
-        x = np.load(input, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise EdgertError(f"cannot read --input {input}: {e}; give a .npy file (numpy.save)") from None
-    if np.issubdtype(x.dtype, np.floating) and x.dtype != np.float32:
-        x = x.astype(np.float32)
-    ys, ms = run_remote(url, artifact, x)
+    ys, ms = run_remote(url, artifact, _load_input(input))
     for i, arr in enumerate(ys):
         console.print(f"output {i}: shape {arr.shape}, dtype {arr.dtype}")
     console.print(f"latency {ms:.3f} ms (measured on board, one call)")
@@ -179,6 +228,29 @@ def _size(n: float | None) -> str:
         if n >= k:
             return f"{n / k:.3g} {unit}"
     return f"{n:.0f} B"
+
+
+@app.command("export-c")
+def export_c(
+    artifact: Path = typer.Argument(..., help="An .edgert file compiled for a microcontroller target."),
+    out: Path = typer.Option(..., "--output", "-o", help="Folder to write model.h, model.c and kernels/ into."),
+) -> None:
+    """Write a microcontroller artifact's C sources, to build into your own firmware with any C99 compiler."""
+    from edgert.artifact import Artifact
+
+    art = Artifact.read(artifact)
+    fw = art.manifest.get("firmware")
+    if fw is None:
+        raise EdgertError(f"{artifact} was compiled for {art.target_name}, which is not a microcontroller, so "
+                          "it holds no C; compile with --target stm32h7 or --target nrf52840")
+    files = sorted(m for m in fw["members"] if m.startswith("c/"))
+    for member in files:
+        path = out / member[2:]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(art.libraries[member])
+    flags = "".join(f"; {f} with {' '.join(v)}" for f, v in sorted(fw.get("file_flags", {}).items()))
+    console.print(f"wrote {len(files)} files to {out}: call edgert_model_run() from your main (model.h). Build: "
+                  f"cc -std=c99 -O2 -I {out} {out}/model.c {out}/kernels/*.c main.c -lm{flags}", highlight=False)
 
 
 @app.command()
@@ -201,7 +273,7 @@ def targets() -> None:
         clock = t.cpu.get("clock_hz")
         cpu = f"{t.cpu.get('cores', '?')} x {clock / 1e9:.3g} GHz" if clock else "-"
         table.add_row(t.name, t.arch, cpu, _size(t.memory.get("ram_bytes")), _size(t.memory.get("flash_bytes")),
-                      "tvm" if t.has_codegen else "estimate only", t.description)
+                      t.codegen, t.description)
     console.print(table)
     for e in bad:
         err.print(f"[red]error:[/] {e}", highlight=False)
@@ -231,6 +303,19 @@ def _print_measured(report: dict, name: str) -> None:
     console.print(table)
     console.print(f"peak live activations {t['peak_activation_bytes']:,} B (at {t['peak_activation_at']}, "
                   f"from tensor liveness); artifact {t['artifact_bytes']:,} B")
+
+
+def _print_firmware(fw: dict, per: str) -> None:
+    table = Table("", "bytes", "how", title=f"firmware for {fw['machine']}")
+    table.add_row("flash", f"{fw['flash_bytes']:,}", f"{fw['source']}: code + weights ({fw['weight_bytes']:,} B "
+                  "of weights)")
+    table.add_row("RAM", f"{fw['ram_bytes']:,}", f"{fw['source']}: data + bss + stack ({fw['stack_bytes']:,} B "
+                  "reserved)")
+    table.add_row("  arena", f"{fw['arena_bytes']:,}", "planned from tensor liveness (model.h EDGERT_ARENA_BYTES)")
+    table.add_row("  liveness peak", f"{fw['liveness_bytes']:,}", "estimate: the most activation bytes alive at once")
+    console.print(table)
+    console.print(f"{fw['emulated_instructions']:,} instructions per {per}: {fw['instructions_label']}",
+                  highlight=False)
 
 
 def _print_estimate(report: dict, est: dict) -> None:
@@ -269,9 +354,11 @@ def profile(
     calibrate: bool = typer.Option(False, "--calibrate",
                                    help="Measure this host's throughput per op kind; with ARTIFACT, compare "
                                         "predicted and measured latency per layer."),
+    threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
     """Per node: op counts, bytes, parameters, peak activations, latency measured here, and per-board
     estimates (roofline latency, energy under two models, RAM/flash fit)."""
+    _use_threads(threads)
     if calibrate:
         from edgert.runtime.calibrate import calibrate_host, print_calibration
 
@@ -294,6 +381,8 @@ def profile(
         print(json.dumps(report, indent=1, default=_plain))
         return
     _print_measured(report, artifact.name)
+    if "firmware" in report:
+        _print_firmware(report["firmware"], report["per"])
     for est in report["estimates"].values():
         _print_estimate(report, est)
     if html:
@@ -311,8 +400,10 @@ def daemon(
     checkpoint_seconds: float = typer.Option(60.0, min=0.01, help="... or every T seconds."),
     keep: int = typer.Option(3, min=1, help="Checkpoints kept."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log progress (connections, checkpoints)."),
+    threads: int = typer.Option(None, "--threads", min=1, help=THREADS_HELP),
 ) -> None:
     """Serve ARTIFACT on a device: infer, adapt, checkpoint, survive; JSON-line logs on stderr."""
+    _use_threads(threads)
     from edgert.daemon import Daemon, Log
 
     Daemon(artifact, adapt, state_dir, checkpoint_every, checkpoint_seconds, keep,

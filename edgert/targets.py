@@ -34,11 +34,18 @@ class Target:
     op_overhead_cycles: dict[str, float] = field(default_factory=dict)
     op_efficiency: dict[str, float] = field(default_factory=dict)
     size_efficiency: dict[str, dict[int, float]] = field(default_factory=dict)
+    c: dict[str, Any] = field(default_factory=dict)  # the C backend's [c] table (microcontrollers)
     path: str = ""
 
     @property
     def has_codegen(self) -> bool:
-        return bool(self.tvm)
+        """True when edgert generates code for the board: TVM libraries or C firmware."""
+        return bool(self.tvm) or bool(self.c)
+
+    @property
+    def codegen(self) -> str:
+        """"tvm", "C firmware" (a microcontroller) or "estimate only"."""
+        return "tvm" if self.tvm else "C firmware" if self.c else "estimate only"
 
     def runs_here(self) -> bool:
         """True when this machine can load a library compiled for the target."""
@@ -61,6 +68,29 @@ _FIELDS: dict[str, tuple[str, ...] | None] = {
 # profiler then gives no estimates for it, and says so).
 _REQUIRED = {"cpu": ("cores", "clock_hz"), "memory": ("ram_bytes", "flash_bytes"),
              "energy": ("sram_byte_pj", "dram_byte_pj")}
+
+
+# The [c] table of a microcontroller (the C backend, compilers/backends/c): key -> type.
+C_FIELDS = {"compiler": str, "cflags": list, "emulator": str, "machine": str, "stack_bytes": int}
+
+
+def _c_table(data: dict, problems: list[str]) -> dict[str, Any]:
+    c = data.get("c", {})
+    if not isinstance(c, dict):
+        problems.append("[c] must be a table")
+        return {}
+    for k, v in c.items():
+        if k not in C_FIELDS:
+            problems.append(f"unknown field c.{k}; valid fields: {', '.join(C_FIELDS)}")
+        elif not isinstance(v, C_FIELDS[k]) or isinstance(v, bool):
+            problems.append(f"field c.{k} = {v!r} should be {C_FIELDS[k].__name__}")
+    if c:
+        for k in ("compiler", "cflags", "machine"):
+            if k not in c:
+                problems.append(f"missing field c.{k}")
+        if not all(isinstance(f, str) for f in c.get("cflags", [])):
+            problems.append(f"field c.cflags = {c['cflags']!r} should be a list of strings like [\"-mcpu=cortex-m7\"]")
+    return dict(c)
 
 
 # Optional tables on edgert's own kernels for the float ops, for boards where they were measured:
@@ -205,6 +235,9 @@ def parse_target(data: dict, path: str = "<memory>") -> Target:
     if not isinstance(in_flash, bool):
         problems.append(f"field weights_in_flash = {in_flash!r} should be true or false")
     kernels = _kernel_tables(data, problems)
+    c = _c_table(data, problems)
+    if c and tvm:
+        problems.append("a target has either [tvm] (Linux boards) or [c] (microcontrollers), not both")
     if "conv2d" in kernels["size_efficiency"] and "simd_bits" not in tables["cpu"]:
         problems.append("[size_efficiency.conv2d] needs cpu.simd_bits (the vector width sets which "
                         "convolutions vectorize over output channels)")
@@ -212,7 +245,7 @@ def parse_target(data: dict, path: str = "<memory>") -> Target:
         raise TargetError(f"target file {path} is malformed:\n  " + "\n  ".join(problems)
                           + "\nsee targets/x86-host.toml for a complete example")
     return Target(name=name, description=desc, arch=arch, tvm=dict(tvm), cross_compiler=cross,
-                  weights_in_flash=in_flash, path=str(path), **tables, **kernels)
+                  weights_in_flash=in_flash, c=c, path=str(path), **tables, **kernels)
 
 
 def load_target(name_or_path: str | Path) -> Target:

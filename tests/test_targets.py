@@ -1,7 +1,7 @@
 import pytest
 
 from edgert.errors import TargetError
-from edgert.targets import load_target, target_files
+from edgert.targets import load_target, parse_target, target_files
 
 
 def test_builtin_host_target_loads():
@@ -71,8 +71,19 @@ def test_codegen_split_between_linux_boards_and_microcontrollers():
         t = load_target(name)
         assert t.arch == "aarch64" and t.tvm["mtriple"] == "aarch64-linux-gnu"
         assert t.cross_compiler == "aarch64-linux-gnu-g++"
-    for name in ("stm32h7", "nrf52840", "loihi"):
-        assert not load_target(name).has_codegen
+    for name, machine in (("stm32h7", "mps2-an500"), ("nrf52840", "mps2-an386")):
+        t = load_target(name)
+        assert t.codegen == "C firmware" and not t.tvm and t.c["machine"] == machine
+        assert t.c["compiler"] == "arm-none-eabi-gcc"
+    assert load_target("loihi").codegen == "estimate only" and not load_target("loihi").has_codegen
+
+
+def test_c_table_is_checked():
+    base = {"name": "m", "description": "d", "arch": "armv7e-m"}
+    with pytest.raises(TargetError) as e:
+        parse_target(dict(base, c={"compiler": "arm-none-eabi-gcc", "cflags": "-O2", "speed": 1}))
+    msg = str(e.value)
+    assert "unknown field c.speed" in msg and "c.cflags" in msg and "missing field c.machine" in msg
 
 
 def test_op_kinds_match_the_profiler():

@@ -88,6 +88,12 @@ def compile_model(model: Any, example_input: Any = None, target: str | Target = 
     imported = import_model(model, example_input)
     graph = optimize(imported, fold_bn)
     graph = select_shift_path(graph, preferred_path(tgt.throughput))
+    if tgt.c:
+        if adapters or budget is not None or not fold_bn:
+            raise EdgertError(f"{tgt.name} is a microcontroller: its firmware runs inference only, so "
+                              "--adapters, --adapt-memory and --keep-bn do not apply; leave them out, or "
+                              "compile for a Linux board (`edgert targets`) to adapt on the device")
+        return build_artifact(graph, tgt, say)
     side = None
     if adapters:
         from edgert.compilers.adapters import add_adapters
@@ -126,6 +132,8 @@ def build_artifact(graph: ir.Graph, target: str | Target = "x86-host",
     """
     say = progress or (lambda msg: None)
     tgt = target if isinstance(target, Target) else load_target(target)
+    if tgt.c:
+        return _build_firmware(graph, tgt, say)
     backends = choose_backends(graph, BACKENDS)
     stages, libraries = [], {}
     if tgt.has_codegen:
@@ -149,3 +157,31 @@ def build_artifact(graph: ir.Graph, target: str | Target = "x86-host",
             stages.append(entry)
     info = {"name": tgt.name, "arch": tgt.arch, "tvm": tgt.tvm}
     return Artifact.create(graph, info, stages, libraries, backends, {"adapt": adapt} if adapt else None)
+
+
+def _build_firmware(graph: ir.Graph, tgt: Target, say: Callable[[str], None]) -> Artifact:
+    """A microcontroller artifact: the model as C (compilers/backends/c), linked into a firmware image
+    for the target's core; fails at compile time when the image does not fit the board."""
+    import dataclasses
+    import tempfile
+
+    from edgert.compilers.backends.c.emit import emit_c
+    from edgert.compilers.backends.c.firmware import build_firmware, check_fits
+
+    say(f"emitting C for {tgt.name}")
+    model = emit_c(graph)
+    say(f"building the firmware with {tgt.c['compiler']}")
+    with tempfile.TemporaryDirectory(prefix="edgert-fw-") as d:
+        fw = build_firmware(model.files, tgt.c, d, file_flags=model.flags)
+    check_fits(fw.footprint, tgt.memory.get("flash_bytes"), tgt.memory.get("ram_bytes"))
+    members = {f"c/{k}": v.encode() for k, v in model.files.items()}
+    members["firmware/model.elf"] = fw.elf
+    firmware = {
+        "machine": tgt.c["machine"], "c": dict(tgt.c), "members": sorted(members),
+        "input_size": model.input_size, "output_size": model.output_size, "stateful": model.stateful,
+        "arena_bytes": model.arena_bytes, "liveness_bytes": model.liveness_bytes,
+        "state_bytes": model.state_bytes, "weight_bytes": model.weight_bytes,
+        "file_flags": model.flags, "footprint": dataclasses.asdict(fw.footprint),
+    }
+    info = {"name": tgt.name, "arch": tgt.arch, "tvm": {}}
+    return Artifact.create(graph, info, [], members, {n.name: "c" for n in graph.nodes}, {"firmware": firmware})

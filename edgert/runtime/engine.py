@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 from typing import Any, Sequence
@@ -10,9 +11,51 @@ import numpy as np
 
 from edgert import ir
 from edgert.artifact import Artifact
-from edgert.errors import ArtifactSchemaError, ArtifactTargetError, InputError
+from edgert.errors import ArtifactSchemaError, ArtifactTargetError, EdgertError, InputError
 
 BACKENDS = ("tvm", "numba")
+# Left to edgert, a run uses 1 + (its MACs in TVM stages) // MACS_PER_THREAD threads, at most the cores:
+# on 2 cores one thread until about a million MACs a call, where TVM's second thread starts to pay.
+MACS_PER_THREAD = 1_000_000
+
+
+def _thread_setting(threads: int | None) -> int | None:
+    """The asked-for number of TVM threads: ``threads``, else $EDGERT_THREADS, else TVM_NUM_THREADS set
+    outside edgert; None when none is given (edgert then picks per run, see MACS_PER_THREAD)."""
+    from edgert.runtime.tvm_runner import tvm_num_threads_setting
+
+    name, value = "threads", threads
+    if value is None:
+        name, value = "EDGERT_THREADS", os.environ.get("EDGERT_THREADS")
+    if value is None:
+        name, value = "TVM_NUM_THREADS", tvm_num_threads_setting()
+    if value is None:
+        return None
+    n = value
+    if isinstance(value, str) and name != "threads":
+        try:
+            n = int(value.strip())
+        except ValueError:
+            n = None
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        fix = ("pass threads=N with N >= 1 (e.g. threads=1), or threads=None for edgert's choice" if name == "threads"
+               else f"set {name} to a whole number >= 1 (e.g. {name}=1), or unset it for edgert's choice")
+        raise EdgertError(f"{name}={value!r} is not a number of threads: {fix}")
+    return n
+
+
+def _macs_per_sample(graph: ir.Graph, names: Sequence[str]) -> int:
+    """Multiply-accumulates of nodes ``names`` for one sample (the profiler's counts)."""
+    from edgert.runtime.profile import count_ops
+
+    specs = graph.infer_specs()
+    nodes = {n.name: n for n in graph.nodes}
+    total = 0
+    for name in names:
+        node = nodes[name]
+        ops = count_ops(node, [specs[i] for i in node.inputs], specs[node.output], 1)
+        total += sum(v for k, v in ops.items() if k not in ("elementwise", "accumulate"))
+    return total
 
 
 class _TvmStage:
@@ -96,9 +139,15 @@ class _KernelStage:
 
 
 class Engine:
-    """A loaded artifact, ready to run; one Engine per stream of inputs (it holds spiking state)."""
+    """A loaded artifact, ready to run; one Engine per stream of inputs (it holds spiking state).
 
-    def __init__(self, artifact: Artifact, expect_target: str | None = None):
+    ``threads``: how many threads TVM kernels run on (``threads_for``). None: $EDGERT_THREADS, else
+    TVM_NUM_THREADS when set outside edgert, else edgert's choice per run (one thread for small work,
+    see MACS_PER_THREAD). TVM's thread settings are per process, so the last engine to run sets them.
+    """
+
+    def __init__(self, artifact: Artifact, expect_target: str | None = None, threads: int | None = None):
+        self.threads = _thread_setting(threads)
         self.artifact = artifact
         m = artifact.manifest
         target = m["target"]
@@ -109,6 +158,11 @@ class Engine:
         if unknown:
             raise ArtifactSchemaError(f"artifact uses backends {unknown} that this edgert does not have "
                                       f"(it has {list(BACKENDS)}); upgrade edgert on this device")
+        if "firmware" in m:
+            raise ArtifactTargetError(
+                f"artifact for target {target['name']!r} is microcontroller firmware, not code for this "
+                f"machine; run it on the emulated board ({m['firmware']['machine']}) with `edgert run` or "
+                "edgert.runtime.mcu.McuRunner, or take its C sources with `edgert export-c`")
         if not artifact.runnable:
             raise ArtifactTargetError(
                 f"artifact for target {target['name']!r} holds no compiled code (an estimate-only "
@@ -126,6 +180,30 @@ class Engine:
         self._stages: list = [
             _TvmStage(s, artifact) if s["backend"] == "tvm" else _KernelStage(nodes[s["nodes"][0]], artifact.params)
             for s in m["stages"]]
+        self._use_threads = None
+        if any(isinstance(s, _TvmStage) for s in self._stages):
+            from edgert.runtime.tvm_runner import cpu_cores, use_threads
+
+            self._use_threads, self._cores = use_threads, cpu_cores()
+            self._macs = 0 if self.threads is not None else _macs_per_sample(
+                graph, [n for s in m["stages"] if s["backend"] == "tvm" for n in s["nodes"]])
+        # the input whose first axis is the batch (None: every input has a fixed size)
+        self._batch_input = next((i for i, (_, spec) in enumerate(self.inputs)
+                                  if spec.rank and spec.shape[0] is None), None)
+
+    def threads_for(self, samples: int = 1) -> int:
+        """TVM threads for a run on ``samples`` samples: the setting, else one per MACS_PER_THREAD MACs
+        in TVM stages (and one more), at most this machine's physical cores."""
+        if self.threads is not None:
+            return self.threads
+        if self._use_threads is None:
+            return 1
+        return min(self._cores, 1 + self._macs * samples // MACS_PER_THREAD)
+
+    def _set_threads(self, xs: Sequence[np.ndarray]) -> None:
+        if self._use_threads is not None:
+            i = self._batch_input
+            self._use_threads(self.threads_for(xs[i].shape[0] if i is not None else 1))
 
     @property
     def params(self) -> dict[str, np.ndarray]:
@@ -161,6 +239,7 @@ class Engine:
         return out
 
     def _forward(self, xs: list[np.ndarray], taps: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
+        self._set_threads(xs)
         env = dict(zip((n for n, _ in self.inputs), xs))
         for stage in self._stages:
             stage(env, taps is not None)
@@ -213,6 +292,7 @@ class Engine:
         """Stage by stage over all time steps: state lives inside nodes and stages are in topological
         order, so this equals stepping; stateless stages see time folded into the batch."""
         flat = self._check([x.reshape((-1,) + x.shape[2:]) for x in xs])
+        self._set_threads(flat)
         env = {n: x.reshape((steps, -1) + x.shape[1:]) for (n, _), x in zip(self.inputs, flat)}
         with_taps = taps is not None
         for stage in self._stages:
@@ -265,7 +345,9 @@ class Engine:
         import statistics
         import time
 
-        env = dict(zip((n for n, _ in self.inputs), self._check(xs)))
+        xs = self._check(xs)
+        self._set_threads(xs)
+        env = dict(zip((n for n, _ in self.inputs), xs))
         out: list[tuple[str, float]] = []
         for stage in self._stages:
             if isinstance(stage, _TvmStage):
@@ -292,6 +374,6 @@ class Engine:
         return out
 
 
-def load(path: str | Path, expect_target: str | None = None) -> Engine:
-    """Read, verify and load an .edgert artifact."""
-    return Engine(Artifact.read(path), expect_target)
+def load(path: str | Path, expect_target: str | None = None, threads: int | None = None) -> Engine:
+    """Read, verify and load an .edgert artifact (``threads``: see Engine)."""
+    return Engine(Artifact.read(path), expect_target, threads)

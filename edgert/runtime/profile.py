@@ -214,7 +214,11 @@ def profile_artifact(path, batch: int = 1, repeat: int = 50, seed: int = 0, targ
     arch = artifact.manifest["target"].get("arch")
     total: dict = {"latency_s": None, "latency_label": "not measured", "kernels_s": None}
     kernels: list = []
-    if not artifact.runnable:
+    firmware = None
+    if "firmware" in artifact.manifest:
+        why = "not measured here: microcontroller firmware (see firmware: emulated instruction count)"
+        firmware = firmware_report(artifact, seed) if measure else None
+    elif not artifact.runnable:
         why = "not measured: an estimate-only artifact has no compiled code"
     elif arch != platform.machine():
         why = f"not measured: the artifact is for {arch}, this machine is {platform.machine()}"
@@ -242,7 +246,7 @@ def profile_artifact(path, batch: int = 1, repeat: int = 50, seed: int = 0, targ
         "bytes_moved": sum(c.bytes_moved for c in costs),
         "peak_activation_bytes": peak, "peak_activation_at": peak_at,
         "artifact_bytes": size})
-    return {
+    report = {
         "artifact": str(path),
         "target": artifact.target_name,
         "batch": batch,
@@ -253,3 +257,34 @@ def profile_artifact(path, batch: int = 1, repeat: int = 50, seed: int = 0, targ
         "total": total,
         "estimates": {b.name: estimate_target(costs, b, stateful, peak, size) for b in boards},
     }
+    if firmware is not None:
+        report["firmware"] = firmware
+    return report
+
+
+FIRMWARE_SOURCE = "measured from the linked image (arm-none-eabi-size)"
+
+
+def firmware_report(artifact: Artifact, seed: int = 0, records: int = 4) -> dict:
+    """Flash and RAM of an MCU artifact's linked image, beside the liveness estimate, and its
+    instructions per inference (per time step for a spiking model) counted on the emulated core."""
+    import statistics
+
+    from edgert.runtime.mcu import McuRunner
+
+    fw = artifact.manifest["firmware"]
+    f = fw["footprint"]
+    runner = McuRunner(artifact)
+    _, spec = runner.inputs[0]
+    per = tuple(1 if d is None else d for d in spec.shape[1:])
+    rng = np.random.default_rng(seed)
+    shape = (records, 1) + per if runner.stateful else (records,) + per
+    runner.run(rng.standard_normal(shape).astype(np.float32))
+    calls = runner.stats["instructions_per_call"]
+    return {"flash_bytes": f["flash_bytes"], "ram_bytes": f["ram_bytes"], "arena_bytes": f["arena_bytes"],
+            "stack_bytes": f["stack_bytes"], "source": FIRMWARE_SOURCE,
+            "liveness_bytes": fw["liveness_bytes"], "weight_bytes": fw["weight_bytes"],
+            "state_bytes": fw["state_bytes"], "machine": fw["machine"],
+            "emulated_instructions": int(statistics.median(calls)),
+            "instructions_label": f"emulated instruction count (QEMU {fw['machine']}, -icount), median of "
+                                  f"{len(calls)} random inputs; not a time measured on a board"}

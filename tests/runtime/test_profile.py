@@ -41,7 +41,7 @@ def test_peak_activation_from_liveness():
 
 
 def test_bytes_moved_and_views():
-    art = build_artifact(residual_graph(), "stm32h7")  # estimate only: no compile needed
+    art = build_artifact(residual_graph(), "loihi")  # estimate only: no compile needed
     c = {n.name: n for n in node_costs(art, batch=2)}
     t = 2 * 256 * 4
     assert c["r1"].bytes_moved == 2 * t and c["add"].bytes_moved == 3 * t
@@ -102,7 +102,7 @@ def test_fit_verdicts():
 
 
 def test_estimate_only_artifact_is_profiled_but_not_measured(tmp_path):
-    path = build_artifact(residual_graph(), "nrf52840").save(tmp_path / "r.edgert")
+    path = build_artifact(residual_graph(), "loihi").save(tmp_path / "r.edgert")
     report = profile_artifact(path, targets=list(target_files()))
     assert report["total"]["latency_s"] is None
     assert all(n["latency_s"] is None and "not measured" in n["latency_label"] for n in report["nodes"])
@@ -115,7 +115,7 @@ def test_estimate_only_artifact_is_profiled_but_not_measured(tmp_path):
 
 
 def test_cli_profile_every_board(tmp_path):
-    path = build_artifact(residual_graph(), "stm32h7").save(tmp_path / "r.edgert")
+    path = build_artifact(residual_graph(), "loihi").save(tmp_path / "r.edgert")
     out = subprocess.run([sys.executable, "-m", "edgert.cli", "profile", str(path), "--all-targets"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr

@@ -3,7 +3,7 @@
 import importlib
 import sys
 
-BENCHES = ["float_cnn", "shift", "spiking", "binary", "calibrate", "tta", "tta_spiking", "link"]
+BENCHES = ["float_cnn", "shift", "spiking", "binary", "calibrate", "tta", "tta_spiking", "link", "mcu"]
 
 if __name__ == "__main__":
     for name in sys.argv[1:] or BENCHES:

@@ -1,0 +1,130 @@
+"""Microcontroller footprint and cost: the reference models compiled for each MCU target, run on its
+emulated core.
+
+    python -m tools.bench mcu
+
+Per model and board: flash and RAM measured from the linked image (arm-none-eabi-size: flash = text +
+rodata + data, RAM = data + bss + stack), beside the weights' bytes and the liveness lower bound of
+the activations; emulated instructions per inference (QEMU -icount with SysTick: instructions, not
+cycles or time); and, for each binary and shift model, its float twin (the same layers in float32):
+how much smaller and cheaper the low-bit model is. Random weights (calibrated BatchNorm statistics):
+sizes and instruction counts do not depend on training, except the data-dependent event path of
+the spiking model, which is fed rate-coded digits.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+import edgert
+from edgert.artifact import Artifact
+from edgert.nn import BinaryConv2d, BinaryLinear
+from edgert.runtime.mcu import McuRunner
+from tools.bench.report import machine, write_section
+
+BOARDS = ("stm32h7", "nrf52840")
+RECORDS = 4
+
+
+def _calibrated(model: nn.Module, shape: tuple[int, ...], seed: int = 0) -> nn.Module:
+    """A few training-mode passes set BatchNorm statistics (and shift layers' fixed-point ranges)."""
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    with torch.no_grad():
+        for _ in range(5):
+            model(torch.rand((16,) + shape, generator=gen))
+    return model.eval()
+
+
+def _float_twin_of_binary(model: nn.Module) -> nn.Module:
+    """The binary digits model with float convs and linears in place of the binary ones."""
+    twin = nn.Sequential()
+    for m in model.features:
+        if isinstance(m, BinaryConv2d):
+            m = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding)
+        elif isinstance(m, BinaryLinear):
+            m = nn.Linear(m.in_features, m.out_features)
+        twin.append(m)
+    return nn.Sequential(twin, model.classifier)
+
+
+def models() -> list[tuple[str, str | None, nn.Module, np.ndarray]]:
+    """(name, float twin's name or None, model, example input)."""
+    from tools.models.binary_digits import BinaryDigits
+    from tools.models.digits_cnn import DigitsCNN
+    from tools.models.digits_snn import fc_snn
+    from tools.models.mlperf_tiny import MODELS
+    from tools.models.shift_digits import ShiftDigitsCNN
+
+    torch.manual_seed(0)
+    digits = np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32)
+    binary = _calibrated(BinaryDigits(), (1, 8, 8))
+    kws, kws_shape = MODELS["kws_dscnn"]
+    return [
+        ("digits CNN (float)", None, _calibrated(DigitsCNN(), (1, 8, 8)), digits),
+        ("digits shift CNN (3-bit)", "digits CNN (float)", _calibrated(ShiftDigitsCNN(bits=3), (1, 8, 8)), digits),
+        ("digits BNN float twin", None, _calibrated(_float_twin_of_binary(BinaryDigits()), (1, 8, 8)), digits),
+        ("digits BNN", "digits BNN float twin", binary, digits),
+        ("digits SNN 64-128-10 (per step)", None, fc_snn().eval(), (digits.reshape(1, 64) > 0.5).astype(np.float32)),
+        ("MLPerf Tiny KWS DS-CNN (float)", None, kws(), np.zeros((1,) + kws_shape, np.float32)),
+    ]
+
+
+def measure(model, example, board: str, d: Path) -> dict:
+    art = edgert.compile(model, example, target=board)
+    runner = McuRunner(Artifact.read(art.save(d / "m.edgert")))
+    rng = np.random.default_rng(1)
+    if runner.stateful:
+        x = (rng.random((RECORDS * 5, 1) + example.shape[1:]) < 0.2).astype(np.float32)
+    else:
+        x = rng.standard_normal((RECORDS,) + example.shape[1:]).astype(np.float32)
+    runner.run(x)
+    fw = art.manifest["firmware"]
+    return {"flash": fw["footprint"]["flash_bytes"], "ram": fw["footprint"]["ram_bytes"],
+            "weights": fw["weight_bytes"], "liveness": fw["liveness_bytes"], "arena": fw["arena_bytes"],
+            "stack": fw["footprint"]["stack_bytes"], "stack_used": runner.stats["stack_high_water_bytes"],
+            "instructions": statistics.median(runner.stats["instructions_per_call"])}
+
+
+def main() -> str:
+    rows, got = [], {}
+    with tempfile.TemporaryDirectory(prefix="edgert-bench-mcu-") as tmp:
+        for name, twin, model, example in models():
+            for board in BOARDS:
+                r = got[name, board] = measure(model, example, board, Path(tmp))
+                vs = ""
+                if twin is not None:
+                    t = got[twin, board]
+                    vs = f"{t['flash'] / r['flash']:.1f}x smaller, {t['instructions'] / r['instructions']:.2f}x fewer"
+                rows.append(f"| {name} | {board} | {r['flash']:,} | {r['weights']:,} | {r['flash'] - r['weights']:,} | "
+                            f"{r['ram']:,} | {r['arena']:,} | {r['liveness']:,} | {r['stack_used']:,} of "
+                            f"{r['stack']:,} | {r['instructions']:,.0f} | {vs} |")
+                print(rows[-1], flush=True)
+    table = "\n".join([
+        "## Microcontrollers: flash, RAM and emulated instructions per inference",
+        "",
+        f"Host {machine()}; arm-none-eabi-gcc -O2, QEMU mps2-an500 (Cortex-M7, stm32h7) and mps2-an386 "
+        "(Cortex-M4F, nrf52840). Flash and RAM are measured from the linked image (arm-none-eabi-size; "
+        "flash = text + rodata + data, RAM = data + bss + the reserved stack); weights are the model's const "
+        "arrays; liveness is the lower bound on activation bytes (the most alive at one node); stack used is "
+        "the painted stack's high-water mark. Instructions are an **emulated instruction count** (QEMU "
+        "-icount shift=0, SysTick, 40-instruction resolution), median of "
+        f"{RECORDS} random inputs (the SNN: per time step, over 20 steps of 20% input spikes), not a time on a "
+        "board. Random weights with calibrated BatchNorm statistics. Regenerate: `python -m tools.bench mcu`.",
+        "",
+        "| model | board | flash B | weights B | code B | RAM B | arena B | liveness B | stack used B | "
+        "instructions | vs float twin (flash, instructions) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows])
+    write_section("mcu", table)
+    return table
+
+
+if __name__ == "__main__":
+    print(main())
