@@ -9,8 +9,11 @@ Parameters are converted to TVM tensors once, so ``set_params`` swaps weights wi
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
+import threading
+import warnings
 from typing import Sequence
 
 import numpy as np
@@ -22,18 +25,71 @@ from edgert.errors import InputError
 _NOT_KERNELS = ("vm.", "shape_func")
 _ALIGN = 64  # TVM kernels assume 64-byte aligned buffers; other inputs are copied
 
+# TVM's thread pool (src/runtime/thread_pool.cc) is per OS thread and sized once, when it starts; every
+# parallel kernel call asks MaxConcurrency(), which reads TVM_NUM_THREADS anew each time and, when it is
+# unset, std::thread::hardware_concurrency() (on Linux an open and read of /sys/devices/system/cpu/online:
+# about 9 us per kernel call). At 1 it runs the kernel inline on the calling thread; above 1 the pool runs
+# as many tasks as "runtime.config_threadpool" last allowed (at most the pool's size).
+_KBIG = 1                      # config_threadpool's affinity mode kBig: TVM's own default
+_local = threading.local()     # .pool: the thread count edgert configured this thread's pool for
+_written: str | None = None    # the TVM_NUM_THREADS value edgert last wrote
+_outside: str | None = None    # TVM_NUM_THREADS as it was before edgert first changed it
+
+
+def tvm_num_threads_setting() -> str | None:
+    """TVM_NUM_THREADS as set outside edgert (None: unset); the values edgert writes do not count."""
+    value = os.environ.get("TVM_NUM_THREADS")
+    return _outside if _written is not None and value == _written else value
+
+
+def use_threads(n: int) -> None:
+    """Run the TVM kernels this thread calls on ``n`` threads, from the next kernel call on.
+
+    Sets TVM_NUM_THREADS (process-wide; TVM reads it at every parallel call, so 1 takes effect at once,
+    thread pool started or not, and starts no pool) and, above 1, sizes this thread's pool with
+    "runtime.config_threadpool". A pool cannot grow past the size it started with: if it is already
+    smaller than ``n`` this warns and runs on what it has.
+    """
+    global _written, _outside
+    value = str(n)
+    if os.environ.get("TVM_NUM_THREADS") != value:
+        _outside = tvm_num_threads_setting()
+        os.environ["TVM_NUM_THREADS"] = _written = value
+    if n > 1 and getattr(_local, "pool", None) != n:
+        tvm = import_tvm()
+        tvm.get_global_func("runtime.config_threadpool")(_KBIG, n)  # starts the pool (n threads) if need be
+        _local.pool = n
+        have = tvm.get_global_func("runtime.NumThreads")()
+        if have < n:
+            warnings.warn(f"TVM's thread pool in this thread started with {have} threads and cannot grow to "
+                          f"{n}; set EDGERT_THREADS={n} before the first inference in the process",
+                          RuntimeWarning, stacklevel=2)
+
+
+@functools.lru_cache(maxsize=None)
+def cpu_cores() -> int:
+    """Physical cores this process may run on (hyper-threads of one core count once)."""
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    try:
+        cores = {open(f"/sys/devices/system/cpu/cpu{c}/topology/thread_siblings_list").read().strip()
+                 for c in cpus}
+    except OSError:  # no sysfs topology: count logical CPUs
+        return max(1, len(cpus))
+    return max(1, len(cores))
+
 
 class TvmRunner:
     """A loaded TVM library plus its parameters, ready to run on the CPU.
 
-    ``num_threads`` sizes TVM's thread pool. Left as None TVM picks its own default, which on x86 is
-    half the logical CPUs (it assumes hyper-threading): one thread on a 2-vCPU machine. TVM reads
-    the size once, when the pool starts, so set it before the first run in the process.
+    ``num_threads``: each ``run`` and ``profile`` first calls ``use_threads(num_threads)``. Left as
+    None the runner leaves TVM's threads as they are (``Engine`` sets them per run).
     """
 
     def __init__(self, library: bytes, params: Sequence[np.ndarray], num_threads: int | None = None):
-        if num_threads is not None:
-            os.environ["TVM_NUM_THREADS"] = str(int(num_threads))
+        if num_threads is not None and (isinstance(num_threads, bool) or not isinstance(num_threads, int)
+                                        or num_threads < 1):
+            raise InputError(f"num_threads={num_threads!r}: give a whole number >= 1, or None")
+        self.num_threads = num_threads
         self._tvm = tvm = import_tvm()
         fd, path = tempfile.mkstemp(prefix="edgert-", suffix=".so")  # private: mode 0600
         try:
@@ -110,6 +166,8 @@ class TvmRunner:
         Not thread-safe: one runner serves one caller at a time (inputs may be staged in buffers
         the runner reuses).
         """
+        if self.num_threads is not None:
+            use_threads(self.num_threads)
         args = self._args(inputs)
         # outputs are fresh VM allocations, handed out without a copy, except an output that is an
         # input or parameter passed straight through (or a view of one): copy that so no caller shares
@@ -129,6 +187,8 @@ class TvmRunner:
         so Python never sits inside the measured interval. Kernels of ``transform_params`` (weight
         packing) run at set_params time, not per inference, and are not reported.
         """
+        if self.num_threads is not None:
+            use_threads(self.num_threads)
         calls: list[tuple[str, tuple]] = []
 
         def record(func, symbol, before_run, ret_value, *args):  # noqa: ARG001 (VM's signature)
