@@ -192,14 +192,12 @@ def _sparse_steps(rng, steps, k, counts):
 
 
 def linear_leaky_case():
-    """Fused Linear + Leaky nodes side by side, steps with nonzero counts on both sides of the event
-    limit (and at it), spikes, graded spikes and floats; event_below 0 (always dense) and 2 (always
-    event) among them."""
+    """Fused Linear + Leaky nodes side by side, steps with few to all inputs nonzero, spikes, graded
+    spikes and floats; event_below 0 (always dense) among them, so both paths run."""
     rng = np.random.default_rng(14)
     k = 53
-    lim = event_limit(0.15, k)
-    assert lim == 8 and 7 < 0.15 * k < 8  # 7 nonzero inputs: the event path; 8: dense
-    counts = [0, 1, 3, lim - 1, lim, lim + 1, 20, 40, k]
+    assert event_limit(0.15, k) == k + 1 and event_limit(0.0, k) == 0  # event path, unless "always dense"
+    counts = [0, 1, 3, 7, 8, 9, 20, 40, k]
     x = _sparse_steps(rng, 81, k, counts)
     nodes, params = [], {}
     for j, (kw, below) in enumerate(zip(VARIANTS + VARIANTS[:4], [0.15] * 12 + [0.0, 0.5, 1.0, 2.0])):
