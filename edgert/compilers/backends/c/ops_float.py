@@ -1,15 +1,284 @@
-"""C emitters of the float ops: one kernel call per node into kernels/float.c."""
+"""C emitters of the float ops: one kernel call per node into kernels/float.c.
+
+Weights are re-laid at compile time for the kernels' register blocks: a conv's as
+[groups][output channels in fours][cg*kh*kw][4], a linear's as [outputs in eights][K][8], zero-padded
+past the last channel. Kernel rows and columns of zeros at the edge of a conv's kernel are dropped
+(with the padding they met), so a TF 'same' conv rebuilt with a leading zero tap costs no more than
+the original. A relu or clip whose only input is a conv or linear output read by nothing else is
+folded into that node's epilogue; the relu itself then only moves the bytes if the emitter did not
+give it the same buffer (``ek_copy`` is a no-op when the pointers are equal).
+"""
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 from edgert import ir
+from edgert.errors import UnsupportedOpError
+from edgert.ops.reference import avg_pool_divisor
 
 FILES = ("kernels/float.h", "kernels/float.c")
-FLAGS: dict[str, list[str]] = {}
+FLAGS: dict[str, list[str]] = {"kernels/float.c": ["-ffp-contract=fast"]}  # one vfma per multiply-add
+
+CONV_PIXELS = 6  # EK_CONV_PIXELS in float.h
+MAX_RANK = 8  # EK_MAX_RANK in float.c
+FUSE_INTO = ("conv2d", "linear")
 
 
-def _relu(n: ir.Relu, ctx) -> str:
-    return f"  ek_relu({ctx.ptr(n.inputs[0])}, {ctx.ptr(n.output)}, {ctx.numel(n.output)});"
+def _f(v: float) -> str:
+    """A float32 C literal (exact, in hex) or an infinity."""
+    v = float(np.float32(v))
+    if math.isinf(v):
+        return "INFINITY" if v > 0 else "-INFINITY"
+    return v.hex() + "f"
 
 
-EMITTERS = {"relu": _relu}
+def _param(n: ir.Node, ctx, k: int) -> np.ndarray:
+    name = n.inputs[k]
+    if name not in ctx.graph.params:
+        raise UnsupportedOpError(f"{n.op} {n.name!r}: input {k} ({name!r}) must be a parameter (a constant "
+                                 "array) for the C backend; it is an activation")
+    return np.asarray(ctx.graph.params[name])
+
+
+def _opt_ptr(n: ir.Node, ctx, k: int) -> str:
+    return ctx.ptr(n.inputs[k]) if len(n.inputs) > k else "NULL"
+
+
+# ---- fused activations ----
+
+def fused_act(n: ir.Node, ctx) -> tuple[str, float, float] | None:
+    """(act, lo, hi) of the relu or clip folded into ``n``'s epilogue, or None."""
+    g = ctx.graph
+    if n.op not in FUSE_INTO or n.output in g.outputs:
+        return None
+    readers = [m for m in g.nodes if n.output in m.inputs]
+    if len(readers) != 1 or readers[0].inputs != (n.output,):
+        return None
+    r = readers[0]
+    if isinstance(r, ir.Relu):
+        return ("EK_ACT_MAX", 0.0, math.inf)
+    if isinstance(r, ir.Clip):
+        return ("EK_ACT_CLAMP", r.lo, r.hi)
+    return None
+
+
+def _act_args(n: ir.Node, ctx) -> str:
+    act = fused_act(n, ctx)
+    if act is None:
+        return "EK_ACT_NONE, 0.0f, 0.0f"
+    return f"{act[0]}, {_f(act[1])}, {_f(act[2])}"
+
+
+def _folded(n: ir.Node, ctx) -> bool:
+    """True when this relu/clip's work was done by its producer's epilogue."""
+    prod = next((m for m in ctx.graph.nodes if m.output == n.inputs[0]), None)
+    return prod is not None and fused_act(prod, ctx) is not None
+
+
+# ---- elementwise ----
+
+def _elementwise(kernel: str, extra=lambda n: ""):
+    def emit(n: ir.Node, ctx) -> str:
+        x, y, count = ctx.ptr(n.inputs[0]), ctx.ptr(n.output), ctx.numel(n.output)
+        if n.op in ("relu", "clip") and _folded(n, ctx):
+            return f"  ek_copy({x}, {y}, {count});  /* folded into the producer's epilogue */"
+        return f"  {kernel}({x}, {y}, {count}{extra(n)});"
+    return emit
+
+
+# ---- conv2d ----
+
+def _trim(w: np.ndarray, pt: int, pl: int, dh: int, dw: int) -> tuple[np.ndarray, int, int]:
+    """Drop all-zero kernel rows/columns at the edges: a leading one with the padding it met."""
+    while w.shape[2] > 1 and pt >= dh and not w[:, :, 0].any():
+        w, pt = w[:, :, 1:], pt - dh
+    while w.shape[2] > 1 and not w[:, :, -1].any():
+        w = w[:, :, :-1]
+    while w.shape[3] > 1 and pl >= dw and not w[:, :, :, 0].any():
+        w, pl = w[:, :, :, 1:], pl - dw
+    while w.shape[3] > 1 and not w[:, :, :, -1].any():
+        w = w[:, :, :, :-1]
+    return w, pt, pl
+
+
+def _geom(c, h, w, o, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl, groups) -> str:
+    vals = dict(c=c, h=h, w=w, o=o, oh=oh, ow=ow, kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw, pt=pt, pl=pl,
+                groups=groups)
+    return "&(const ek_conv_geom){" + ", ".join(f".{k} = {v}" for k, v in vals.items()) + "}"
+
+
+def _conv2d(n: ir.Conv2d, ctx) -> str:
+    w = _param(n, ctx, 1).astype(np.float32)
+    b = _param(n, ctx, 2).astype(np.float32) if len(n.inputs) == 3 else None
+    _, c, h, wd = ctx.shape(n.inputs[0])
+    _, o, oh, ow = ctx.shape(n.output)
+    (sh, sw), (dh, dw), g = n.stride, n.dilation, n.groups
+    w, pt, pl = _trim(w, n.padding[0], n.padding[1], dh, dw)
+    kh, kw = w.shape[2:]
+    geom = _geom(c, h, wd, o, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl, g)
+    x, y, act = ctx.ptr(n.inputs[0]), ctx.ptr(n.output), _act_args(n, ctx)
+    if g == c and c > 1:  # depthwise: one plane per output channel
+        wsym = ctx.const(n.inputs[1] + "_dw", w.reshape(o, kh * kw))
+        bsym = ctx.ptr(n.inputs[2]) if b is not None else "NULL"
+        rp, cp = (oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1
+        pad1 = ((kh, kw, sh, sw, dh, dw, pt, pl) == (3, 3, 1, 1, 1, 1, 1, 1) and (oh, ow) == (h, wd)
+                and min(h, wd) >= 2)  # ek_dw3x3_pad1: borders handled without a copy
+        plane = "NULL"
+        if not pad1 and (pt > 0 or pl > 0 or rp > h or cp > wd):
+            plane = ctx.scratch(rp * cp * 4)
+        return f"  ek_dwconv2d({x}, {wsym}, {bsym}, {y}, {plane}, {geom}, {act});"
+    cg, og = c // g, o // g
+    nob, k = -(-og // 4), cg * kh * kw
+    wg = np.zeros((g, nob * 4, k), np.float32)
+    wg[:, :og] = w.reshape(g, og, k)
+    wt = wg.reshape(g, nob, 4, k).transpose(0, 1, 3, 2)  # [g][ob][k][4]
+    wsym = ctx.const(n.inputs[1] + "_t", wt)
+    bsym = "NULL"
+    if b is not None:
+        bp = np.zeros((g, nob * 4), np.float32)
+        bp[:, :og] = b.reshape(g, og)
+        bsym = ctx.const(n.inputs[2] + "_p", bp) if og % 4 else ctx.ptr(n.inputs[2])
+    direct = (kh, kw, sh, sw, pt, pl) == (1, 1, 1, 1, 0, 0) and (oh, ow) == (h, wd)
+    patch = "NULL"
+    if not direct or (oh * ow) % CONV_PIXELS:
+        patch = ctx.scratch(CONV_PIXELS * k * 4)
+    return f"  ek_conv2d({x}, {wsym}, {bsym}, {y}, {patch}, {geom}, {act});"
+
+
+def _linear(n: ir.Linear, ctx) -> str:
+    w = _param(n, ctx, 1).astype(np.float32)
+    o, k = w.shape
+    nob = -(-o // 8)
+    wp = np.zeros((nob * 8, k), np.float32)
+    wp[:o] = w
+    wsym = ctx.const(n.inputs[1] + "_t", wp.reshape(nob, 8, k).transpose(0, 2, 1))  # [ob][k][8]
+    bsym = "NULL"
+    if len(n.inputs) == 3:
+        bp = np.zeros(nob * 8, np.float32)
+        bp[:o] = _param(n, ctx, 2)
+        bsym = ctx.const(n.inputs[2] + "_p", bp) if o % 8 else ctx.ptr(n.inputs[2])
+    rows = ctx.numel(n.inputs[0]) // k
+    return (f"  ek_linear({ctx.ptr(n.inputs[0])}, {wsym}, {bsym}, {ctx.ptr(n.output)}, {rows}, {k}, {o}, "
+            f"{_act_args(n, ctx)});")
+
+
+def _batch_norm(n: ir.BatchNorm, ctx) -> str:
+    gamma, beta, mean, var = (_param(n, ctx, i).astype(np.float64) for i in range(1, 5))
+    scale = gamma / np.sqrt(var + n.eps)
+    shift = beta - mean * scale
+    shape = ctx.shape(n.inputs[0])
+    s = ctx.const(n.name + "_scale", scale.astype(np.float32))
+    t = ctx.const(n.name + "_shift", shift.astype(np.float32))
+    return (f"  ek_scale_shift({ctx.ptr(n.inputs[0])}, {s}, {t}, {ctx.ptr(n.output)}, {shape[1]}, "
+            f"{math.prod(shape[2:])});")
+
+
+# ---- pools ----
+
+def _pool_geom(n, ctx, dilation=(1, 1)) -> tuple[str, tuple[int, int, int, int, int]]:
+    _, c, h, w = ctx.shape(n.inputs[0])
+    _, _, oh, ow = ctx.shape(n.output)
+    (kh, kw), (sh, sw), (dh, dw) = n.kernel, n.stride, dilation
+    pt, pl = n.padding[0], n.padding[1]
+    vals = dict(c=c, h=h, w=w, oh=oh, ow=ow, kh=kh, kw=kw, sh=sh, sw=sw, dh=dh, dw=dw, pt=pt, pl=pl)
+    return "&(const ek_pool_geom){" + ", ".join(f".{k} = {v}" for k, v in vals.items()) + "}", (h, w, oh, ow)
+
+
+def _max_pool2d(n: ir.MaxPool2d, ctx) -> str:
+    geom, _ = _pool_geom(n, ctx, n.dilation)
+    return f"  ek_max_pool2d({ctx.ptr(n.inputs[0])}, {ctx.ptr(n.output)}, {geom});"
+
+
+def _avg_pool2d(n: ir.AvgPool2d, ctx) -> str:
+    geom, (h, w, oh, ow) = _pool_geom(n, ctx)
+    div = ctx.const(n.name + "_div", avg_pool_divisor(n, h, w, (oh, ow)).astype(np.float32))
+    return f"  ek_avg_pool2d({ctx.ptr(n.inputs[0])}, {ctx.ptr(n.output)}, {geom}, {div});"
+
+
+def _adaptive_avg_pool2d(n: ir.AdaptiveAvgPool2d, ctx) -> str:
+    _, c, h, w = ctx.shape(n.inputs[0])
+    oh, ow = n.output_size
+    return f"  ek_adaptive_avg_pool2d({ctx.ptr(n.inputs[0])}, {ctx.ptr(n.output)}, {c}, {h}, {w}, {oh}, {ow});"
+
+
+# ---- add, concat, softmax ----
+
+def broadcast_strides(out: tuple[int, ...], *shapes: tuple[int, ...]) -> tuple[list[int], list[list[int]]]:
+    """Dims of ``out`` and each input's element strides along them (0 where it broadcasts), with
+    size-1 dims dropped and neighbours that every input walks alike merged."""
+    strides = []
+    for s in shapes:
+        s = (1,) * (len(out) - len(s)) + tuple(s)
+        st = [math.prod(s[i + 1:]) for i in range(len(s))]
+        strides.append([0 if d == 1 else t for d, t in zip(s, st)])
+    keep = [i for i, d in enumerate(out) if d != 1]
+    dims = [out[i] for i in keep]
+    strides = [[st[i] for i in keep] for st in strides]
+    i = len(dims) - 1
+    while i > 0:  # merge dim i into i - 1 when every input steps dim i - 1 as dims[i] steps of dim i
+        if all(st[i - 1] == st[i] * dims[i] for st in strides):
+            dims[i - 1] *= dims[i]
+            for st in strides:
+                st[i - 1] = st[i]
+                del st[i]
+            del dims[i]
+        i -= 1
+    if not dims:
+        return [1], [[0] for _ in shapes]
+    return dims, strides
+
+
+def _ints(v: list[int]) -> str:
+    return "(const int[]){" + ", ".join(str(int(x)) for x in v) + "}"
+
+
+def _add(n: ir.Add, ctx) -> str:
+    if any(ctx.specs[v].dtype != "float32" for v in (*n.inputs, n.output)):
+        raise UnsupportedOpError(f"add {n.name!r}: the C backend adds float32 values only")
+    dims, (sa, sb) = broadcast_strides(ctx.shape(n.output), ctx.shape(n.inputs[0]), ctx.shape(n.inputs[1]))
+    if len(dims) > MAX_RANK:
+        raise UnsupportedOpError(f"add {n.name!r}: broadcasting over {len(dims)} dims; the C backend takes "
+                                 f"up to {MAX_RANK}")
+    assert sa[-1] in (0, 1) and sb[-1] in (0, 1), (dims, sa, sb)
+    return (f"  ek_add({ctx.ptr(n.inputs[0])}, {ctx.ptr(n.inputs[1])}, {ctx.ptr(n.output)}, {len(dims)}, "
+            f"{_ints(dims)}, {_ints(sa)}, {_ints(sb)});")
+
+
+def _concat(n: ir.Concat, ctx) -> str:
+    out = ctx.shape(n.output)
+    a = n.axis
+    item = np.dtype(ctx.specs[n.output].dtype).itemsize
+    outer, inner = math.prod(out[:a]), math.prod(out[a + 1:])
+    y, lines, off = ctx.ptr(n.output), [], 0
+    for v in n.inputs:
+        d = ctx.shape(v)[a]
+        lines.append(f"  ek_concat_part({ctx.ptr(v)}, {y} + {off * inner}, {outer}, {d * inner * item}, "
+                     f"{out[a] * inner * item});")
+        off += d
+    return "\n".join(lines)
+
+
+def _softmax(n: ir.Softmax, ctx) -> str:
+    s, a = ctx.shape(n.inputs[0]), n.axis
+    return (f"  ek_softmax({ctx.ptr(n.inputs[0])}, {ctx.ptr(n.output)}, {math.prod(s[:a])}, {s[a]}, "
+            f"{math.prod(s[a + 1:])});")
+
+
+EMITTERS = {
+    "conv2d": _conv2d,
+    "linear": _linear,
+    "batch_norm": _batch_norm,
+    "relu": _elementwise("ek_relu"),
+    "clip": _elementwise("ek_clip", lambda n: f", {_f(n.lo)}, {_f(n.hi)}"),
+    "sigmoid": _elementwise("ek_sigmoid"),
+    "tanh": _elementwise("ek_tanh"),
+    "max_pool2d": _max_pool2d,
+    "avg_pool2d": _avg_pool2d,
+    "adaptive_avg_pool2d": _adaptive_avg_pool2d,
+    "add": _add,
+    "concat": _concat,
+    "softmax": _softmax,
+}

@@ -1,6 +1,500 @@
+/* edgert float kernels (see float.h). Written for a scalar core with a single-precision FPU and 32
+ * float registers (Cortex-M7/M4F): the hot loops keep their accumulators in registers, read every
+ * weight and input once per block, and never branch on a bound; float only, never double.
+ * Compiled with -ffp-contract=fast (ops_float.FLAGS) so each multiply-add is one vfma. */
+#include <string.h>
 #include "float.h"
+
+/* max/min with the NaN rule of fmaxf/fminf (a NaN operand gives the other one) */
+#if defined(__ARM_ARCH_7EM__) && defined(__ARM_FP) && (__ARM_FP & 8)
+/* FPv5 (Cortex-M7 with the double-precision FPU): fmaxf/fminf are single instructions, vmaxnm/vminnm */
+#define EK_MAX(a, b) fmaxf(a, b)
+#define EK_MIN(a, b) fminf(a, b)
+#else
+/* elsewhere fmaxf may be a library call; a compare and select is as fast as it gets */
+#define EK_MAX(a, b) ((a) > (b) ? (a) : (b))
+#define EK_MIN(a, b) ((a) < (b) ? (a) : (b))
+#endif
+
+#define EK_NP EK_CONV_PIXELS
+
+#if defined(__GNUC__)
+#define EK_INLINE static inline __attribute__((always_inline))
+#else
+#define EK_INLINE static inline
+#endif
+
+static int ek_imin(int a, int b) { return a < b ? a : b; }
+
+EK_INLINE float ek_act(float v, int act, float lo, float hi) {
+  if (act == EK_ACT_MAX) return EK_MAX(v, lo);
+  if (act == EK_ACT_CLAMP) return EK_MIN(EK_MAX(v, lo), hi);
+  return v;
+}
+
+/* ---- elementwise ---- */
 
 void ek_relu(const float *x, float *y, int n) {
   int i;
   for (i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+}
+
+void ek_clip(const float *x, float *y, int n, float lo, float hi) {
+  int i;
+  for (i = 0; i < n; i++) y[i] = EK_MIN(EK_MAX(x[i], lo), hi);
+}
+
+void ek_sigmoid(const float *x, float *y, int n) {
+  int i;
+  for (i = 0; i < n; i++) y[i] = 1.0f / (1.0f + expf(-x[i]));  /* exp overflow gives 1/inf = 0 */
+}
+
+void ek_tanh(const float *x, float *y, int n) {
+  int i;
+  for (i = 0; i < n; i++) y[i] = tanhf(x[i]);
+}
+
+void ek_copy(const float *x, float *y, int n) {
+  if (x != y) memcpy(y, x, (size_t)n * sizeof(float));
+}
+
+/* ---- conv2d: blocks of 4 output channels x EK_NP (6) pixels ----
+ * 24 accumulators + 6 inputs + 1 weight stay in the 32 float registers: per input channel (or tap)
+ * 10 loads feed 24 fused multiply-adds. Unrolling further makes GCC spill. */
+
+#define EK_ACC_DECL(o) float a##o##0 = b##o, a##o##1 = b##o, a##o##2 = b##o, a##o##3 = b##o, \
+  a##o##4 = b##o, a##o##5 = b##o;
+#define EK_ACC_FMA(o) { const float wv = w[o]; a##o##0 += wv * x0; a##o##1 += wv * x1; \
+  a##o##2 += wv * x2; a##o##3 += wv * x3; a##o##4 += wv * x4; a##o##5 += wv * x5; }
+#define EK_ACC_MAP(o, F) a##o##0 = F(a##o##0); a##o##1 = F(a##o##1); a##o##2 = F(a##o##2); \
+  a##o##3 = F(a##o##3); a##o##4 = F(a##o##4); a##o##5 = F(a##o##5);
+#define EK_ACC_STORE(o) { float *yo = y + (o) * ys; yo[0] = a##o##0; yo[1] = a##o##1; yo[2] = a##o##2; \
+  yo[3] = a##o##3; yo[4] = a##o##4; yo[5] = a##o##5; }
+#define EK_ACC_ROW(o) { a##o##0, a##o##1, a##o##2, a##o##3, a##o##4, a##o##5 }
+#define EK_F_MAX(v) EK_MAX(v, lo)
+#define EK_F_CLAMP(v) EK_MIN(EK_MAX(v, lo), hi)
+
+/* y[o*ys + q] = act(b[o] + sum_k w[k*4 + o] * x[k*xs + q]) for o < no, q < np (the block is computed
+ * whole: w is zero-padded past no, x past np) */
+static void ek_block4x6(const float *w, const float *x, int xs, int k, const float *b, float *y, int ys,
+                        int no, int np, int act, float lo, float hi) {
+  const float b0 = b ? b[0] : 0.0f, b1 = b ? b[1] : 0.0f, b2 = b ? b[2] : 0.0f, b3 = b ? b[3] : 0.0f;
+  EK_ACC_DECL(0) EK_ACC_DECL(1) EK_ACC_DECL(2) EK_ACC_DECL(3)
+  for (; k > 0; k--) {
+    const float x0 = x[0], x1 = x[1], x2 = x[2], x3 = x[3], x4 = x[4], x5 = x[5];
+    EK_ACC_FMA(0) EK_ACC_FMA(1) EK_ACC_FMA(2) EK_ACC_FMA(3)
+    x += xs;
+    w += 4;
+  }
+  if (act == EK_ACT_MAX) {
+    EK_ACC_MAP(0, EK_F_MAX) EK_ACC_MAP(1, EK_F_MAX) EK_ACC_MAP(2, EK_F_MAX) EK_ACC_MAP(3, EK_F_MAX)
+  } else if (act == EK_ACT_CLAMP) {
+    EK_ACC_MAP(0, EK_F_CLAMP) EK_ACC_MAP(1, EK_F_CLAMP) EK_ACC_MAP(2, EK_F_CLAMP) EK_ACC_MAP(3, EK_F_CLAMP)
+  }
+  if (no == 4 && np == EK_NP) {
+    EK_ACC_STORE(0) EK_ACC_STORE(1) EK_ACC_STORE(2) EK_ACC_STORE(3)
+  } else {
+    const float r[4][EK_NP] = {EK_ACC_ROW(0), EK_ACC_ROW(1), EK_ACC_ROW(2), EK_ACC_ROW(3)};
+    int o, q;
+    for (o = 0; o < no; o++)
+      for (q = 0; q < np; q++) y[o * ys + q] = r[o][q];
+  }
+}
+
+/* taps i of a window starting at s (stride d) that land in [0, n): [*i0, *i1) */
+static void ek_taps(int s, int d, int k, int n, int *i0, int *i1) {
+  *i0 = s < 0 ? (-s + d - 1) / d : 0;
+  *i1 = n - s <= 0 ? 0 : ek_imin(k, (n - s + d - 1) / d);
+  if (*i0 > *i1) *i0 = *i1;
+}
+
+/* patch[k*EK_NP + q] = the input under tap k of output pixel p0 + q (0 in the padding, and for q >= np);
+ * the taps inside the input are worked out once per pixel, so the copy loops test no bounds */
+static void ek_gather(const float *x, const ek_conv_geom *g, int cg, int p0, int np, float *patch) {
+  const int h = g->h, w = g->w, kh = g->kh, kw = g->kw, dh = g->dh, dw = g->dw;
+  int q;
+  for (q = 0; q < EK_NP; q++) {
+    float *d = patch + q;
+    int c, i, j;
+    if (q >= np) {
+      for (c = cg * kh * kw; c > 0; c--, d += EK_NP) *d = 0.0f;
+      continue;
+    }
+    {
+      const int p = p0 + q, oy = p / g->ow, ox = p - oy * g->ow;
+      const int iy0 = oy * g->sh - g->pt, ix0 = ox * g->sw - g->pl;
+      int i0, i1, j0, j1;
+      ek_taps(iy0, dh, kh, h, &i0, &i1);
+      ek_taps(ix0, dw, kw, w, &j0, &j1);
+      for (c = 0; c < cg; c++) {
+        const float *xc = x + c * h * w;
+        for (i = i0 * kw; i > 0; i--, d += EK_NP) *d = 0.0f;  /* rows in the top padding */
+        for (i = i0; i < i1; i++) {
+          const float *row = xc + (iy0 + i * dh) * w;
+          for (j = 0; j < j0; j++, d += EK_NP) *d = 0.0f;
+          for (; j < j1; j++, d += EK_NP) *d = row[ix0 + j * dw];
+          for (; j < kw; j++, d += EK_NP) *d = 0.0f;
+        }
+        for (i = (kh - i1) * kw; i > 0; i--, d += EK_NP) *d = 0.0f;  /* and in the bottom */
+      }
+    }
+  }
+}
+
+void ek_conv2d(const float *x, const float *w, const float *b, float *y, float *patch,
+               const ek_conv_geom *g, int act, float lo, float hi) {
+  const int cg = g->c / g->groups, og = g->o / g->groups, nob = (og + 3) / 4;
+  const int k = cg * g->kh * g->kw, hw = g->h * g->w, ohw = g->oh * g->ow;
+  /* a 1x1 conv at stride 1 without padding reads its pixels straight from x */
+  const int direct = g->kh == 1 && g->kw == 1 && g->sh == 1 && g->sw == 1 && g->pt == 0 && g->pl == 0 &&
+                     g->oh == g->h && g->ow == g->w;
+  int grp, p0, ob;
+  for (grp = 0; grp < g->groups; grp++) {
+    const float *xg = x + grp * cg * hw, *wg = w + grp * nob * k * 4;
+    const float *bg = b ? b + grp * nob * 4 : NULL;
+    float *yg = y + grp * og * ohw;
+    for (p0 = 0; p0 < ohw; p0 += EK_NP) {
+      const int np = ek_imin(EK_NP, ohw - p0);
+      const float *src = patch;
+      int xs = EK_NP;
+      if (direct && np == EK_NP) {
+        src = xg + p0;
+        xs = hw;
+      } else if (direct) {  /* the last pixels: copied, zero-padded to a whole block */
+        int kk, q;
+        for (kk = 0; kk < k; kk++)
+          for (q = 0; q < EK_NP; q++) patch[kk * EK_NP + q] = q < np ? xg[kk * hw + p0 + q] : 0.0f;
+      } else {
+        ek_gather(xg, g, cg, p0, np, patch);
+      }
+      for (ob = 0; ob < nob; ob++)
+        ek_block4x6(wg + ob * k * 4, src, xs, k, bg ? bg + ob * 4 : NULL, yg + ob * 4 * ohw + p0, ohw,
+                    ek_imin(4, og - ob * 4), np, act, lo, hi);
+    }
+  }
+}
+
+/* ---- depthwise conv ---- */
+
+/* Multiply-adds are written one per statement: `a += x*k` is one vfma, while `a += x*k + y*l` would
+ * round the products' sum first (a vmul, a vfma and a vadd). */
+#define EK_MAC3(a, q, k0, k1, k2) { a += (q)[0] * (k0); a += (q)[1] * (k1); a += (q)[2] * (k2); }
+#define EK_MAC2(a, q, k0, k1) { a += (q)[0] * (k0); a += (q)[1] * (k1); }
+
+/* 3x3, stride 1, padding 1 all round, on an h x w plane (h, w >= 2): no padded copy, no zero taps.
+ * The plane is cut into vertical strips: the two edge columns (each has two input columns; the
+ * padding drops a weight column), and interior strips of three output columns (five input columns).
+ * A strip slides down the rows: each input row is loaded once and feeds the three output rows it
+ * touches (weight rows 2, 1, 0 of output rows i-1, i, i+1); output row i-1 is then complete. The
+ * slide is unrolled three times so the three accumulator sets rotate by name, not by moves; the top
+ * and bottom padding are the slide's first and last steps. Interior strip: 5 loads feed 27
+ * multiply-adds. The strips are inlined into one copy per activation kind (none, clamp: relu is a
+ * clamp to [0, inf]), so no output tests it. */
+
+#define EK_CL(v) (act ? EK_MIN(EK_MAX(v, lo), hi) : (v))
+
+/* the slide over rows 0..h-1 of one strip, given its per-set steps:
+ * INIT(A) sets A to the bias, LOAD loads input row r, ADD(A, t) adds the row under weight row t,
+ * STORE(A) writes A at yo */
+#define EK_SLIDE(INIT, LOAD, ADD, STORE)                                   \
+  {                                                                        \
+    const float *r = x, *const rlast = x + (h - 1) * w;                    \
+    float *yo = y;                                                         \
+    INIT(A) INIT(B) LOAD ADD(A, 1) ADD(B, 0)                               \
+    r += w;                                                                \
+    for (;;) {                                                             \
+      if (r == rlast) { LOAD ADD(A, 2) ADD(B, 1) STORE(A) yo += w; STORE(B) break; } \
+      INIT(C) LOAD ADD(A, 2) ADD(B, 1) ADD(C, 0) STORE(A) r += w; yo += w; \
+      if (r == rlast) { LOAD ADD(B, 2) ADD(C, 1) STORE(B) yo += w; STORE(C) break; } \
+      INIT(A) LOAD ADD(B, 2) ADD(C, 1) ADD(A, 0) STORE(B) r += w; yo += w; \
+      if (r == rlast) { LOAD ADD(C, 2) ADD(A, 1) STORE(C) yo += w; STORE(A) break; } \
+      INIT(B) LOAD ADD(C, 2) ADD(A, 1) ADD(B, 0) STORE(C) r += w; yo += w; \
+    }                                                                      \
+  }
+
+/* weight row t of k, as three registers kt0, kt1, kt2 */
+#define EK_K9 const float k00 = k[0], k01 = k[1], k02 = k[2], k10 = k[3], k11 = k[4], k12 = k[5], \
+  k20 = k[6], k21 = k[7], k22 = k[8];
+
+/* interior strip: output columns 0..2 of x, y (input columns -1..3) */
+#define EK_S3_INIT(A) A##0 = bias; A##1 = bias; A##2 = bias;
+#define EK_S3_LOAD e0 = r[-1]; e1 = r[0]; e2 = r[1]; e3 = r[2]; e4 = r[3];
+#define EK_S3_ADD(A, t)                                                              \
+  A##0 += e0 * k##t##0; A##1 += e1 * k##t##0; A##2 += e2 * k##t##0;                 \
+  A##0 += e1 * k##t##1; A##1 += e2 * k##t##1; A##2 += e3 * k##t##1;                 \
+  A##0 += e2 * k##t##2; A##1 += e3 * k##t##2; A##2 += e4 * k##t##2;
+#define EK_S3_STORE(A) yo[0] = EK_CL(A##0); yo[1] = EK_CL(A##1); yo[2] = EK_CL(A##2);
+
+EK_INLINE void ek_dw3_strip3(const float *x, int h, int w, const float *k, float bias, float *y, int act,
+                             float lo, float hi) {
+  EK_K9
+  float A0, A1, A2, B0, B1, B2, C0, C1, C2, e0, e1, e2, e3, e4;
+  EK_SLIDE(EK_S3_INIT, EK_S3_LOAD, EK_S3_ADD, EK_S3_STORE)
+}
+
+/* interior strip of one output column (input columns -1..1) */
+#define EK_S1_INIT(A) A = bias;
+#define EK_S1_LOAD e0 = r[-1]; e1 = r[0]; e2 = r[1];
+#define EK_S1_ADD(A, t) A += e0 * k##t##0; A += e1 * k##t##1; A += e2 * k##t##2;
+#define EK_S1_STORE(A) yo[0] = EK_CL(A);
+
+EK_INLINE void ek_dw3_strip1(const float *x, int h, int w, const float *k, float bias, float *y, int act,
+                             float lo, float hi) {
+  EK_K9
+  float A, B, C, e0, e1, e2;
+  EK_SLIDE(EK_S1_INIT, EK_S1_LOAD, EK_S1_ADD, EK_S1_STORE)
+}
+
+/* an edge column: input columns 0, 1 under weight columns c, c + 1 (the padding has the third) */
+#define EK_E_LOAD e0 = r[0]; e1 = r[1];
+#define EK_E_ADD(A, t) A += e0 * k##t##0; A += e1 * k##t##1;
+
+EK_INLINE void ek_dw3_edge(const float *x, int h, int w, const float *kf, int c, float bias, float *y,
+                           int act, float lo, float hi) {
+  const float k00 = kf[c], k01 = kf[c + 1], k10 = kf[3 + c], k11 = kf[4 + c], k20 = kf[6 + c],
+              k21 = kf[7 + c];
+  float A, B, C, e0, e1;
+  EK_SLIDE(EK_S1_INIT, EK_E_LOAD, EK_E_ADD, EK_S1_STORE)
+}
+
+EK_INLINE void ek_dw3x3_pad1_act(const float *x, int h, int w, const float *k, float bias, float *y,
+                                 int act, float lo, float hi) {
+  int c;
+  ek_dw3_edge(x, h, w, k, 1, bias, y, act, lo, hi);  /* column 0: weight columns 1, 2 */
+  for (c = 1; c + 3 <= w - 1; c += 3) ek_dw3_strip3(x + c, h, w, k, bias, y + c, act, lo, hi);
+  for (; c < w - 1; c++) ek_dw3_strip1(x + c, h, w, k, bias, y + c, act, lo, hi);
+  ek_dw3_edge(x + w - 2, h, w, k, 0, bias, y + w - 1, act, lo, hi);  /* the last: weight columns 0, 1 */
+}
+
+static void ek_dw3x3_pad1(const float *x, int h, int w, const float *k, float bias, float *y, int act,
+                          float lo, float hi) {
+  if (act == EK_ACT_NONE) {
+    ek_dw3x3_pad1_act(x, h, w, k, bias, y, 0, lo, hi);
+  } else {
+    if (act == EK_ACT_MAX) hi = INFINITY;
+    ek_dw3x3_pad1_act(x, h, w, k, bias, y, 1, lo, hi);
+  }
+}
+
+/* any window on a plane p (row stride ps) that holds every tap: no bounds checks */
+static void ek_dw_plane(const float *p, int ps, const float *k, float bias, float *y, const ek_conv_geom *g,
+                        int act, float lo, float hi) {
+  const int kh = g->kh, kw = g->kw, sh = g->sh, sw = g->sw, dh = g->dh, dw = g->dw;
+  int oy, ox, i, j;
+  if (kh == 3 && kw == 3 && dw == 1) {  /* 3x3 (any stride, row dilation): 9 taps unrolled */
+    const float k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3], k4 = k[4], k5 = k[5], k6 = k[6], k7 = k[7],
+                k8 = k[8];
+    for (oy = 0; oy < g->oh; oy++) {
+      const float *r0 = p + oy * sh * ps, *r1 = r0 + dh * ps, *r2 = r1 + dh * ps;
+      for (ox = 0; ox < g->ow; ox++) {
+        float a = bias;
+        EK_MAC3(a, r0 + ox * sw, k0, k1, k2) EK_MAC3(a, r1 + ox * sw, k3, k4, k5)
+        EK_MAC3(a, r2 + ox * sw, k6, k7, k8)
+        *y++ = ek_act(a, act, lo, hi);
+      }
+    }
+    return;
+  }
+  for (oy = 0; oy < g->oh; oy++)
+    for (ox = 0; ox < g->ow; ox++) {
+      const float *q = p + oy * sh * ps + ox * sw;
+      float acc = bias;
+      for (i = 0; i < kh; i++)
+        for (j = 0; j < kw; j++) acc += q[i * dh * ps + j * dw] * k[i * kw + j];
+      *y++ = ek_act(acc, act, lo, hi);
+    }
+}
+
+void ek_dwconv2d(const float *x, const float *w, const float *b, float *y, float *plane,
+                 const ek_conv_geom *g, int act, float lo, float hi) {
+  const int m = g->o / g->c, taps = g->kh * g->kw, hw = g->h * g->w, ohw = g->oh * g->ow;
+  /* the rows and columns of the padded input the windows reach */
+  const int rp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1, cp = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+  const int pad1 = g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 &&
+                   g->pt == 1 && g->pl == 1 && g->oh == g->h && g->ow == g->w && g->h >= 2 && g->w >= 2;
+  int c, j, r;
+  if (plane && !pad1) memset(plane, 0, (size_t)rp * cp * sizeof(float));  /* the padding stays 0 */
+  for (c = 0; c < g->c; c++) {
+    const float *src = x + c * hw;
+    int ps = g->w;
+    if (plane && !pad1) {  /* copy the plane inside its padding; every channel writes the same cells */
+      const int ncol = ek_imin(g->w, cp - g->pl);
+      for (r = 0; r < g->h && r + g->pt < rp && ncol > 0; r++)
+        memcpy(plane + (r + g->pt) * cp + g->pl, src + r * g->w, (size_t)ncol * sizeof(float));
+      src = plane;
+      ps = cp;
+    }
+    for (j = 0; j < m; j++) {
+      const int o = c * m + j;
+      const float bias = b ? b[o] : 0.0f;
+      if (pad1)
+        ek_dw3x3_pad1(src, g->h, g->w, w + o * taps, bias, y + o * ohw, act, lo, hi);
+      else
+        ek_dw_plane(src, ps, w + o * taps, bias, y + o * ohw, g, act, lo, hi);
+    }
+  }
+}
+
+/* ---- linear: blocks of 8 outputs (9 loads per 8 multiply-adds) ---- */
+
+void ek_linear(const float *x, const float *w, const float *b, float *y, int rows, int k, int o,
+               int act, float lo, float hi) {
+  const int nob = (o + 7) / 8;
+  int r, ob, i;
+  for (r = 0; r < rows; r++, x += k, y += o) {
+    const float *wb = w;
+    for (ob = 0; ob < nob; ob++) {
+      const float *bb = b ? b + ob * 8 : NULL;
+      float a0 = bb ? bb[0] : 0.0f, a1 = bb ? bb[1] : 0.0f, a2 = bb ? bb[2] : 0.0f, a3 = bb ? bb[3] : 0.0f;
+      float a4 = bb ? bb[4] : 0.0f, a5 = bb ? bb[5] : 0.0f, a6 = bb ? bb[6] : 0.0f, a7 = bb ? bb[7] : 0.0f;
+      const int no = ek_imin(8, o - ob * 8);
+      for (i = 0; i < k; i++, wb += 8) {
+        const float v = x[i];
+        a0 += wb[0] * v; a1 += wb[1] * v; a2 += wb[2] * v; a3 += wb[3] * v;
+        a4 += wb[4] * v; a5 += wb[5] * v; a6 += wb[6] * v; a7 += wb[7] * v;
+      }
+      {
+        const float acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+        float *yb = y + ob * 8;
+        for (i = 0; i < no; i++) yb[i] = ek_act(acc[i], act, lo, hi);
+      }
+    }
+  }
+}
+
+void ek_scale_shift(const float *x, const float *scale, const float *shift, float *y, int c, int inner) {
+  int ci, i;
+  for (ci = 0; ci < c; ci++) {
+    const float s = scale[ci], t = shift[ci];
+    for (i = 0; i < inner; i++) *y++ = *x++ * s + t;
+  }
+}
+
+/* ---- pools ---- */
+
+void ek_max_pool2d(const float *x, float *y, const ek_pool_geom *g) {
+  int c, oy, ox, i, j;
+  for (c = 0; c < g->c; c++, x += g->h * g->w)
+    for (oy = 0; oy < g->oh; oy++) {
+      const int iy0 = oy * g->sh - g->pt;
+      int i0, i1;
+      ek_taps(iy0, g->dh, g->kh, g->h, &i0, &i1);
+      for (ox = 0; ox < g->ow; ox++) {
+        const int ix0 = ox * g->sw - g->pl;
+        int j0, j1;
+        float m = -INFINITY;  /* padding is -inf: a window entirely in it gives -inf, as PyTorch */
+        ek_taps(ix0, g->dw, g->kw, g->w, &j0, &j1);
+        for (i = i0; i < i1; i++) {
+          const float *row = x + (iy0 + i * g->dh) * g->w;
+          for (j = j0; j < j1; j++) m = EK_MAX(row[ix0 + j * g->dw], m);
+        }
+        *y++ = m;
+      }
+    }
+}
+
+/* the sum of n floats, in four running sums */
+static float ek_sum(const float *p, int n) {
+  float s0 = 0.0f, s1 = 0.0f, s2 = 0.0f, s3 = 0.0f;
+  int i;
+  for (i = 0; i + 4 <= n; i += 4) {
+    s0 += p[i];
+    s1 += p[i + 1];
+    s2 += p[i + 2];
+    s3 += p[i + 3];
+  }
+  for (; i < n; i++) s0 += p[i];
+  return (s0 + s1) + (s2 + s3);
+}
+
+void ek_avg_pool2d(const float *x, float *y, const ek_pool_geom *g, const float *div) {
+  int c, oy, ox, i;
+  for (c = 0; c < g->c; c++, x += g->h * g->w)
+    for (oy = 0; oy < g->oh; oy++) {
+      const int iy0 = oy * g->sh - g->pt;
+      const int ya = iy0 < 0 ? 0 : iy0, yb = ek_imin(iy0 + g->kh, g->h);
+      for (ox = 0; ox < g->ow; ox++) {
+        const int ix0 = ox * g->sw - g->pl;
+        const int xa = ix0 < 0 ? 0 : ix0, xb = ek_imin(ix0 + g->kw, g->w);
+        float s = 0.0f;
+        if (xa == 0 && xb == g->w)  /* whole rows: one run */
+          s = ek_sum(x + ya * g->w, (yb - ya) * g->w);
+        else
+          for (i = ya; i < yb; i++) s += ek_sum(x + i * g->w + xa, xb - xa);
+        *y++ = s / div[oy * g->ow + ox];
+      }
+    }
+}
+
+void ek_adaptive_avg_pool2d(const float *x, float *y, int c, int h, int w, int oh, int ow) {
+  int ci, oy, ox, i;
+  for (ci = 0; ci < c; ci++, x += h * w)
+    for (oy = 0; oy < oh; oy++) {
+      const int ya = oy * h / oh, yb = ((oy + 1) * h + oh - 1) / oh;
+      for (ox = 0; ox < ow; ox++) {
+        const int xa = ox * w / ow, xb = ((ox + 1) * w + ow - 1) / ow;
+        float s = 0.0f;
+        for (i = ya; i < yb; i++) s += ek_sum(x + i * w + xa, xb - xa);
+        *y++ = s / (float)((yb - ya) * (xb - xa));
+      }
+    }
+}
+
+/* ---- add, concat, softmax ---- */
+
+#define EK_MAX_RANK 8
+
+void ek_add(const float *a, const float *b, float *y, int rank, const int *dims, const int *sa,
+            const int *sb) {
+  /* the last dim runs contiguous (stride 1) or broadcast (stride 0) in each input; the outer dims
+   * step an odometer */
+  const int n = dims[rank - 1], ia = sa[rank - 1], ib = sb[rank - 1];
+  int idx[EK_MAX_RANK] = {0};
+  int outer = 1, t, d, i, oa = 0, ob = 0;
+  for (d = 0; d < rank - 1; d++) outer *= dims[d];
+  for (t = 0; t < outer; t++, y += n) {
+    const float *pa = a + oa, *pb = b + ob;
+    if (ia && ib) {
+      for (i = 0; i < n; i++) y[i] = pa[i] + pb[i];
+    } else if (ia) {
+      const float v = pb[0];
+      for (i = 0; i < n; i++) y[i] = pa[i] + v;
+    } else if (ib) {
+      const float v = pa[0];
+      for (i = 0; i < n; i++) y[i] = v + pb[i];
+    } else {
+      const float v = pa[0] + pb[0];
+      for (i = 0; i < n; i++) y[i] = v;
+    }
+    for (d = rank - 2; d >= 0; d--) {
+      oa += sa[d];
+      ob += sb[d];
+      if (++idx[d] < dims[d]) break;
+      oa -= sa[d] * dims[d];
+      ob -= sb[d] * dims[d];
+      idx[d] = 0;
+    }
+  }
+}
+
+void ek_concat_part(const void *x, void *y, int outer, int chunk, int stride) {
+  const unsigned char *src = (const unsigned char *)x;
+  unsigned char *dst = (unsigned char *)y;
+  int t;
+  for (t = 0; t < outer; t++, src += chunk, dst += stride) memcpy(dst, src, (size_t)chunk);
+}
+
+void ek_softmax(const float *x, float *y, int outer, int n, int inner) {
+  int t, i, j;
+  for (t = 0; t < outer; t++, x += n * inner, y += n * inner)
+    for (i = 0; i < inner; i++) {
+      float m = x[i], s = 0.0f;
+      for (j = 1; j < n; j++) m = EK_MAX(x[i + j * inner], m);
+      for (j = 0; j < n; j++) {
+        const float e = expf(x[i + j * inner] - m);  /* <= 1: the max subtracted, no overflow */
+        y[i + j * inner] = e;
+        s += e;
+      }
+      for (j = 0; j < n; j++) y[i + j * inner] /= s;
+    }
 }

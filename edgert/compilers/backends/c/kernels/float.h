@@ -1,8 +1,68 @@
-/* edgert float kernels: batch 1, NCHW, float32. Pointers may alias where a comment says so. */
+/* edgert float kernels: batch 1, NCHW, float32. Pointers may alias where a comment says so.
+ * Shapes are fixed by the emitter at compile time; weight layouts are the emitter's (ops_float.py). */
 #ifndef EDGERT_KERNELS_FLOAT_H
 #define EDGERT_KERNELS_FLOAT_H
 
+#include <math.h>
+
+/* An activation fused into a kernel's epilogue (a relu or clip the emitter folded into its producer). */
+#define EK_ACT_NONE 0
+#define EK_ACT_MAX 1   /* y = max(y, lo): relu is lo = 0 */
+#define EK_ACT_CLAMP 2 /* y = min(max(y, lo), hi) */
+
+/* Geometry of a conv (and, with c == o, of a depthwise conv): input c x h x w, output o x oh x ow,
+ * kernel kh x kw, stride, dilation, the top and left padding (bottom and right follow from oh, ow). */
+typedef struct {
+  int c, h, w, o, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl, groups;
+} ek_conv_geom;
+
+/* Geometry of a pool: c planes of h x w -> oh x ow. */
+typedef struct {
+  int c, h, w, oh, ow, kh, kw, sh, sw, dh, dw, pt, pl;
+} ek_pool_geom;
+
+/* Output pixels per block of ek_conv2d: its scratch holds EK_CONV_PIXELS * c/groups * kh * kw floats. */
+#define EK_CONV_PIXELS 6
+
 /* y = max(x, 0); y may be x */
 void ek_relu(const float *x, float *y, int n);
+/* y = min(max(x, lo), hi); y may be x */
+void ek_clip(const float *x, float *y, int n, float lo, float hi);
+/* y = 1 / (1 + exp(-x)); y may be x */
+void ek_sigmoid(const float *x, float *y, int n);
+/* y = tanh(x); y may be x */
+void ek_tanh(const float *x, float *y, int n);
+/* y = x: n floats (nothing to do when y is x) */
+void ek_copy(const float *x, float *y, int n);
+
+/* conv2d as blocked matrix products: w is [groups][ceil(o/groups/4)][cg*kh*kw][4] (output channels in
+ * fours, zero-padded; k = (c*kh + i)*kw + j), b is [groups][ceil(o/groups/4)*4] or NULL. patch is
+ * scratch of EK_CONV_PIXELS * cg*kh*kw floats. */
+void ek_conv2d(const float *x, const float *w, const float *b, float *y, float *patch,
+               const ek_conv_geom *g, int act, float lo, float hi);
+/* depthwise conv (groups == c, o = c * multiplier): w is [o][kh*kw], b is [o] or NULL; plane is
+ * scratch of (the window's reach) rows x cols floats, or NULL when no padded copy is needed
+ * (see ek_dwconv2d_plane_floats). */
+void ek_dwconv2d(const float *x, const float *w, const float *b, float *y, float *plane,
+                 const ek_conv_geom *g, int act, float lo, float hi);
+/* y[r][o] = b[o] + x[r] . W[o]; w is W re-laid [ceil(o/8)][k][8] (zero-padded), b is [o] or NULL */
+void ek_linear(const float *x, const float *w, const float *b, float *y, int rows, int k, int o,
+               int act, float lo, float hi);
+/* y = x * scale[c] + shift[c] over planes of `inner` values */
+void ek_scale_shift(const float *x, const float *scale, const float *shift, float *y, int c, int inner);
+
+void ek_max_pool2d(const float *x, float *y, const ek_pool_geom *g);
+/* div is [oh*ow]: the count each output is divided by (PyTorch's rule, computed by the emitter) */
+void ek_avg_pool2d(const float *x, float *y, const ek_pool_geom *g, const float *div);
+void ek_adaptive_avg_pool2d(const float *x, float *y, int c, int h, int w, int oh, int ow);
+
+/* y = a + b over `rank` dims (NumPy broadcasting): sa, sb are the element strides of a and b along
+ * each output dim, 0 where it broadcasts; y may be a (when a has y's shape) */
+void ek_add(const float *a, const float *b, float *y, int rank, const int *dims, const int *sa,
+            const int *sb);
+/* one input of a concat: `outer` chunks of `chunk` bytes from x, to y every `stride` bytes */
+void ek_concat_part(const void *x, void *y, int outer, int chunk, int stride);
+/* softmax over the middle of [outer][n][inner] */
+void ek_softmax(const float *x, float *y, int outer, int n, int inner);
 
 #endif
