@@ -201,7 +201,8 @@ def _avg_pool2d(n: ir.AvgPool2d, ctx) -> str:
 def _adaptive_avg_pool2d(n: ir.AdaptiveAvgPool2d, ctx) -> str:
     _, c, h, w = ctx.shape(n.inputs[0])
     oh, ow = n.output_size
-    return f"  ek_adaptive_avg_pool2d({ctx.ptr(n.inputs[0])}, {ctx.ptr(n.output)}, {c}, {h}, {w}, {oh}, {ow});"
+    return (f"  ek_adaptive_avg_pool2d({ctx.ptr(n.inputs[0])}, {ctx.ptr(n.output)}, {c}, {h}, {w}, {oh}, "
+            f"{ow});")
 
 
 # ---- add, concat, softmax ----

@@ -63,8 +63,8 @@ def conv_cases(t: Cases) -> None:
     t.conv(t.input((4, 10, 9)), 4, 6, (3, 2), groups=2, bias=False, stride=2, dilation=2,
            padding=(1, 0, 2, 1))                                                     # groups 2, asymmetric
     t.conv(t.input((6, 8, 7)), 6, 9, 3, groups=3, stride=(1, 2), padding=(0, 2, 1, 0))  # 3 outputs a group
-    t.conv(t.input((13, 7, 5)), 13, 9, 1)                                             # 1x1 in place, 35 pixels
-    t.conv(t.input((12, 6, 6)), 12, 8, 1, bias=False)                                 # 1x1 in place, 36 pixels
+    t.conv(t.input((13, 7, 5)), 13, 9, 1)                                             # 1x1 direct, 35 pixels
+    t.conv(t.input((12, 6, 6)), 12, 8, 1, bias=False)                                 # 1x1 direct, 36 pixels
     t.conv(t.input((5, 9, 8)), 5, 7, 1, stride=2, padding=(1, 0, 0, 1))               # 1x1 gathered
     t.conv(t.input((2, 6, 4)), 2, 3, 5, padding=2, dilation=(2, 1))                   # windows past the input
     t.conv(t.input((1, 12, 10)), 1, 16, (4, 3), stride=2, padding=(2, 1, 1, 0))        # one input channel
@@ -93,7 +93,8 @@ def trim_cases(t: Cases) -> None:
 
 def fusion_cases(t: Cases) -> None:
     t.node(ir.Relu, [t.conv(t.input((5, 7, 6)), 5, 6, 3, padding=1, output=False)])
-    t.node(ir.Clip, [t.conv(t.input((4, 6, 6)), 4, 4, 3, groups=4, padding=1, output=False)], lo=-0.25, hi=0.5)
+    t.node(ir.Clip, [t.conv(t.input((4, 6, 6)), 4, 4, 3, groups=4, padding=1, output=False)],
+           lo=-0.25, hi=0.5)
     t.node(ir.Relu, [t.conv(t.input((4, 6, 5)), 4, 4, 3, groups=4, padding=1, output=False)])
     c = t.conv(t.input((3, 5, 5)), 3, 4, 1, output=False)
     t.node(ir.Relu, [t.node(ir.Relu, [c], output=False)])        # relu of a folded relu
@@ -135,11 +136,12 @@ def other_cases(t: Cases) -> None:
     for shape in ((5, 4, 3), (6,)):
         var = t.param((shape[0],))
         t.params[var] = np.abs(t.params[var]) + 0.1
-        t.node(ir.BatchNorm, [t.input(shape), t.param(shape[:1]), t.param(shape[:1]), t.param(shape[:1]), var],
-               eps=1e-3)
+        c = shape[:1]
+        t.node(ir.BatchNorm, [t.input(shape), t.param(c), t.param(c), t.param(c), var], eps=1e-3)
     # elementwise, written in place after the first node
     x = t.input((4, 5, 3), scale=4.0)
-    v = t.node(ir.Tanh, [t.node(ir.Add, [t.node(ir.Sigmoid, [x], output=False), x], output=False)], output=False)
+    v = t.node(ir.Sigmoid, [x], output=False)
+    v = t.node(ir.Tanh, [t.node(ir.Add, [v, x], output=False)], output=False)
     t.node(ir.Relu, [t.node(ir.Clip, [v], output=False, lo=-0.5, hi=0.75)])
     big = t.input((7,), scale=60.0)  # exp overflows both ways
     t.node(ir.Sigmoid, [big])

@@ -36,7 +36,7 @@ EK_INLINE float ek_act(float v, int act, float lo, float hi) {
 
 void ek_relu(const float *x, float *y, int n) {
   int i;
-  for (i = 0; i < n; i++) y[i] = x[i] > 0.0f ? x[i] : 0.0f;
+  for (i = 0; i < n; i++) y[i] = EK_MAX(x[i], 0.0f);  /* a NaN gives 0 */
 }
 
 void ek_clip(const float *x, float *y, int n, float lo, float hi) {
@@ -309,7 +309,8 @@ void ek_dwconv2d(const float *x, const float *w, const float *b, float *y, float
                  const ek_conv_geom *g, int act, float lo, float hi) {
   const int m = g->o / g->c, taps = g->kh * g->kw, hw = g->h * g->w, ohw = g->oh * g->ow;
   /* the rows and columns of the padded input the windows reach */
-  const int rp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1, cp = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
+  const int rp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
+  const int cp = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
   const int pad1 = g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 &&
                    g->pt == 1 && g->pl == 1 && g->oh == g->h && g->ow == g->w && g->h >= 2 && g->w >= 2;
   int c, j, r;
