@@ -20,8 +20,10 @@
 
 #if defined(__GNUC__)
 #define EK_INLINE static inline __attribute__((always_inline))
+#define EK_NOINLINE static __attribute__((noinline))
 #else
 #define EK_INLINE static inline
+#define EK_NOINLINE static
 #endif
 
 static int ek_imin(int a, int b) { return a < b ? a : b; }
@@ -108,34 +110,66 @@ static void ek_taps(int s, int d, int k, int n, int *i0, int *i1) {
   if (*i0 > *i1) *i0 = *i1;
 }
 
-/* patch[k*EK_NP + q] = the input under tap k of output pixel p0 + q (0 in the padding, and for q >= np);
- * the taps inside the input are worked out once per pixel, so the copy loops test no bounds */
-static void ek_gather(const float *x, const ek_conv_geom *g, int cg, int p0, int np, float *patch) {
-  const int h = g->h, w = g->w, kh = g->kh, kw = g->kw, dh = g->dh, dw = g->dw;
-  int q;
+/* patch[k*EK_NP + q] = the input under tap k of output pixel p0 + q: 0 in the padding and for q >= np.
+ * Pixel by pixel: the kernel rows and columns inside the input are worked out once, so the copies
+ * test nothing; a pixel whose window has every column inside (most) copies whole kernel rows, a 3-tap
+ * row with constant offsets. Not inlined into ek_conv2d: the copy loops need the registers. */
+EK_NOINLINE void ek_gather(const float *x, const ek_conv_geom *g, int cg, int p0, int np, float *patch) {
+  const int h = g->h, w = g->w, kh = g->kh, kw = g->kw, dh = g->dh, dw = g->dw, hw = h * w;
+  const int rs = dh * w, ks = kw * EK_NP;  /* input step between kernel rows; patch step likewise */
+  int q, c, i, j;
   for (q = 0; q < EK_NP; q++) {
-    float *d = patch + q;
-    int c, i, j;
+    float *const dq = patch + q;
     if (q >= np) {
-      for (c = cg * kh * kw; c > 0; c--, d += EK_NP) *d = 0.0f;
+      for (i = cg * kh * kw - 1; i >= 0; i--) dq[i * EK_NP] = 0.0f;
       continue;
     }
     {
       const int p = p0 + q, oy = p / g->ow, ox = p - oy * g->ow;
       const int iy0 = oy * g->sh - g->pt, ix0 = ox * g->sw - g->pl;
-      int i0, i1, j0, j1;
-      ek_taps(iy0, dh, kh, h, &i0, &i1);
-      ek_taps(ix0, dw, kw, w, &j0, &j1);
-      for (c = 0; c < cg; c++) {
-        const float *xc = x + c * h * w;
-        for (i = i0 * kw; i > 0; i--, d += EK_NP) *d = 0.0f;  /* rows in the top padding */
-        for (i = i0; i < i1; i++) {
-          const float *row = xc + (iy0 + i * dh) * w;
-          for (j = 0; j < j0; j++, d += EK_NP) *d = 0.0f;
-          for (; j < j1; j++, d += EK_NP) *d = row[ix0 + j * dw];
-          for (; j < kw; j++, d += EK_NP) *d = 0.0f;
+      int r0, r1, c0, c1;
+      ek_taps(iy0, dh, kh, h, &r0, &r1);
+      ek_taps(ix0, dw, kw, w, &c0, &c1);
+      if (kh == 3 && kw == 3 && dw == 1 && r0 == 0 && r1 == 3 && c0 == 0 && c1 == 3) {
+        /* a 3x3 window wholly inside: three row pointers, every offset a constant */
+        const float *const s = x + iy0 * w + ix0;
+        float *d = dq;
+        for (c = 0; c < cg; c++, d += 9 * EK_NP) {
+          const float *const s0 = s + c * hw, *const s1 = s0 + rs, *const s2 = s1 + rs;
+          d[0] = s0[0];
+          d[EK_NP] = s0[1];
+          d[2 * EK_NP] = s0[2];
+          d[3 * EK_NP] = s1[0];
+          d[4 * EK_NP] = s1[1];
+          d[5 * EK_NP] = s1[2];
+          d[6 * EK_NP] = s2[0];
+          d[7 * EK_NP] = s2[1];
+          d[8 * EK_NP] = s2[2];
         }
-        for (i = (kh - i1) * kw; i > 0; i--, d += EK_NP) *d = 0.0f;  /* and in the bottom */
+        continue;
+      }
+      for (c = 0; c < cg; c++) {
+        float *d = dq + c * kh * ks;
+        for (i = 0; i < r0 * kw; i++, d += EK_NP) *d = 0.0f;  /* kernel rows in the top padding */
+        if (r1 > r0) {
+          const float *s0 = x + c * hw + (iy0 + r0 * dh) * w + ix0 + c0 * dw;  /* tap (r0, c0) */
+          if (c0 == 0 && c1 == kw && kw == 3 && dw == 1) {
+            for (i = 0; i < r1 - r0; i++, d += ks) {
+              const float *s = s0 + i * rs;
+              d[0] = s[0];
+              d[EK_NP] = s[1];
+              d[2 * EK_NP] = s[2];
+            }
+          } else {
+            for (i = 0; i < r1 - r0; i++) {
+              const float *s = s0 + i * rs;
+              for (j = 0; j < c0; j++, d += EK_NP) *d = 0.0f;
+              for (; j < c1; j++, d += EK_NP) *d = s[(j - c0) * dw];
+              for (; j < kw; j++, d += EK_NP) *d = 0.0f;
+            }
+          }
+        }
+        for (i = (kh - r1) * kw; i > 0; i--, d += EK_NP) *d = 0.0f;  /* and in the bottom */
       }
     }
   }
