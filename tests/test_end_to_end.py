@@ -5,7 +5,9 @@ import pytest
 import torch
 
 import edgert
-from tests.zoo import ZOO
+from tests.zoo import SLOW, ZOO
+
+NAMES = [pytest.param(n, marks=pytest.mark.slow) if n in SLOW else n for n in sorted(ZOO)]
 
 
 def _compare(engine, model, example: torch.Tensor, batch: int) -> None:
@@ -18,7 +20,7 @@ def _compare(engine, model, example: torch.Tensor, batch: int) -> None:
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * scale)
 
 
-@pytest.mark.parametrize("name", sorted(ZOO))
+@pytest.mark.parametrize("name", NAMES)
 def test_torch_frontend_artifact_matches_torch(name, tmp_path):
     model, example = ZOO[name]()
     path = edgert.compile(model, example.numpy()).save(tmp_path / f"{name}.edgert")
@@ -27,7 +29,7 @@ def test_torch_frontend_artifact_matches_torch(name, tmp_path):
         _compare(engine, model, example, batch)
 
 
-@pytest.mark.parametrize("name", sorted(ZOO))
+@pytest.mark.parametrize("name", NAMES)
 def test_onnx_frontend_artifact_matches_torch(name, tmp_path):
     model, example = ZOO[name]()
     onnx_path = tmp_path / f"{name}.onnx"

@@ -2,6 +2,12 @@
 
 Every builder returns ``(model, example)``: the model in eval mode with non-trivial batch-norm
 running statistics, and a float32 example input of batch 1. ``ZOO`` maps each name to its builder.
+
+The ``mlperf_*`` entries are the MLPerf Tiny reference models (tools/models/mlperf_tiny.py; batch-norm
+statistics measured there). The classifiers are taken without their final softmax: on random
+weights the probabilities are near uniform and the softmax would shrink the logits' errors four-
+(2 classes) to twelvefold (``multibranch`` covers softmax). ``SLOW`` names the entries whose end-to-end
+compile takes more than about ten seconds.
 """
 
 from __future__ import annotations
@@ -196,6 +202,32 @@ def multibranch() -> tuple[nn.Module, torch.Tensor]:
     return _build(15, Multibranch, (1, 3, 12, 12))
 
 
+def _mlperf(name: str, seed: int, **kwargs: bool) -> tuple[nn.Module, torch.Tensor]:
+    from tools.models.mlperf_tiny import MODELS
+
+    build, shape = MODELS[name]
+    return build(**kwargs), torch.randn((1, *shape), generator=torch.Generator().manual_seed(seed))
+
+
+def mlperf_kws() -> tuple[nn.Module, torch.Tensor]:
+    return _mlperf("kws_dscnn", 16, logits=True)
+
+
+def mlperf_vww() -> tuple[nn.Module, torch.Tensor]:
+    return _mlperf("vww_mobilenet", 17, logits=True)
+
+
+def mlperf_ic() -> tuple[nn.Module, torch.Tensor]:
+    return _mlperf("ic_resnet8", 18, logits=True)
+
+
+def mlperf_ad() -> tuple[nn.Module, torch.Tensor]:
+    return _mlperf("ad_autoencoder", 19)
+
+
 ZOO: dict[str, Callable[[], tuple[nn.Module, torch.Tensor]]] = {
     "plain": plain, "residual": residual, "depthwise": depthwise, "strided": strided,
-    "pooled": pooled, "multibranch": multibranch}
+    "pooled": pooled, "multibranch": multibranch,
+    "mlperf_kws": mlperf_kws, "mlperf_vww": mlperf_vww, "mlperf_ic": mlperf_ic, "mlperf_ad": mlperf_ad}
+
+SLOW: frozenset[str] = frozenset({"mlperf_vww"})  # 12-17 s per frontend through TVM
