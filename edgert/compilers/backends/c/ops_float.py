@@ -123,13 +123,10 @@ def _conv2d(n: ir.Conv2d, ctx) -> str:
     if g == c and c > 1:  # depthwise: one plane per output channel
         wsym = ctx.const(n.inputs[1] + "_dw", w.reshape(o, kh * kw))
         bsym = ctx.ptr(n.inputs[2]) if b is not None else "NULL"
-        rp, cp = (oh - 1) * sh + (kh - 1) * dh + 1, (ow - 1) * sw + (kw - 1) * dw + 1
         pad1 = ((kh, kw, sh, sw, dh, dw, pt, pl) == (3, 3, 1, 1, 1, 1, 1, 1) and (oh, ow) == (h, wd)
-                and min(h, wd) >= 2)  # ek_dw3x3_pad1: borders handled without a copy
-        plane = "NULL"
-        if not pad1 and (pt > 0 or pl > 0 or rp > h or cp > wd):
-            plane = ctx.scratch(rp * cp * 4)
-        return f"  ek_dwconv2d({x}, {wsym}, {bsym}, {y}, {plane}, {geom}, {act});"
+                and min(h, wd) >= 2)  # ek_dw3x3_pad1: needs no row of zeros
+        zero = "NULL" if pad1 else ctx.scratch(wd * 4)
+        return f"  ek_dwconv2d({x}, {wsym}, {bsym}, {y}, {zero}, {geom}, {act});"
     cg, og = c // g, o // g
     nob, k = -(-og // 4), cg * kh * kw
     wg = np.zeros((g, nob * 4, k), np.float32)

@@ -80,6 +80,7 @@ def depthwise_cases(t: Cases) -> None:
     t.conv(t.input((4, 7, 7)), 4, 4, 3, groups=4)                                      # no padding: no copy
     t.conv(t.input((3, 1, 9)), 3, 3, 3, groups=3, padding=1)                          # one row: generic
     t.conv(t.input((4, 6, 6)), 4, 8, 1, groups=4)                                      # 1x1, multiplier 2
+    t.conv(t.input((2, 20, 3)), 2, 2, (17, 2), groups=2, padding=(3, 1, 2, 0))       # taller than 16 rows
 
 
 def trim_cases(t: Cases) -> None:

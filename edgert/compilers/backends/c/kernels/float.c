@@ -310,63 +310,146 @@ static void ek_dw3x3_pad1(const float *x, int h, int w, const float *k, float bi
   }
 }
 
-/* any window on a plane p (row stride ps) that holds every tap: no bounds checks */
-static void ek_dw_plane(const float *p, int ps, const float *k, float bias, float *y, const ek_conv_geom *g,
-                        int act, float lo, float hi) {
-  const int kh = g->kh, kw = g->kw, sh = g->sh, sw = g->sw, dh = g->dh, dw = g->dw;
-  int oy, ox, i, j;
-  if (kh == 3 && kw == 3 && dw == 1) {  /* 3x3 (any stride, row dilation): 9 taps unrolled */
-    const float k0 = k[0], k1 = k[1], k2 = k[2], k3 = k[3], k4 = k[4], k5 = k[5], k6 = k[6], k7 = k[7],
-                k8 = k[8];
-    for (oy = 0; oy < g->oh; oy++) {
-      const float *r0 = p + oy * sh * ps, *r1 = r0 + dh * ps, *r2 = r1 + dh * ps;
-      for (ox = 0; ox < g->ow; ox++) {
-        float a = bias;
-        EK_MAC3(a, r0 + ox * sw, k0, k1, k2) EK_MAC3(a, r1 + ox * sw, k3, k4, k5)
-        EK_MAC3(a, r2 + ox * sw, k6, k7, k8)
-        *y++ = ek_act(a, act, lo, hi);
-      }
-    }
-    return;
-  }
-  for (oy = 0; oy < g->oh; oy++)
-    for (ox = 0; ox < g->ow; ox++) {
-      const float *q = p + oy * sh * ps + ox * sw;
-      float acc = bias;
-      for (i = 0; i < kh; i++)
-        for (j = 0; j < kw; j++) acc += q[i * dh * ps + j * dw] * k[i * kw + j];
-      *y++ = ek_act(acc, act, lo, hi);
-    }
+/* The general depthwise plane, one output row at a time: each kernel row reads an input row, or a
+ * row of zeros where it falls in the padding; the columns whose window lies inside the input run
+ * without tests (a 3x3 window at stride 1 or 2 two outputs at a time, sharing the input columns they
+ * overlap: 12 or 15 loads feed 18 multiply-adds), the border columns clip their windows. No padded
+ * copy of the plane: at stride 2 it would cost more than the taps it saves. */
+
+#define EK_DW_MAXK 16  /* kernel rows of the row-pointer path; taller kernels clip every window */
+
+/* [*o0, *o1): the outputs along an axis (n inputs, k taps, stride s, dilation d, padding p before)
+ * whose window lies inside the input */
+static void ek_inside(int n, int out, int k, int s, int d, int p, int *o0, int *o1) {
+  const int last = n - 1 - (k - 1) * d + p;  /* the window of o is inside while o*s <= last */
+  *o0 = ek_imin((p + s - 1) / s, out);
+  *o1 = last < 0 ? 0 : ek_imin(last / s + 1, out);
+  if (*o1 < *o0) *o1 = *o0;
 }
 
-void ek_dwconv2d(const float *x, const float *w, const float *b, float *y, float *plane,
-                 const ek_conv_geom *g, int act, float lo, float hi) {
+/* input row r under weight row t, for outputs a0 (columns c..c+2) and a1 (at stride 1 or 2) */
+#define EK_DW_S1(r, t) { const float *q = (r) + c; const float e0 = q[0], e1 = q[1], e2 = q[2], e3 = q[3]; \
+  a0 += e0 * k##t##0; a1 += e1 * k##t##0; a0 += e1 * k##t##1; a1 += e2 * k##t##1;                     \
+  a0 += e2 * k##t##2; a1 += e3 * k##t##2; }
+#define EK_DW_S2(r, t) { const float *q = (r) + c; const float e0 = q[0], e1 = q[1], e2 = q[2], e3 = q[3], \
+  e4 = q[4]; a0 += e0 * k##t##0; a1 += e2 * k##t##0; a0 += e1 * k##t##1; a1 += e3 * k##t##1;         \
+  a0 += e2 * k##t##2; a1 += e4 * k##t##2; }
+#define EK_DW_1(r, t) { const float *q = (r) + c; a0 += q[0] * k##t##0; a0 += q[1] * k##t##1; \
+  a0 += q[2] * k##t##2; }
+
+/* output (oy, ox) with its window clipped to the input (kernels too tall for the row pointers) */
+static float ek_dw_clipped(const float *x, const float *k, float bias, const ek_conv_geom *g, int oy, int ox) {
+  const int iy0 = oy * g->sh - g->pt, ix0 = ox * g->sw - g->pl;
+  int i0, i1, j0, j1, i, j;
+  float a = bias;
+  ek_taps(iy0, g->dh, g->kh, g->h, &i0, &i1);
+  ek_taps(ix0, g->dw, g->kw, g->w, &j0, &j1);
+  for (i = i0; i < i1; i++) {
+    const float *row = x + (iy0 + i * g->dh) * g->w;
+    for (j = j0; j < j1; j++) a += row[ix0 + j * g->dw] * k[i * g->kw + j];
+  }
+  return a;
+}
+
+/* border column ox of an output row: its window clipped to the input's columns */
+static float ek_dw_edge(const float *const *rp, const float *k, float bias, const ek_conv_geom *g, int ox) {
+  const int ix0 = ox * g->sw - g->pl;
+  int j0, j1, i, j;
+  float a = bias;
+  ek_taps(ix0, g->dw, g->kw, g->w, &j0, &j1);
+  for (i = 0; i < g->kh; i++)
+    for (j = j0; j < j1; j++) a += rp[i][ix0 + j * g->dw] * k[i * g->kw + j];
+  return a;
+}
+
+/* one plane; zero is a row of g->w zeros; the columns [ox0, ox1) have their windows inside */
+EK_INLINE void ek_dw_plane_act(const float *x, const float *k, float bias, float *y, const ek_conv_geom *g,
+                               const float *zero, int ox0, int ox1, int act, float lo, float hi) {
+  const int kh = g->kh, kw = g->kw, sw = g->sw, dw = g->dw, w = g->w, ow = g->ow;
+  const float *rp[EK_DW_MAXK];
+  int oy, ox, i, j;
+  const int k33 = kh == 3 && kw == 3 && dw == 1;
+  float k9[9] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+  if (k33) memcpy(k9, k, sizeof k9);  /* registers: y's stores cannot change them */
+  {
+  const float k00 = k9[0], k01 = k9[1], k02 = k9[2], k10 = k9[3], k11 = k9[4], k12 = k9[5], k20 = k9[6],
+              k21 = k9[7], k22 = k9[8];
+  for (oy = 0; oy < g->oh; oy++, y += ow) {
+    for (i = 0; i < kh; i++) {
+      const int iy = oy * g->sh - g->pt + i * g->dh;
+      rp[i] = iy >= 0 && iy < g->h ? x + iy * w : zero;
+    }
+    for (ox = 0; ox < ox0; ox++) y[ox] = ek_act(ek_dw_edge(rp, k, bias, g, ox), act, lo, hi);
+    if (k33) {
+      const float *const r0 = rp[0], *const r1 = rp[1], *const r2 = rp[2];
+      if (sw == 1) {
+        for (; ox + 1 < ox1; ox += 2) {
+          const int c = ox - g->pl;
+          float a0 = bias, a1 = bias;
+          EK_DW_S1(r0, 0) EK_DW_S1(r1, 1) EK_DW_S1(r2, 2)
+          y[ox] = ek_act(a0, act, lo, hi);
+          y[ox + 1] = ek_act(a1, act, lo, hi);
+        }
+      } else if (sw == 2) {
+        for (; ox + 1 < ox1; ox += 2) {
+          const int c = 2 * ox - g->pl;
+          float a0 = bias, a1 = bias;
+          EK_DW_S2(r0, 0) EK_DW_S2(r1, 1) EK_DW_S2(r2, 2)
+          y[ox] = ek_act(a0, act, lo, hi);
+          y[ox + 1] = ek_act(a1, act, lo, hi);
+        }
+      }
+      for (; ox < ox1; ox++) {
+        const int c = ox * sw - g->pl;
+        float a0 = bias;
+        EK_DW_1(r0, 0) EK_DW_1(r1, 1) EK_DW_1(r2, 2)
+        y[ox] = ek_act(a0, act, lo, hi);
+      }
+    } else {
+      for (; ox < ox1; ox++) {
+        const int c = ox * sw - g->pl;
+        float a = bias;
+        for (i = 0; i < kh; i++)
+          for (j = 0; j < kw; j++) a += rp[i][c + j * dw] * k[i * kw + j];
+        y[ox] = ek_act(a, act, lo, hi);
+      }
+    }
+    for (ox = ox1 > ox0 ? ox1 : ox0; ox < ow; ox++) y[ox] = ek_act(ek_dw_edge(rp, k, bias, g, ox), act, lo, hi);
+  }
+  }
+}
+
+static void ek_dw_plane(const float *x, const float *k, float bias, float *y, const ek_conv_geom *g,
+                        const float *zero, int act, float lo, float hi) {
+  int ox0, ox1, oy, ox;
+  if (g->kh > EK_DW_MAXK) {
+    for (oy = 0; oy < g->oh; oy++)
+      for (ox = 0; ox < g->ow; ox++) *y++ = ek_act(ek_dw_clipped(x, k, bias, g, oy, ox), act, lo, hi);
+    return;
+  }
+  ek_inside(g->w, g->ow, g->kw, g->sw, g->dw, g->pl, &ox0, &ox1);
+  if (act == EK_ACT_MAX)
+    ek_dw_plane_act(x, k, bias, y, g, zero, ox0, ox1, EK_ACT_MAX, lo, hi);
+  else if (act == EK_ACT_CLAMP)
+    ek_dw_plane_act(x, k, bias, y, g, zero, ox0, ox1, EK_ACT_CLAMP, lo, hi);
+  else
+    ek_dw_plane_act(x, k, bias, y, g, zero, ox0, ox1, EK_ACT_NONE, lo, hi);
+}
+
+void ek_dwconv2d(const float *x, const float *w, const float *b, float *y, float *zero, const ek_conv_geom *g,
+                 int act, float lo, float hi) {
   const int m = g->o / g->c, taps = g->kh * g->kw, hw = g->h * g->w, ohw = g->oh * g->ow;
-  /* the rows and columns of the padded input the windows reach */
-  const int rp = (g->oh - 1) * g->sh + (g->kh - 1) * g->dh + 1;
-  const int cp = (g->ow - 1) * g->sw + (g->kw - 1) * g->dw + 1;
   const int pad1 = g->kh == 3 && g->kw == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1 &&
                    g->pt == 1 && g->pl == 1 && g->oh == g->h && g->ow == g->w && g->h >= 2 && g->w >= 2;
-  int c, j, r;
-  if (plane && !pad1) memset(plane, 0, (size_t)rp * cp * sizeof(float));  /* the padding stays 0 */
-  for (c = 0; c < g->c; c++) {
-    const float *src = x + c * hw;
-    int ps = g->w;
-    if (plane && !pad1) {  /* copy the plane inside its padding; every channel writes the same cells */
-      const int ncol = ek_imin(g->w, cp - g->pl);
-      for (r = 0; r < g->h && r + g->pt < rp && ncol > 0; r++)
-        memcpy(plane + (r + g->pt) * cp + g->pl, src + r * g->w, (size_t)ncol * sizeof(float));
-      src = plane;
-      ps = cp;
-    }
-    for (j = 0; j < m; j++) {
-      const int o = c * m + j;
-      const float bias = b ? b[o] : 0.0f;
-      if (pad1)
-        ek_dw3x3_pad1(src, g->h, g->w, w + o * taps, bias, y + o * ohw, act, lo, hi);
-      else
-        ek_dw_plane(src, ps, w + o * taps, bias, y + o * ohw, g, act, lo, hi);
-    }
+  int o;
+  if (zero) memset(zero, 0, (size_t)g->w * sizeof(float));
+  for (o = 0; o < g->o; o++) {  /* output channel o reads input channel o / m */
+    const float *src = x + (o / m) * hw;
+    const float bias = b ? b[o] : 0.0f;
+    if (pad1)
+      ek_dw3x3_pad1(src, g->h, g->w, w + o * taps, bias, y + o * ohw, act, lo, hi);
+    else
+      ek_dw_plane(src, w + o * taps, bias, y + o * ohw, g, zero, act, lo, hi);
   }
 }
 

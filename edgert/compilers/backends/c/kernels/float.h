@@ -40,12 +40,10 @@ void ek_copy(const float *x, float *y, int n);
  * scratch of EK_CONV_PIXELS * cg*kh*kw floats. */
 void ek_conv2d(const float *x, const float *w, const float *b, float *y, float *patch,
                const ek_conv_geom *g, int act, float lo, float hi);
-/* depthwise conv (groups == c, o = c * multiplier): w is [o][kh*kw], b is [o] or NULL. plane is
- * scratch for one zero-padded input plane, rp x cp floats with rp = (oh-1)*sh + (kh-1)*dh + 1 and
- * cp = (ow-1)*sw + (kw-1)*dw + 1; NULL when the windows never leave the input, or for the 3x3
- * stride-1 pad-1 case, which handles its borders without a copy. */
-void ek_dwconv2d(const float *x, const float *w, const float *b, float *y, float *plane,
-                 const ek_conv_geom *g, int act, float lo, float hi);
+/* depthwise conv (groups == c, o = c * multiplier): w is [o][kh*kw], b is [o] or NULL; zero is
+ * scratch of w floats (it stands for the rows in the padding), NULL for the 3x3 stride-1 pad-1 case */
+void ek_dwconv2d(const float *x, const float *w, const float *b, float *y, float *zero, const ek_conv_geom *g,
+                 int act, float lo, float hi);
 /* y[r][o] = b[o] + x[r] . W[o] for rows r of k values: w is W re-laid [ceil(o/8)][k][8], b is
  * [ceil(o/8)*8], both zero-padded; b may be NULL */
 void ek_linear(const float *x, const float *w, const float *b, float *y, int rows, int k, int o,
