@@ -5,10 +5,14 @@ Each layer is two calls. The float input is quantized once into arena scratch (i
 kernel never bounds-checks. The layer kernel then sums x_q * m exactly and scales.
 
 Weights stay the packed code stream the IR holds, in flash: ``bits``/8 bytes per weight (0.375 for
-3 bits, against 4 for float32), decoded by the kernel. A conv decodes a block of up to BLOCK output
-channels' filters into scratch (int32, at most FILTER_BYTES), then gathers the input windows of two
-output pixels at a time and dots them with the block's filters two at a time (a 2x2 register block);
-a dense layer decodes in its dot product, 8 codes (``bits`` whole bytes) at a time.
+3 bits, against 4 for float32), decoded by the kernel with the code width's decoder (passed to it,
+so a model links only the widths it uses; 8 codes, ``bits`` whole bytes, at a time). A conv decodes
+a block of up to BLOCK output channels' filters into scratch (at most FILTER_BYTES), then gathers
+the input windows of two output pixels at a time and dots them with the block's filters two at a
+time (a 2x2 register block). A dense layer goes through its input in chunks of CHUNK, decoding two
+rows' weights for a chunk at a time. When every multiplier fits 16 bits (``bits`` <= 4, or the zero
+code: |m| <= 2^14) and the sums int32, weights and inputs are int16 and Armv7E-M cores (Cortex-M4,
+M7) do two taps per SMLAD.
 
 The accumulator is int32 when the layer's own weights prove that no sum can overflow it
 (2^(act_bits-1) * max over outputs of sum |m| < 2^31), else int64; the sums are exact either way, so
@@ -30,7 +34,8 @@ from edgert.ops.shift.register import multipliers
 FILES = ("kernels/shift.h", "kernels/shift.c")
 FLAGS: dict[str, list[str]] = {"kernels/shift.c": ["-ffp-contract=off"]}
 BLOCK = 16  # most conv output channels per block: each input window is gathered once per block
-FILTER_BYTES = 8192  # most arena scratch for a block's decoded filters (int32 multipliers)
+FILTER_BYTES = 8192  # most arena scratch for a block's decoded filters
+CHUNK = 128  # inputs per chunk of a dense layer (its scratch holds two rows' weights for a chunk)
 
 
 def _f32(node: ir.Node, value: float) -> str:
@@ -53,10 +58,10 @@ def acc_ctype(node, graph: ir.Graph, k: int) -> str:
     return "int64_t" if wide else "int32_t"
 
 
-def conv_block(og: int, taps: int) -> int:
+def conv_block(og: int, taps: int, filter_bytes: int = 4) -> int:
     """Output channels per conv block: up to BLOCK, within the group, while the block's decoded
-    filters fit FILTER_BYTES (at least one)."""
-    return max(1, min(og, BLOCK, FILTER_BYTES // (4 * taps)))
+    filters (``taps`` rounded up to even, ``filter_bytes`` each) fit FILTER_BYTES (at least one)."""
+    return max(1, min(og, BLOCK, FILTER_BYTES // (filter_bytes * (taps + taps % 2))))
 
 
 def _fixed_point(n, ctx, chw: tuple[int, int, int],
@@ -83,6 +88,16 @@ def _bias(n, ctx) -> str:
     return ctx.ptr(n.inputs[2]) if len(n.inputs) == 3 else "0"
 
 
+def _kernel(n, ctx, k: int, q: str, size: int) -> tuple[str, int, str, int, str]:
+    """(kernel suffix, filter bytes, filter ctype, window/chunk bytes per value, its ctype): 16-bit
+    filters and windows (SMLAD on Armv7E-M) when every multiplier fits, |m| <= 2^14, and the sums
+    int32; else int32 filters, windows of the x_q type and the sums the weights need."""
+    acc = _acc(n, ctx, k)
+    if acc == "a32" and (n.bits <= 4 or n.zero):
+        return f"{q}_h", 2, "int16_t", 2, "int16_t"
+    return f"{q}_{acc}", 4, "int32_t", size, ("int8_t" if q == "q8" else "int16_t")
+
+
 def _shift_conv2d(n, ctx) -> str:
     o, cg, kh, kw = n.weight_shape
     _, c, h, w = ctx.shape(n.inputs[0])
@@ -90,22 +105,31 @@ def _shift_conv2d(n, ctx) -> str:
     t, left, b, r = n.padding
     quant, xq, q, size = _fixed_point(n, ctx, (c, h, w), n.padding)
     taps = cg * kh * kw
-    ob = conv_block(o // n.groups, taps)
-    filt = ctx.scratch(ob * taps * 4, "int32_t")
-    col = ctx.scratch(2 * taps * size, "int8_t" if q == "q8" else "int16_t")  # two windows
-    args = [xq, ctx.ptr(n.inputs[1]), _bias(n, ctx), ctx.ptr(n.output), filt, col, ob, c, t + h + b,
-            left + w + r, o, oh, ow, kh, kw, n.groups, *n.stride, *n.dilation, n.bits, int(n.zero),
-            _f32(n, 2.0 ** (n.scale_exp - n.frac_bits))]
-    return quant + "\n" + f"  ek_shift_conv2d_{q}_{_acc(n, ctx, taps)}({', '.join(map(str, args))});"
+    ts = taps + taps % 2
+    kernel, fsize, ftype, csize, ctype = _kernel(n, ctx, taps, q, size)
+    ob = conv_block(o // n.groups, taps, fsize)
+    filt = ctx.scratch(ob * ts * fsize, ftype)
+    col = ctx.scratch(2 * ts * csize, ctype)  # two windows
+    args = [xq, ctx.ptr(n.inputs[1]), f"ek_shift_decode{8 * fsize}_b{n.bits}", _bias(n, ctx),
+            ctx.ptr(n.output), filt, col, ob, c, t + h + b, left + w + r, o, oh, ow, kh, kw, n.groups,
+            *n.stride, *n.dilation, n.bits, int(n.zero), _f32(n, 2.0 ** (n.scale_exp - n.frac_bits))]
+    return quant + "\n" + f"  ek_shift_conv2d_{kernel}({', '.join(map(str, args))});"
 
 
 def _shift_linear(n, ctx) -> str:
     out, k = n.weight_shape
     rows = math.prod(ctx.shape(n.inputs[0])[:-1])
-    quant, xq, q, _ = _fixed_point(n, ctx, (1, 1, rows * k), (0, 0, 0, 0))
-    args = [xq, ctx.ptr(n.inputs[1]), _bias(n, ctx), ctx.ptr(n.output), rows, k, out, n.bits, int(n.zero),
+    quant, xq, q, size = _fixed_point(n, ctx, (1, 1, rows * k), (0, 0, 0, 0))
+    kernel, fsize, ftype, csize, ctype = _kernel(n, ctx, k, q, size)
+    ch = min(k + k % 2, CHUNK)
+    wc = ctx.scratch(2 * ch * fsize, ftype)
+    xc = ctx.scratch(ch * csize, ctype)
+    wide = kernel.endswith("a64")
+    acc = ctx.scratch(out * (8 if wide else 4), "int64_t" if wide else "int32_t")
+    args = [xq, ctx.ptr(n.inputs[1]), f"ek_shift_decode{8 * fsize}_b{n.bits}", _bias(n, ctx),
+            ctx.ptr(n.output), wc, xc, acc, ch, rows, k, out, n.bits, int(n.zero),
             _f32(n, 2.0 ** (n.scale_exp - n.frac_bits))]
-    return quant + "\n" + f"  ek_shift_linear_{q}_{_acc(n, ctx, k)}({', '.join(map(str, args))});"
+    return quant + "\n" + f"  ek_shift_linear_{kernel}({', '.join(map(str, args))});"
 
 
 EMITTERS = {"shift_conv2d": _shift_conv2d, "shift_linear": _shift_linear}

@@ -57,7 +57,11 @@ class _Cases:
         if bias:
             self.params[f"b{i}"] = self.rng.standard_normal(weight_shape[0]).astype(np.float32)
         self.inputs.append((f"x{i}", ir.TensorSpec((None,) + in_shape)))
-        self.feeds[f"x{i}"] = _inputs(self.rng, (N,) + in_shape, node.act_bits, node.frac_bits)
+        x = _inputs(self.rng, (N,) + in_shape, node.act_bits, node.frac_bits)
+        if top is not None:  # the largest sums: samples 0 and 1 on the clamp, every value one sign
+            big = 2.0 ** (node.act_bits + 1 - node.frac_bits)
+            x[0], x[1] = big, -big
+        self.feeds[f"x{i}"] = x
         self.nodes.append(node)
 
     def __add__(self, other: "_Cases") -> "_Cases":
@@ -102,6 +106,10 @@ def _conv_cases() -> _Cases:
     # int64 sums: 16-bit inputs on the clamp times +2^15 weights reach 36 * 2^30
     cs.add(C, (4, 5, 5), (2, 4, 3, 3), True, top=15, bits=5, act_bits=16, frac_bits=0, scale_exp=-20)
     cs.add(C, (4, 5, 5), (3, 4, 3, 3), False, bits=5, act_bits=16, frac_bits=3, padding=1)
+    # 5-bit zero-free weights (up to 2^15: 32-bit filters) on int16 inputs with int32 sums
+    cs.add(C, (2, 4, 4), (3, 2, 2, 2), True, bits=5, act_bits=10, frac_bits=2, stride=2)
+    # int64 sums on int8 inputs: 1024 taps of +2^15 on inputs at the clamp
+    cs.add(C, (64, 4, 4), (2, 64, 4, 4), True, top=15, bits=5, act_bits=8, frac_bits=0, scale_exp=-20)
     return cs
 
 
@@ -114,6 +122,12 @@ def _linear_cases() -> _Cases:
     cs.add(L, (1,), (3, 1), True, bits=3, zero=True, act_bits=2, frac_bits=1)
     cs.add(L, (64,), (3, 64), True, top=15, bits=5, act_bits=16, frac_bits=0, scale_exp=-24)  # int64
     cs.add(L, (50,), (9, 50), False, bits=5, zero=True, act_bits=16, frac_bits=2)
+    cs.add(L, (30,), (5, 30), True, bits=3, act_bits=12, frac_bits=4)  # int16 inputs, int32 sums
+    cs.add(L, (600,), (2, 600), True, top=15, bits=5, act_bits=8, frac_bits=0, scale_exp=-20)  # int64
+    # 5-bit zero-free weights (up to 2^15: 32-bit weights) with int32 sums, int8 and int16 inputs
+    cs.add(L, (21,), (4, 21), True, bits=5, act_bits=8, frac_bits=3)
+    cs.add(L, (21,), (5, 21), False, bits=5, act_bits=10, frac_bits=1)
+    cs.add(L, (301,), (5, 301), True, bits=4, act_bits=8, frac_bits=6)  # chunks of 128, an odd last one
     return cs
 
 
@@ -160,19 +174,27 @@ def test_conv_blocks_fit_the_filter_scratch():
     assert conv_block(1, 9) == 1 and conv_block(64, 4096) == 1  # one filter, even past the budget
 
 
-def test_the_largest_sums_take_int64_and_the_rest_int32():
-    for cs, kernel, forced in ((_conv_cases(), "conv2d", 7), (_linear_cases(), "linear", 4)):
+def test_every_kernel_variant_is_exercised():
+    """Each case picks its kernel at compile time: x_q int8 or int16, sums int32 or int64, and for a
+    conv 16-bit filters (SMLAD) when every multiplier fits; the cases cover every kernel, and the
+    forced +2^15 ones really leave int32 (so the int64 path is exercised, not just chosen)."""
+    kernels = {"conv2d": ["q8_h", "q16_h", "q8_a32", "q16_a32", "q8_a64", "q16_a64"],
+               "linear": ["q8_h", "q16_h", "q8_a32", "q16_a32", "q8_a64", "q16_a64"]}
+    for cs, kernel, forced in ((_conv_cases(), "conv2d", [7, 10]), (_linear_cases(), "linear", [4, 7])):
         g = cs.graph()
         kinds = [acc_ctype(n, g, int(np.prod(n.weight_shape[1:]))) for n in g.nodes]
-        assert kinds[forced] == "int64_t" and all(k == "int32_t" for n, k in zip(g.nodes, kinds)
-                                                  if n.act_bits <= 8), kinds
-        model_c = emit_c(g).files["model.c"]
-        assert f"ek_shift_{kernel}_q16_a64" in model_c and f"ek_shift_{kernel}_q8_a32" in model_c
-        # the forced +2^15 case really leaves int32 (the int64 path is exercised, not just chosen)
-        out = reference(g, cs.feeds)[forced]
-        assert np.abs(out).max() * 2.0 ** -g.nodes[forced].scale_exp > 2 ** 31  # frac_bits 0
-    # the bound comes from the actual weights: 13 weights of ±1 on 16-bit inputs fit int32, where the
-    # worst case of any 13 five-bit weights (kernels.acc_dtype) would not
+        assert all(kinds[i] == "int64_t" for i in forced), kinds
+        calls = emit_c(g).files["model.c"]
+        for v in kernels[kernel]:
+            assert f"ek_shift_{kernel}_{v}(" in calls, v
+        for i in forced:
+            out = reference(g, cs.feeds)[i]
+            assert np.abs(out).max() * 2.0 ** -g.nodes[i].scale_exp > 2 ** 31  # frac_bits 0
+
+
+def test_int32_sums_where_the_weights_prove_them():
+    """The bound comes from the actual weights: 13 weights of ±1 on 16-bit inputs fit int32, where
+    the worst case of any 13 five-bit weights (kernels.acc_dtype) would not."""
     node = ShiftLinear(name="l", inputs=("x", "w"), output="y", bits=5, act_bits=16, weight_shape=(2, 13))
     w = codes.pack(np.array([0, 16] * 13, np.uint8), 5)
     g = ir.Graph((("x", ir.TensorSpec((None, 13))),), (node,), ("y",), {"w": w}).validate()
@@ -218,3 +240,27 @@ def test_shift_digits_model_is_bit_exact(digits, tmp_path):
     got, = run_c(digits, {"input": x}, tmp_path, sanitize=False)  # the kernels are checked with them above
     want, = reference(digits, {"input": x})
     np.testing.assert_array_equal(got, want)
+
+
+@needs_board
+@pytest.mark.slow
+def test_shift_digits_firmware_is_6x_smaller_than_its_float_twin(digits, tmp_path):
+    """The issue's bar, on the linked Cortex-M7 image (code, weights and all): 3-bit codes in flash."""
+    import torch
+
+    from edgert.compilers.backends.c.firmware import build_firmware
+    from edgert.compilers.compile import import_model, optimize
+    from edgert.targets import load_target
+    from tools.models.digits_cnn import DigitsCNN
+
+    try:
+        models = [emit_c(digits)]
+        torch.manual_seed(0)
+        twin = optimize(import_model(DigitsCNN().eval(), np.zeros((1, 1, 8, 8), np.float32)))
+        models.append(emit_c(twin))
+    except UnsupportedOpError as e:
+        pytest.skip(str(e))
+    c = load_target("stm32h7").c
+    shift, flt = (build_firmware(m.files, c, tmp_path / name, m.flags).footprint.flash_bytes
+                  for m, name in zip(models, ("shift", "float")))
+    assert shift * 6 <= flt, (shift, flt)
