@@ -1,7 +1,7 @@
 """C emitters of the float ops: one kernel call per node into kernels/float.c.
 
 Weights are re-laid at compile time for the kernels' register blocks: a conv's as
-[groups][output channels in fours][cg*kh*kw][4], a linear's as [outputs in eights][K][8], zero-padded
+[groups][output channels in fours][cg*kh*kw][4], a linear's as [outputs in sixteens][K][16], zero-padded
 past the last channel. Kernel rows and columns of zeros at the edge of a conv's kernel are dropped
 (with the padding they met), so a TF 'same' conv rebuilt with a leading zero tap costs no more than
 the original. A relu or clip whose only input is a conv or linear output read by nothing else is
@@ -23,6 +23,7 @@ FILES = ("kernels/float.h", "kernels/float.c")
 FLAGS: dict[str, list[str]] = {"kernels/float.c": ["-ffp-contract=fast"]}  # one vfma per multiply-add
 
 CONV_PIXELS = 6  # EK_CONV_PIXELS in float.h
+LINEAR_BLOCK = 16  # outputs per block of ek_linear
 MAX_RANK = 8  # EK_MAX_RANK in float.c
 FUSE_INTO = ("conv2d", "linear")
 
@@ -148,15 +149,15 @@ def _conv2d(n: ir.Conv2d, ctx) -> str:
 def _linear(n: ir.Linear, ctx) -> str:
     w = _param(n, ctx, 1).astype(np.float32)
     o, k = w.shape
-    nob = -(-o // 8)
-    wp = np.zeros((nob * 8, k), np.float32)
+    nob = -(-o // LINEAR_BLOCK)
+    wp = np.zeros((nob * LINEAR_BLOCK, k), np.float32)
     wp[:o] = w
-    wsym = ctx.const(n.inputs[1] + "_t", wp.reshape(nob, 8, k).transpose(0, 2, 1))  # [ob][k][8]
+    wsym = ctx.const(n.inputs[1] + "_t", wp.reshape(nob, LINEAR_BLOCK, k).transpose(0, 2, 1))  # [ob][k][16]
     bsym = "NULL"
     if len(n.inputs) == 3:
-        bp = np.zeros(nob * 8, np.float32)
+        bp = np.zeros(nob * LINEAR_BLOCK, np.float32)
         bp[:o] = _param(n, ctx, 2)
-        bsym = ctx.const(n.inputs[2] + "_p", bp) if o % 8 else ctx.ptr(n.inputs[2])
+        bsym = ctx.const(n.inputs[2] + "_p", bp) if o % LINEAR_BLOCK else ctx.ptr(n.inputs[2])
     rows = ctx.numel(n.inputs[0]) // k
     return (f"  ek_linear({ctx.ptr(n.inputs[0])}, {wsym}, {bsym}, {ctx.ptr(n.output)}, {rows}, {k}, {o}, "
             f"{_act_args(n, ctx)});")

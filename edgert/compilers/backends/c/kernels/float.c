@@ -453,27 +453,30 @@ void ek_dwconv2d(const float *x, const float *w, const float *b, float *y, float
   }
 }
 
-/* ---- linear: blocks of 8 outputs (9 loads per 8 multiply-adds) ---- */
+/* ---- linear: blocks of 16 outputs (17 loads per 16 multiply-adds; every weight is read once) ---- */
+
+#define EK_L16(F) F(0) F(1) F(2) F(3) F(4) F(5) F(6) F(7) F(8) F(9) F(10) F(11) F(12) F(13) F(14) F(15)
+#define EK_L_DECL(i) float a##i = bb ? bb[i] : 0.0f;
+#define EK_L_FMA(i) a##i += wb[i] * v;
+#define EK_L_ROW(i) a##i,
 
 void ek_linear(const float *x, const float *w, const float *b, float *y, int rows, int k, int o,
                int act, float lo, float hi) {
-  const int nob = (o + 7) / 8;
+  const int nob = (o + 15) / 16;
   int r, ob, i;
   for (r = 0; r < rows; r++, x += k, y += o) {
     const float *wb = w;
     for (ob = 0; ob < nob; ob++) {
-      const float *bb = b ? b + ob * 8 : NULL;
-      float a0 = bb ? bb[0] : 0.0f, a1 = bb ? bb[1] : 0.0f, a2 = bb ? bb[2] : 0.0f, a3 = bb ? bb[3] : 0.0f;
-      float a4 = bb ? bb[4] : 0.0f, a5 = bb ? bb[5] : 0.0f, a6 = bb ? bb[6] : 0.0f, a7 = bb ? bb[7] : 0.0f;
-      const int no = ek_imin(8, o - ob * 8);
-      for (i = 0; i < k; i++, wb += 8) {
+      const float *bb = b ? b + ob * 16 : NULL;
+      const int no = ek_imin(16, o - ob * 16);
+      EK_L16(EK_L_DECL)
+      for (i = 0; i < k; i++, wb += 16) {
         const float v = x[i];
-        a0 += wb[0] * v; a1 += wb[1] * v; a2 += wb[2] * v; a3 += wb[3] * v;
-        a4 += wb[4] * v; a5 += wb[5] * v; a6 += wb[6] * v; a7 += wb[7] * v;
+        EK_L16(EK_L_FMA)
       }
       {
-        const float acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
-        float *yb = y + ob * 8;
+        const float acc[16] = {EK_L16(EK_L_ROW)};
+        float *yb = y + ob * 16;
         for (i = 0; i < no; i++) yb[i] = ek_act(acc[i], act, lo, hi);
       }
     }

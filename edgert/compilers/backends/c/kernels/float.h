@@ -44,8 +44,8 @@ void ek_conv2d(const float *x, const float *w, const float *b, float *y, float *
  * scratch of w floats (it stands for the rows in the padding), NULL for the 3x3 stride-1 pad-1 case */
 void ek_dwconv2d(const float *x, const float *w, const float *b, float *y, float *zero, const ek_conv_geom *g,
                  int act, float lo, float hi);
-/* y[r][o] = b[o] + x[r] . W[o] for rows r of k values: w is W re-laid [ceil(o/8)][k][8], b is
- * [ceil(o/8)*8], both zero-padded; b may be NULL */
+/* y[r][o] = b[o] + x[r] . W[o] for rows r of k values: w is W re-laid [ceil(o/16)][k][16], b is
+ * [ceil(o/16)*16], both zero-padded; b may be NULL */
 void ek_linear(const float *x, const float *w, const float *b, float *y, int rows, int k, int o,
                int act, float lo, float hi);
 /* y = x * scale[c] + shift[c] over planes of `inner` values */
