@@ -369,11 +369,11 @@ EK_INLINE void ek_dw_plane_act(const float *x, const float *k, float bias, float
   const float *rp[EK_DW_MAXK];
   int oy, ox, i, j;
   const int k33 = kh == 3 && kw == 3 && dw == 1;
-  float k9[9] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-  if (k33) memcpy(k9, k, sizeof k9);  /* registers: y's stores cannot change them */
-  {
-  const float k00 = k9[0], k01 = k9[1], k02 = k9[2], k10 = k9[3], k11 = k9[4], k12 = k9[5], k20 = k9[6],
-              k21 = k9[7], k22 = k9[8];
+  float k9[9] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f}, k00, k01, k02, k10, k11, k12, k20,
+        k21, k22;
+  if (k33) memcpy(k9, k, sizeof k9);  /* copied to registers: the stores to y cannot change them */
+  k00 = k9[0], k01 = k9[1], k02 = k9[2], k10 = k9[3], k11 = k9[4], k12 = k9[5], k20 = k9[6], k21 = k9[7];
+  k22 = k9[8];
   for (oy = 0; oy < g->oh; oy++, y += ow) {
     for (i = 0; i < kh; i++) {
       const int iy = oy * g->sh - g->pt + i * g->dh;
@@ -415,7 +415,6 @@ EK_INLINE void ek_dw_plane_act(const float *x, const float *k, float bias, float
       }
     }
     for (ox = ox1 > ox0 ? ox1 : ox0; ox < ow; ox++) y[ox] = ek_act(ek_dw_edge(rp, k, bias, g, ox), act, lo, hi);
-  }
   }
 }
 
