@@ -44,10 +44,6 @@ def _param(n: ir.Node, ctx, k: int) -> np.ndarray:
     return np.asarray(ctx.graph.params[name])
 
 
-def _opt_ptr(n: ir.Node, ctx, k: int) -> str:
-    return ctx.ptr(n.inputs[k]) if len(n.inputs) > k else "NULL"
-
-
 # ---- fused activations ----
 
 def fused_act(n: ir.Node, ctx) -> tuple[str, float, float] | None:
