@@ -87,7 +87,8 @@ def build_firmware(sources: dict[str, str], c: dict, out_dir: str | Path,
 
     units = [rel for rel in sources if rel.endswith(".c")] + [f"board/{n}" for n in BOARD_FILES
                                                               if n.endswith(".c")]
-    includes = ["-I", str(out), "-I", str(out / "kernels"), "-I", str(out / "board")]
+    # not -I kernels: kernels/float.h would shadow the C library's <float.h>
+    includes = ["-I", str(out), "-I", str(out / "board")]
     (out / "obj").mkdir(exist_ok=True)
     objects = []
     for rel in units:
