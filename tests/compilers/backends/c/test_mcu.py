@@ -85,3 +85,19 @@ def test_snntorch_snn_spike_for_spike(target, tmp_path):
     report = parity_report(want_spk, got, want_mem, net[-1].threshold.detach().numpy())
     assert report.expected_spikes > 20, "the network must spike to test anything"
     assert len(report.flips) <= 0.001 * report.compared, str(report)
+
+
+@pytest.mark.slow
+def test_kws_dscnn_matches_tflite_micro(tmp_path):
+    """The MLPerf Tiny KWS model against TF Lite Micro's outputs on the same weights (stored by
+    tools/bench/tflm_kws.md), with no more activation memory than TFLM's arena (which holds the input
+    and output tensors too)."""
+    from pathlib import Path
+
+    from tools.models.mlperf_tiny import kws_dscnn
+
+    ref = np.load(Path(__file__).parents[4] / "tools/bench/data/kws_tflm.npz", allow_pickle=False)
+    runner = _on_board(kws_dscnn(), ref["x"][:1], "stm32h7", tmp_path)
+    np.testing.assert_allclose(runner.run(ref["x"]), ref["y_tflm"], rtol=0, atol=1e-4)
+    fw = runner.artifact.manifest["firmware"]
+    assert fw["arena_bytes"] + 4 * (fw["input_size"] + fw["output_size"]) <= int(ref["arena_bytes"])
