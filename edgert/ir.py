@@ -387,10 +387,49 @@ class Add(Node):
     n_inputs: ClassVar[tuple[int, ...]] = (2,)
 
     def infer(self, ins: Sequence[TensorSpec]) -> TensorSpec:
-        a, b = ins
-        if a.rank == b.rank and a.shape[0] is None and b.shape[0] is None:
-            return TensorSpec((None,) + _broadcast(a.shape[1:], b.shape[1:], f"add {self.name!r}"), a.dtype)
-        return TensorSpec(_broadcast(a.shape, b.shape, f"add {self.name!r}"), a.dtype)
+        return _broadcast_specs(self, ins)
+
+
+def _broadcast_specs(node: Node, ins: Sequence[TensorSpec]) -> TensorSpec:
+    """The output of an elementwise binary op: NumPy broadcasting, a shared dynamic batch kept."""
+    a, b = ins
+    where = f"{node.op} {node.name!r}"
+    if a.rank == b.rank and a.shape[0] is None and b.shape[0] is None:
+        return TensorSpec((None,) + _broadcast(a.shape[1:], b.shape[1:], where), a.dtype)
+    return TensorSpec(_broadcast(a.shape, b.shape, where), a.dtype)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mul(Node):
+    """y = a * b with NumPy broadcasting (squeeze-excite gating, scaling by a constant)."""
+
+    op: ClassVar[str] = "mul"
+    n_inputs: ClassVar[tuple[int, ...]] = (2,)
+
+    def infer(self, ins: Sequence[TensorSpec]) -> TensorSpec:
+        return _broadcast_specs(self, ins)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sub(Node):
+    """y = a - b with NumPy broadcasting."""
+
+    op: ClassVar[str] = "sub"
+    n_inputs: ClassVar[tuple[int, ...]] = (2,)
+
+    def infer(self, ins: Sequence[TensorSpec]) -> TensorSpec:
+        return _broadcast_specs(self, ins)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Div(Node):
+    """y = a / b with NumPy broadcasting (IEEE division: x / 0 is inf or nan)."""
+
+    op: ClassVar[str] = "div"
+    n_inputs: ClassVar[tuple[int, ...]] = (2,)
+
+    def infer(self, ins: Sequence[TensorSpec]) -> TensorSpec:
+        return _broadcast_specs(self, ins)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -431,9 +470,72 @@ class Softmax(Node):
         return ins[0]
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Silu(Node):
+    """y = x * sigmoid(x) (also called swish)."""
+
+    op: ClassVar[str] = "silu"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hardswish(Node):
+    """y = x * min(max(x + 3, 0), 6) / 6, as in PyTorch and ONNX."""
+
+    op: ClassVar[str] = "hardswish"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hardsigmoid(Node):
+    """y = min(max(alpha * x + beta, 0), 1); PyTorch's is alpha = 1/6, beta = 1/2 (ONNX's default 0.2)."""
+
+    op: ClassVar[str] = "hardsigmoid"
+    alpha: float = 1.0 / 6.0
+    beta: float = 0.5
+
+
+GELU_FORMS = ("none", "tanh")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Gelu(Node):
+    """y = x * Phi(x): exact with erf (approximate "none") or PyTorch's tanh form ("tanh")."""
+
+    op: ClassVar[str] = "gelu"
+    approximate: str = "none"
+
+    def check(self) -> None:
+        if self.approximate not in GELU_FORMS:
+            self._fail(f"approximate={self.approximate!r}; give one of {GELU_FORMS}")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeakyRelu(Node):
+    """y = x where x >= 0, slope * x elsewhere."""
+
+    op: ClassVar[str] = "leaky_relu"
+    slope: float = 0.01
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Prelu(Node):
+    """y = x where x >= 0, slope[c] * x elsewhere; inputs (x, slope[C] along axis 1, or slope[1])."""
+
+    op: ClassVar[str] = "prelu"
+    n_inputs: ClassVar[tuple[int, ...]] = (2,)
+
+    def infer(self, ins: Sequence[TensorSpec]) -> TensorSpec:
+        x, slope = ins
+        channels = x.shape[1] if x.rank >= 2 else 1
+        if slope.shape not in ((1,), (channels,)):
+            self._fail(f"slope has shape {slope.shape}; it needs shape (1,) or ({channels},) (axis 1 of "
+                       f"the input {x.shape})")
+        return x
+
+
 OPS: dict[str, type[Node]] = {cls.op: cls for cls in (
     Conv2d, Linear, BatchNorm, Relu, Clip, Sigmoid, Tanh, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d,
-    Flatten, Reshape, Add, Concat, Softmax)}
+    Flatten, Reshape, Add, Concat, Softmax, Mul, Sub, Div, Silu, Hardswish, Hardsigmoid, Gelu, LeakyRelu,
+    Prelu)}
 
 
 def register_op(cls: type[Node]) -> type[Node]:

@@ -7,6 +7,7 @@ backend. Clarity over speed: this is for tests and for checking compiled artifac
 from __future__ import annotations
 
 import importlib
+import math
 from typing import Callable, Mapping
 
 import numpy as np
@@ -109,6 +110,16 @@ def softmax_ref(x, axis) -> np.ndarray:
     return e / e.sum(axis=axis, keepdims=True)
 
 
+_erf = np.vectorize(math.erf, otypes=[np.float64])  # NumPy has no erf; math.erf is exact in float64
+
+
+def gelu_ref(x, approximate: str) -> np.ndarray:
+    x = x.astype(np.float64)
+    if approximate == "tanh":
+        return 0.5 * x * (1.0 + np.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x ** 3)))
+    return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
+
+
 def _eval(node: ir.Node, args: list[np.ndarray], out: ir.TensorSpec) -> np.ndarray:
     x = args[0]
     hw = out.shape[2:4]
@@ -142,6 +153,30 @@ def _eval(node: ir.Node, args: list[np.ndarray], out: ir.TensorSpec) -> np.ndarr
             return np.concatenate(args, axis=node.axis)
         case ir.Softmax():
             return softmax_ref(x, node.axis)
+        case ir.Mul():
+            return args[0].astype(np.float64) * args[1]
+        case ir.Sub():
+            return args[0].astype(np.float64) - args[1]
+        case ir.Div():
+            with np.errstate(divide="ignore", invalid="ignore"):
+                return args[0].astype(np.float64) / args[1]
+        case ir.Silu():
+            x = x.astype(np.float64)
+            return x / (1.0 + np.exp(-x))
+        case ir.Hardswish():
+            x = x.astype(np.float64)
+            return x * np.clip(x + 3.0, 0.0, 6.0) / 6.0
+        case ir.Hardsigmoid():
+            return np.clip(node.alpha * x.astype(np.float64) + node.beta, 0.0, 1.0)
+        case ir.Gelu():
+            return gelu_ref(x, node.approximate)
+        case ir.LeakyRelu():
+            x = x.astype(np.float64)
+            return np.where(x >= 0, x, node.slope * x)
+        case ir.Prelu():
+            x = x.astype(np.float64)
+            slope = args[1].astype(np.float64).reshape((1, -1) + (1,) * (x.ndim - 2))
+            return np.where(x >= 0, x, slope * x)
     raise InternalError(f"run_graph_ref has no rule for op {node.op!r}")
 
 

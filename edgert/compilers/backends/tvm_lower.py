@@ -215,10 +215,54 @@ def softmax_te(x, *, axis: int):
     return topi.nn.softmax(x, axis)
 
 
+def _elementwise(x, f, name: str):
+    return te.compute(x.shape, lambda *i: f(x[i]), name=name)
+
+
+def silu_te(x):
+    return _elementwise(x, lambda v: v * te.sigmoid(v), "silu")
+
+
+def hardswish_te(x):
+    zero, three, six = (tirx.const(c, x.dtype) for c in (0.0, 3.0, 6.0))
+    return _elementwise(x, lambda v: v * tirx.min(tirx.max(v + three, zero), six) / six, "hardswish")
+
+
+def hardsigmoid_te(x, *, alpha: float, beta: float):
+    a, b, zero, one = (tirx.const(c, x.dtype) for c in (alpha, beta, 0.0, 1.0))
+    return _elementwise(x, lambda v: tirx.min(tirx.max(a * v + b, zero), one), "hardsigmoid")
+
+
+def gelu_te(x, *, approximate: str):
+    half, one = tirx.const(0.5, x.dtype), tirx.const(1.0, x.dtype)
+    if approximate == "tanh":
+        k, c = tirx.const((2.0 / 3.141592653589793) ** 0.5, x.dtype), tirx.const(0.044715, x.dtype)
+        return _elementwise(x, lambda v: half * v * (one + te.tanh(k * (v + c * v * v * v))), "gelu")
+    r = tirx.const(0.5 ** 0.5, x.dtype)
+    return _elementwise(x, lambda v: half * v * (one + te.erf(v * r)), "gelu")
+
+
+def leaky_relu_te(x, *, slope: float):
+    zero, s = tirx.const(0.0, x.dtype), tirx.const(slope, x.dtype)
+    return _elementwise(x, lambda v: tirx.Select(v >= zero, v, v * s), "leaky_relu")
+
+
+def prelu_te(x, slope):
+    zero = tirx.const(0.0, x.dtype)
+    per_channel = int(slope.shape[0]) > 1
+
+    def f(*i):
+        s = slope[i[1]] if per_channel else slope[0]
+        return tirx.Select(x[i] >= zero, x[i], x[i] * s)
+
+    return te.compute(x.shape, f, name="prelu")
+
+
 # ---- the graph walk ---------------------------------------------------------------------------------
 
 SUPPORTED = ("conv2d", "linear", "batch_norm", "relu", "clip", "sigmoid", "tanh", "max_pool2d",
-             "avg_pool2d", "adaptive_avg_pool2d", "flatten", "reshape", "add", "concat", "softmax")
+             "avg_pool2d", "adaptive_avg_pool2d", "flatten", "reshape", "add", "concat", "softmax", "mul",
+             "sub", "div", "silu", "hardswish", "hardsigmoid", "gelu", "leaky_relu", "prelu")
 
 
 @dataclass(frozen=True)
@@ -268,6 +312,24 @@ def _emit(bb, node: ir.Node, args: list, out: ir.TensorSpec, hint: str, packed_w
             return e(lambda *xs: topi.concatenate(xs, node.axis), *args)
         case ir.Softmax():
             return e(softmax_te, args[0], axis=node.axis)
+        case ir.Mul():
+            return e(topi.multiply, args[0], args[1])
+        case ir.Sub():
+            return e(topi.subtract, args[0], args[1])
+        case ir.Div():
+            return e(topi.divide, args[0], args[1])
+        case ir.Silu():
+            return e(silu_te, args[0])
+        case ir.Hardswish():
+            return e(hardswish_te, args[0])
+        case ir.Hardsigmoid():
+            return e(hardsigmoid_te, args[0], alpha=node.alpha, beta=node.beta)
+        case ir.Gelu():
+            return e(gelu_te, args[0], approximate=node.approximate)
+        case ir.LeakyRelu():
+            return e(leaky_relu_te, args[0], slope=node.slope)
+        case ir.Prelu():
+            return e(prelu_te, args[0], args[1])
     raise InternalError(f"tvm lowering has no rule for op {node.op!r} (node {node.name!r})")
 
 

@@ -25,7 +25,7 @@ from edgert.compilers.frontends.onnx_ops import CONVERTERS, SHAPE_OPS, N, node_a
 from edgert.errors import EdgertError, IRValidationError
 
 KNOWN_OPS = set(CONVERTERS) | set(SHAPE_OPS) | {"Constant", "Shape"}
-_FIX = ("Re-export without these ops (e.g. replace GELU with ReLU), or add a converter to CONVERTERS "
+_FIX = ("Re-export without these ops (e.g. replace Softplus with ReLU), or add a converter to CONVERTERS "
         "in edgert/compilers/frontends/onnx_ops.py.")
 
 

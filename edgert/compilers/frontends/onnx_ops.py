@@ -336,6 +336,39 @@ def _add(c: OnnxImporter, node: onnx.NodeProto) -> None:
     c.emit(ir.Add, node, (c.value(node.input[0]), c.value(node.input[1])))
 
 
+def _binary(cls: type[ir.Node]) -> Callable[[OnnxImporter, onnx.NodeProto], None]:
+    def convert(c: OnnxImporter, node: onnx.NodeProto) -> None:
+        c.emit(cls, node, (c.value(node.input[0]), c.value(node.input[1])))
+    return convert
+
+
+def _hard_sigmoid(c: OnnxImporter, node: onnx.NodeProto) -> None:
+    a = node_attrs(node)
+    c.emit(ir.Hardsigmoid, node, (c.act(node.input[0]),), alpha=float(a.get("alpha", 0.2)),
+           beta=float(a.get("beta", 0.5)))
+
+
+def _gelu(c: OnnxImporter, node: onnx.NodeProto) -> None:
+    c.emit(ir.Gelu, node, (c.act(node.input[0]),), approximate=node_attrs(node).get("approximate", "none"))
+
+
+def _leaky_relu(c: OnnxImporter, node: onnx.NodeProto) -> None:
+    c.emit(ir.LeakyRelu, node, (c.act(node.input[0]),), slope=float(node_attrs(node).get("alpha", 0.01)))
+
+
+def _prelu(c: OnnxImporter, node: onnx.NodeProto) -> None:
+    """PRelu's slope broadcasts from the right; edgert's is one value or one per channel (axis 1)."""
+    shape = c.shape(node.input[0])
+    slope = c.const(node.input[1], "slope")
+    full = (1,) * (len(shape) - slope.ndim) + slope.shape  # right-aligned against the input
+    per_channel = len(shape) >= 2 and full[1] == shape[1] and slope.size == shape[1]
+    if slope.size != 1 and not per_channel:
+        raise Unsupported(f"PRelu slope of shape {slope.shape} on input {shape}; a scalar or one slope per "
+                          "channel (axis 1) is supported")
+    c.emit(ir.Prelu, node, (c.act(node.input[0]), c.param(node.input[1] + ":vec", clean(node.input[1]),
+                                                         slope.reshape(-1).astype(np.float32))))
+
+
 def _concat(c: OnnxImporter, node: onnx.NodeProto) -> None:
     rank = len(c.shape(next(i for i in node.input if i in c.acts)))
     axis = node_attrs(node)["axis"] % rank
@@ -383,7 +416,9 @@ CONVERTERS: dict[str, Callable[[OnnxImporter, onnx.NodeProto], None]] = {
     "Max": _min_max, "Min": _min_max, "MaxPool": _pool, "AveragePool": _pool,
     "GlobalAveragePool": _global_pool, "GlobalMaxPool": _global_pool, "ReduceMean": _reduce_mean,
     "Flatten": _flatten, "Reshape": _reshape, "Squeeze": _squeeze_unsqueeze, "Unsqueeze": _squeeze_unsqueeze,
-    "Add": _add, "Concat": _concat, "Softmax": _softmax, "Identity": lambda c, n: c.alias(n),
+    "Add": _add, "Mul": _binary(ir.Mul), "Sub": _binary(ir.Sub), "Div": _binary(ir.Div),
+    "HardSigmoid": _hard_sigmoid, "HardSwish": _unary(ir.Hardswish), "Gelu": _gelu, "LeakyRelu": _leaky_relu,
+    "PRelu": _prelu, "Concat": _concat, "Softmax": _softmax, "Identity": lambda c, n: c.alias(n),
     "Dropout": _dropout, "Cast": _cast, "CastLike": _cast_like,
 }
 

@@ -31,7 +31,7 @@ from edgert.errors import EdgertError, InternalError, IRValidationError, Unsuppo
 aten = torch.ops.aten
 Example = np.ndarray | torch.Tensor | tuple[int, ...] | list[int]
 
-_FIX = ("Replace these layers with supported ones (e.g. nn.GELU -> nn.ReLU), or add a converter to "
+_FIX = ("Replace these layers with supported ones (e.g. nn.Softplus -> nn.ReLU), or add a converter to "
         "CONVERTERS in edgert/compilers/frontends/torch_ops.py.")
 
 

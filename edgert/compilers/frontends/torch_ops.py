@@ -199,6 +199,43 @@ def _add(c: TorchImporter, n: fx.Node) -> None:
     c.emit(ir.Add, n, (c.value(a["self"]), b))
 
 
+def _operand(c: TorchImporter, n: fx.Node, v: Any, which: str) -> str:
+    """An elementwise operand: an activation, a constant tensor, or a Python number (a [1] parameter)."""
+    if isinstance(v, (int, float)):
+        return c.param(f"{n.name}.{which}", f"{n.name}.{which}", np.array([v], np.float32))
+    return c.value(v)
+
+
+def _binary(cls: type[ir.Node]) -> Callable[[TorchImporter, fx.Node], None]:
+    """mul, sub, div (and rsub, operands swapped): tensors or numbers, NumPy broadcasting."""
+    def convert(c: TorchImporter, n: fx.Node) -> None:
+        a = _args(n)
+        if a.get("alpha", 1) != 1:
+            raise Unsupported(f"{target_name(n.target)} with alpha={a['alpha']}; edgert supports alpha=1")
+        if a.get("rounding_mode") is not None:
+            raise Unsupported(f"division with rounding_mode={a['rounding_mode']!r}; edgert divides exactly "
+                              "(rounding_mode=None)")
+        ins = (_operand(c, n, a["self"], "self"), _operand(c, n, a["other"], "other"))
+        c.emit(cls, n, ins[::-1] if "rsub" in target_name(n.target) else ins)
+    return convert
+
+
+def _gelu(c: TorchImporter, n: fx.Node) -> None:
+    a = _args(n)
+    c.emit(ir.Gelu, n, (c.value(a["self"]),), approximate=a["approximate"] or "none")
+
+
+def _leaky_relu(c: TorchImporter, n: fx.Node) -> None:
+    a = _args(n)
+    c.emit(ir.LeakyRelu, n, (c.value(a["self"]),), slope=float(a["negative_slope"]))
+
+
+def _prelu(c: TorchImporter, n: fx.Node) -> None:
+    x, w = n.args[0], n.args[1]
+    slope = c.const(w, "PReLU slope")
+    c.emit(ir.Prelu, n, (c.value(x), c.param(w.name + ".vec", c.labels[w.name], slope.reshape(-1))))
+
+
 def _cat(c: TorchImporter, n: fx.Node) -> None:
     a = _args(n)
     rank = len(c.shape(a["tensors"][0]))
@@ -261,6 +298,30 @@ CONVERTERS: dict[Any, Callable[[TorchImporter, fx.Node], None]] = {
     aten.add.Tensor: _add,
     aten.add_.Tensor: _add,
     aten.add.Scalar: _add,
+    aten.mul.Tensor: _binary(ir.Mul),
+    aten.mul_.Tensor: _binary(ir.Mul),
+    aten.mul.Scalar: _binary(ir.Mul),
+    aten.sub.Tensor: _binary(ir.Sub),
+    aten.sub_.Tensor: _binary(ir.Sub),
+    aten.sub.Scalar: _binary(ir.Sub),
+    aten.rsub.Scalar: _binary(ir.Sub),
+    aten.rsub.Tensor: _binary(ir.Sub),
+    aten.div.Tensor: _binary(ir.Div),
+    aten.div_.Tensor: _binary(ir.Div),
+    aten.div.Scalar: _binary(ir.Div),
+    aten.div.Tensor_mode: _binary(ir.Div),
+    aten.silu.default: _unary(ir.Silu),
+    aten.silu_.default: _unary(ir.Silu),
+    aten.hardswish.default: _unary(ir.Hardswish),
+    aten.hardswish_.default: _unary(ir.Hardswish),
+    aten.hardsigmoid.default: _unary(ir.Hardsigmoid),
+    aten.hardsigmoid_.default: _unary(ir.Hardsigmoid),
+    aten.gelu.default: _gelu,
+    aten.gelu_.default: _gelu,
+    aten.leaky_relu.default: _leaky_relu,
+    aten.leaky_relu_.default: _leaky_relu,
+    aten.prelu.default: _prelu,
+    aten._prelu_kernel.default: _prelu,
     aten.cat.default: _cat,
     aten.softmax.int: _softmax,
     aten._softmax.default: _softmax,

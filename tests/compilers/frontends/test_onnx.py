@@ -12,7 +12,7 @@ from edgert import ir
 from edgert.compilers.frontends.onnx import from_onnx
 from edgert.errors import EdgertError, UnsupportedOpError
 from edgert.ops.reference import run_graph_ref
-from tests.compilers.frontends.test_torch import GeluAndSort, assert_matches_torch
+from tests.compilers.frontends.test_torch import SoftplusAndSort, assert_matches_torch
 from tests.zoo import ZOO
 
 
@@ -143,12 +143,12 @@ def test_fixed_batch_and_old_opset_clip_and_batchnorm():
 # ---- errors ----
 
 def test_unsupported_ops_are_reported_together_with_their_torch_module(tmp_path):
-    export(GeluAndSort().eval(), torch.zeros(1, 3, 8, 8), tmp_path / "bad.onnx")
+    export(SoftplusAndSort().eval(), torch.zeros(1, 3, 8, 8), tmp_path / "bad.onnx")
     with pytest.raises(UnsupportedOpError) as info:
         from_onnx(tmp_path / "bad.onnx")
     msg = str(info.value)
-    gelu = next(line for line in msg.splitlines() if line.strip().startswith("Gelu"))
-    assert "node '" in gelu and "act: torch.nn.modules.activation.GELU" in gelu
+    softplus = next(line for line in msg.splitlines() if line.strip().startswith("Softplus"))
+    assert "node '" in softplus and "act: torch.nn.modules.activation.Softplus" in softplus
     assert "TopK at node" in msg
     assert "Supported: " in msg and "Conv" in msg and "onnx_ops.py" in msg
 

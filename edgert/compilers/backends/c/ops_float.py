@@ -230,16 +230,27 @@ def _ints(v: list[int]) -> str:
     return "(const int[]){" + ", ".join(str(int(x)) for x in v) + "}"
 
 
-def _add(n: ir.Add, ctx) -> str:
-    if any(ctx.specs[v].dtype != "float32" for v in (*n.inputs, n.output)):
-        raise UnsupportedOpError(f"add {n.name!r}: the C backend adds float32 values only")
-    dims, (sa, sb) = broadcast_strides(ctx.shape(n.output), ctx.shape(n.inputs[0]), ctx.shape(n.inputs[1]))
-    if len(dims) > MAX_RANK:
-        raise UnsupportedOpError(f"add {n.name!r}: broadcasting over {len(dims)} dims; the C backend takes "
-                                 f"up to {MAX_RANK}")
-    assert sa[-1] in (0, 1) and sb[-1] in (0, 1), (dims, sa, sb)
-    return (f"  ek_add({ctx.ptr(n.inputs[0])}, {ctx.ptr(n.inputs[1])}, {ctx.ptr(n.output)}, {len(dims)}, "
-            f"{_ints(dims)}, {_ints(sa)}, {_ints(sb)});")
+def _broadcasting(kernel: str):
+    """add, mul, sub, div: one kernel call over the merged broadcast dims."""
+    def emit(n: ir.Node, ctx) -> str:
+        if any(ctx.specs[v].dtype != "float32" for v in (*n.inputs, n.output)):
+            raise UnsupportedOpError(f"{n.op} {n.name!r}: the C backend computes on float32 values only")
+        dims, (sa, sb) = broadcast_strides(ctx.shape(n.output), ctx.shape(n.inputs[0]), ctx.shape(n.inputs[1]))
+        if len(dims) > MAX_RANK:
+            raise UnsupportedOpError(f"{n.op} {n.name!r}: broadcasting over {len(dims)} dims; the C backend "
+                                     f"takes up to {MAX_RANK}")
+        assert sa[-1] in (0, 1) and sb[-1] in (0, 1), (dims, sa, sb)
+        return (f"  {kernel}({ctx.ptr(n.inputs[0])}, {ctx.ptr(n.inputs[1])}, {ctx.ptr(n.output)}, {len(dims)}, "
+                f"{_ints(dims)}, {_ints(sa)}, {_ints(sb)});")
+    return emit
+
+
+def _prelu(n: ir.Prelu, ctx) -> str:
+    shape = ctx.shape(n.inputs[0])
+    slopes = ctx.shape(n.inputs[1])[0]
+    planes = math.prod(shape[:2]) if slopes > 1 else 1
+    return (f"  ek_prelu({ctx.ptr(n.inputs[0])}, {ctx.ptr(n.inputs[1])}, {ctx.ptr(n.output)}, {planes}, {slopes}, "
+            f"{ctx.numel(n.output) // planes});")
 
 
 def _concat(n: ir.Concat, ctx) -> str:
@@ -273,7 +284,16 @@ EMITTERS = {
     "max_pool2d": _max_pool2d,
     "avg_pool2d": _avg_pool2d,
     "adaptive_avg_pool2d": _adaptive_avg_pool2d,
-    "add": _add,
+    "add": _broadcasting("ek_add"),
+    "mul": _broadcasting("ek_mul"),
+    "sub": _broadcasting("ek_sub"),
+    "div": _broadcasting("ek_div"),
+    "silu": _elementwise("ek_silu"),
+    "hardswish": _elementwise("ek_hardswish"),
+    "hardsigmoid": _elementwise("ek_hardsigmoid", lambda n: f", {_f(n.alpha)}, {_f(n.beta)}"),
+    "gelu": lambda n, ctx: _elementwise("ek_gelu_tanh" if n.approximate == "tanh" else "ek_gelu")(n, ctx),
+    "leaky_relu": _elementwise("ek_leaky_relu", lambda n: f", {_f(n.slope)}"),
+    "prelu": _prelu,
     "concat": _concat,
     "softmax": _softmax,
 }

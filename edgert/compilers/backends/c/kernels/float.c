@@ -618,3 +618,76 @@ void ek_softmax(const float *x, float *y, int outer, int n, int inner) {
       for (j = 0; j < n; j++) y[i + j * inner] /= s;
     }
 }
+
+/* ---- mul, sub, div: the odometer of ek_add, one operation per kernel ---- */
+
+#define EK_BINARY(name, OP)                                                                            \
+  void name(const float *a, const float *b, float *y, int rank, const int *dims, const int *sa,        \
+            const int *sb) {                                                                           \
+    const int n = dims[rank - 1], ia = sa[rank - 1], ib = sb[rank - 1];                                \
+    int idx[EK_MAX_RANK] = {0};                                                                        \
+    int outer = 1, t, d, i, oa = 0, ob = 0;                                                            \
+    for (d = 0; d < rank - 1; d++) outer *= dims[d];                                                   \
+    for (t = 0; t < outer; t++, y += n) {                                                              \
+      const float *pa = a + oa, *pb = b + ob;                                                          \
+      for (i = 0; i < n; i++) y[i] = OP(pa[i * ia], pb[i * ib]);                                       \
+      for (d = rank - 2; d >= 0; d--) {                                                                \
+        oa += sa[d];                                                                                   \
+        ob += sb[d];                                                                                   \
+        if (++idx[d] < dims[d]) break;                                                                 \
+        oa -= sa[d] * dims[d];                                                                         \
+        ob -= sb[d] * dims[d];                                                                         \
+        idx[d] = 0;                                                                                    \
+      }                                                                                                \
+    }                                                                                                  \
+  }
+
+#define EK_MUL_OP(p, q) ((p) * (q))
+#define EK_SUB_OP(p, q) ((p) - (q))
+#define EK_DIV_OP(p, q) ((p) / (q))
+EK_BINARY(ek_mul, EK_MUL_OP)
+EK_BINARY(ek_sub, EK_SUB_OP)
+EK_BINARY(ek_div, EK_DIV_OP)
+
+/* ---- activations ---- */
+
+void ek_silu(const float *x, float *y, int n) {
+  int i;
+  for (i = 0; i < n; i++) y[i] = x[i] / (1.0f + expf(-x[i]));  /* exp overflow gives x/inf = -0 */
+}
+
+void ek_hardswish(const float *x, float *y, int n) {
+  int i;
+  for (i = 0; i < n; i++) y[i] = x[i] * EK_MIN(EK_MAX(x[i] + 3.0f, 0.0f), 6.0f) / 6.0f;
+}
+
+void ek_hardsigmoid(const float *x, float *y, int n, float alpha, float beta) {
+  int i;
+  for (i = 0; i < n; i++) y[i] = EK_MIN(EK_MAX(alpha * x[i] + beta, 0.0f), 1.0f);
+}
+
+void ek_gelu(const float *x, float *y, int n) {
+  int i;
+  for (i = 0; i < n; i++) y[i] = 0.5f * x[i] * (1.0f + erff(x[i] * 0.70710678118654752f));
+}
+
+void ek_gelu_tanh(const float *x, float *y, int n) {
+  int i;
+  for (i = 0; i < n; i++) {
+    const float v = x[i];
+    y[i] = 0.5f * v * (1.0f + tanhf(0.79788456080286536f * (v + 0.044715f * v * v * v)));
+  }
+}
+
+void ek_leaky_relu(const float *x, float *y, int n, float slope) {
+  int i;
+  for (i = 0; i < n; i++) y[i] = x[i] >= 0.0f ? x[i] : slope * x[i];
+}
+
+void ek_prelu(const float *x, const float *slope, float *y, int planes, int c, int inner) {
+  int p, i;
+  for (p = 0; p < planes; p++, x += inner, y += inner) {
+    const float s = slope[p % c];
+    for (i = 0; i < inner; i++) y[i] = x[i] >= 0.0f ? x[i] : s * x[i];
+  }
+}

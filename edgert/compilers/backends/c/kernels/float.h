@@ -65,4 +65,21 @@ void ek_concat_part(const void *x, void *y, int outer, int chunk, int stride);
 /* softmax over the middle of [outer][n][inner] */
 void ek_softmax(const float *x, float *y, int outer, int n, int inner);
 
+/* y = a * b, a - b, a / b: broadcasting as ek_add; y may be a (when a has y's shape) */
+void ek_mul(const float *a, const float *b, float *y, int rank, const int *dims, const int *sa,
+            const int *sb);
+void ek_sub(const float *a, const float *b, float *y, int rank, const int *dims, const int *sa,
+            const int *sb);
+void ek_div(const float *a, const float *b, float *y, int rank, const int *dims, const int *sa,
+            const int *sb);
+/* activations; y may be x in each */
+void ek_silu(const float *x, float *y, int n);                  /* x * sigmoid(x) */
+void ek_hardswish(const float *x, float *y, int n);             /* x * min(max(x + 3, 0), 6) / 6 */
+void ek_hardsigmoid(const float *x, float *y, int n, float alpha, float beta);  /* clamp(a x + b, 0, 1) */
+void ek_gelu(const float *x, float *y, int n);                  /* x * (1 + erf(x / sqrt 2)) / 2 */
+void ek_gelu_tanh(const float *x, float *y, int n);             /* PyTorch's tanh approximation */
+void ek_leaky_relu(const float *x, float *y, int n, float slope);
+/* y = x >= 0 ? x : slope[p % c] * x over planes p of `inner` values (c = 1: one slope) */
+void ek_prelu(const float *x, const float *slope, float *y, int planes, int c, int inner);
+
 #endif

@@ -1,0 +1,39 @@
+"""The C kernels of the modern edge ops against the NumPy reference on the host (ASan/UBSan), all
+cases in one build: broadcasting mul/sub/div, the activations (also in place after a conv)."""
+
+import numpy as np
+import pytest
+
+from edgert import ir
+from tests.compilers.backends.c.harness import needs_cc
+from tests.compilers.backends.c.test_float import Cases
+
+
+def elementwise_cases(t: Cases) -> None:
+    for cls in (ir.Mul, ir.Sub, ir.Div):
+        a, b = t.input((4, 5, 6)), t.input((4, 5, 6))
+        t.node(cls, [a, b])                                       # same shapes
+        t.node(cls, [a, t.param((4, 1, 1))])                      # a per-channel parameter
+        t.node(cls, [t.param((1,)), a])                           # a number first (1 - x)
+        t.node(cls, [t.input((4, 1, 1)), t.input((1, 5, 1))])     # both broadcast
+        t.node(cls, [t.input((3, 7)), t.param((7,))])             # [N, L, C] style, last axis
+    x = t.input((5, 6, 7), scale=3.0)
+    t.node(ir.Silu, [x])
+    t.node(ir.Hardswish, [x])
+    t.node(ir.Hardsigmoid, [x])
+    t.node(ir.Hardsigmoid, [x], alpha=0.2, beta=0.5)
+    t.node(ir.Gelu, [x])
+    t.node(ir.Gelu, [x], approximate="tanh")
+    t.node(ir.LeakyRelu, [x], slope=0.2)
+    t.node(ir.Prelu, [x, t.param((5,))])
+    t.node(ir.Prelu, [x, t.param((1,))])
+    t.node(ir.Prelu, [t.input((6, 4)), t.param((6,))])
+    y = t.conv(t.input((3, 6, 6)), 3, 4, 3, padding=1, output=False)  # an activation after a conv, in place
+    t.node(ir.Mul, [t.node(ir.Hardswish, [y], output=False), t.param((4, 1, 1))])
+
+
+@needs_cc
+def test_elementwise_ops(tmp_path):
+    t = Cases(7)
+    elementwise_cases(t)
+    t.check(tmp_path)
