@@ -13,6 +13,8 @@ from edgert.compilers.adapt_memory import parse_size, plan_entropy
 from edgert.compilers.adapt_plan import plan_adaptation
 from edgert.compilers.backends.tvm import TvmBuild, compile_graph
 from edgert.compilers.passes.select_shift_path import preferred_path, select_shift_path
+from edgert.compilers.passes.float_to_shift import DEFAULT_ACT_BITS, float_to_shift, relative_error
+from edgert.ops.shift.nodes import _ShiftBase
 from edgert.compilers.partition import choose_backends, partition
 from edgert.compilers.passes.fold_binary_threshold import fold_binary_threshold
 from edgert.compilers.passes.binarize_sign_layers import binarize_sign_layers
@@ -87,6 +89,8 @@ def compile_model(model: Any, example_input: Any = None, target: str | Target = 
     say("importing model")
     imported = import_model(model, example_input)
     graph = optimize(imported, fold_bn)
+    if isinstance(model, (str, Path)) and Path(model).suffix == ".onnx":
+        graph = _shift_layers_from_onnx(graph, example_input, say)
     graph = select_shift_path(graph, preferred_path(tgt.throughput))
     if tgt.c:
         if adapters or budget is not None or not fold_bn:
@@ -112,6 +116,28 @@ def compile_model(model: Any, example_input: Any = None, target: str | Target = 
         plan["adapter"] = side
         plan["taps"] = list(dict.fromkeys(plan["taps"] + side["taps"]))
     return build_artifact(graph, tgt, say, adapt=plan)
+
+
+def _shift_layers_from_onnx(graph: ir.Graph, example_input: Any, say: Callable[[str], None]) -> ir.Graph:
+    """ONNX stores shift networks as float ±2^p weights: make them shift layers (passes/float_to_shift).
+
+    The example input, when given, is the calibration batch for the activation formats, and the
+    conversion's error against the float graph on it is reported.
+    """
+    feeds = None
+    if example_input is not None:
+        feeds = (dict(example_input) if isinstance(example_input, dict)
+                 else {graph.inputs[0][0]: np.asarray(example_input, np.float32)})
+    converted = float_to_shift(graph, feeds)
+    n = sum(isinstance(a, _ShiftBase) for a in converted.nodes) - sum(isinstance(a, _ShiftBase) for a in graph.nodes)
+    if n:
+        how = "calibrated on the example input" if feeds else (
+            f"{DEFAULT_ACT_BITS}-bit activations by default; give an example input to calibrate 8-bit ones")
+        msg = f"{n} conv/linear layers with ±2^p weights became shift layers ({how})"
+        if feeds:
+            msg += f"; relative error vs the float model on it: {relative_error(graph, converted, feeds):.3%}"
+        say(msg)
+    return converted
 
 
 def _build_stage(sub: ir.Graph, tgt: Target) -> tuple[bytes, TvmBuild]:

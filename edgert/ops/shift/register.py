@@ -8,7 +8,7 @@ import numpy as np
 
 from edgert import ir
 from edgert.ops.reference import EXTRA_RULES
-from edgert.ops.shift import codes, kernels
+from edgert.ops.shift import codes, int8dot, kernels
 from edgert.ops.shift.nodes import ShiftConv2d, ShiftLinear
 from edgert.runtime.kernels import register_kernel
 from edgert.runtime.profile import COUNTERS
@@ -21,11 +21,26 @@ def multipliers(node, packed: np.ndarray) -> np.ndarray:
 
 
 def _decoded(node, packed: np.ndarray, state: dict, layout):
-    """Decode once per parameter array (the state keeps the array it decoded, so set_params re-decodes)."""
+    """Decode once per parameter array (the state keeps the array it decoded, so set_params re-decodes):
+    (the Numba paths' layout, the int8 dot-product weights or None)."""
     cached = state.get("weights")
     if cached is None or cached[0] is not packed:
-        cached = state["weights"] = (packed, layout(multipliers(node, packed)))
-    return cached[1]
+        m = multipliers(node, packed)
+        cached = state["weights"] = (packed, layout(m), _int8_weights(node, m, state))
+    return cached[1], cached[2]
+
+
+def _int8_weights(node, m: np.ndarray, state: dict):
+    """The int8 dot-product path (ops/shift/int8dot.py) for an int_mac layer when this CPU has one and the
+    layer fits it exactly (int8 activations, |m| <= 64, no groups), picked when the weights are decoded,
+    i.e. at load. ``state["int8_variant"]``, set before the first run, overrides the CPU's best variant
+    (None: the Numba paths)."""
+    variant = state.setdefault("int8_variant", int8dot.host_variant())
+    if variant is None or node.path != "int_mac" or getattr(node, "groups", 1) != 1:
+        return None
+    if not int8dot.eligible(m, node.act_bits):
+        return None
+    return int8dot.conv_weights(m, variant) if m.ndim == 4 else int8dot.Int8Weights(m, variant)
 
 
 def _acc(node, k: int, shape) -> np.ndarray:
@@ -36,11 +51,16 @@ def _acc(node, k: int, shape) -> np.ndarray:
 def run_shift_conv2d(node: ShiftConv2d, args, state) -> np.ndarray:
     x, packed = args[0], args[1]
     bias = args[2] if len(args) == 3 else None
-    mt, exps, negs, keeps = _decoded(node, packed, state, lambda m: kernels.conv_layout(m, node.groups))
-    xp = kernels._pad(kernels.quantize(x, node.act_bits, node.frac_bits), node.padding)
+    (mt, exps, negs, keeps), w8 = _decoded(node, packed, state, lambda m: kernels.conv_layout(m, node.groups))
     o, cg, kh, kw = node.weight_shape
-    oh = (xp.shape[2] - node.dilation[0] * (kh - 1) - 1) // node.stride[0] + 1
-    ow = (xp.shape[3] - node.dilation[1] * (kw - 1) - 1) // node.stride[1] + 1
+    t, l, b, r = node.padding
+    oh = (x.shape[2] + t + b - node.dilation[0] * (kh - 1) - 1) // node.stride[0] + 1
+    ow = (x.shape[3] + l + r - node.dilation[1] * (kw - 1) - 1) // node.stride[1] + 1
+    if w8 is not None:
+        acc = int8dot.conv2d(x, w8, node.act_bits, node.frac_bits, (kh, kw), node.stride, node.padding,
+                             node.dilation, (oh, ow))
+        return kernels.to_float(acc, node.scale_exp, node.frac_bits, bias, 1)
+    xp = kernels._pad(kernels.quantize(x, node.act_bits, node.frac_bits), node.padding)
     acc = _acc(node, cg * kh * kw, (x.shape[0], o, oh, ow))
     if node.path == "shift_add":
         kernels.shift_conv2d_shift_add(xp, exps, negs, keeps, node.stride, node.dilation, acc)
@@ -53,11 +73,13 @@ def run_shift_conv2d(node: ShiftConv2d, args, state) -> np.ndarray:
 def run_shift_linear(node: ShiftLinear, args, state) -> np.ndarray:
     x, packed = args[0], args[1]
     bias = args[2] if len(args) == 3 else None
-    m, exps, negs = _decoded(node, packed, state, lambda m: (m, *kernels.split_multipliers(m)))
+    (m, exps, negs), w8 = _decoded(node, packed, state, lambda m: (m, *kernels.split_multipliers(m)))
     xq = kernels.quantize(x, node.act_bits, node.frac_bits)
     rows = xq.reshape(-1, xq.shape[-1])
     acc = _acc(node, node.weight_shape[1], (rows.shape[0], node.weight_shape[0]))
-    if node.path == "shift_add":
+    if w8 is not None:
+        acc = int8dot.linear(rows, w8)
+    elif node.path == "shift_add":
         kernels.shift_linear_shift_add(np.ascontiguousarray(rows), exps, negs, acc)
     else:
         kernels.shift_linear_int_mac(np.ascontiguousarray(rows), m, acc)
