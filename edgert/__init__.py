@@ -16,8 +16,11 @@ if TYPE_CHECKING:
 
 def compile(model: Any, example_input: Any = None, target: str = "x86-host", fold_bn: bool = True,
             adapt_memory: str | int | None = None, adapt_batch: int = 1, adapters: bool = False,
-            adapter_data: Any = None, adapter_steps: int = 300, adapter_rank: int | None = None) -> "Artifact":
-    """Compile an nn.Module, a .pt2 or an .onnx file for ``target``; returns an Artifact (``.save(path)``).
+            adapter_data: Any = None, adapter_steps: int = 300, adapter_rank: int | None = None,
+            dt: float | None = None) -> "Artifact":
+    """Compile an nn.Module, a .pt2, .onnx or .nir file for ``target``; returns an Artifact (``.save(path)``).
+
+    ``dt`` is the time step in seconds of a .nir file (not needed for edgert's own NIR exports).
 
     ``adapt_memory`` ("32MB") bounds the entropy adaptation step's memory at ``adapt_batch`` samples
     (with ``adapters``: the adapter step's).
@@ -28,7 +31,7 @@ def compile(model: Any, example_input: Any = None, target: str = "x86-host", fol
     from edgert.compilers.compile import compile_model
     return compile_model(model, example_input, target, fold_bn, adapt_memory=adapt_memory,
                          adapt_batch=adapt_batch, adapters=adapters, adapter_data=adapter_data,
-                         adapter_steps=adapter_steps, adapter_rank=adapter_rank)
+                         adapter_steps=adapter_steps, adapter_rank=adapter_rank, dt=dt)
 
 
 def load(path: Any, expect_target: str | None = None) -> "Engine":

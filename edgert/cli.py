@@ -43,7 +43,7 @@ def _use_threads(threads: int | None) -> None:
 
 @app.command()
 def compile(
-    model: Path = typer.Argument(..., help="A .pt2 (torch.export.save) or .onnx file."),
+    model: Path = typer.Argument(..., help="A .pt2 (torch.export.save), .onnx or .nir file."),
     target: str = typer.Option("x86-host", "--target", "-t", help="Board name; see `edgert targets`."),
     output: Path = typer.Option(None, "--output", "-o", help="Artifact path [default: MODEL.edgert]."),
     input_shape: str = typer.Option(None, help="Example input shape for .pt2 files, e.g. 1,1,8,8."),
@@ -61,6 +61,8 @@ def compile(
     adapter_rank: int = typer.Option(None, min=1, help="With --adapters: the side blocks the device trains are "
                                      "C->R->C bottlenecks (fewer parameters, so less step memory) instead of "
                                      "full 1x1 convs."),
+    dt: float = typer.Option(None, "--dt", help="For a .nir file: the time step in "
+                             "seconds its continuous-time neurons are discretised at, e.g. 1e-4."),
 ) -> None:
     """Compile MODEL for one target into an .edgert artifact."""
     from edgert.compilers.adapt_memory import size_text
@@ -79,7 +81,7 @@ def compile(
         art = compile_model(model, example, target, fold_bn=not keep_bn, progress=say,
                             adapt_memory=adapt_memory, adapt_batch=adapt_batch,
                             adapters=adapters, adapter_data=adapter_data, adapter_steps=adapter_steps,
-                            adapter_rank=adapter_rank)
+                            adapter_rank=adapter_rank, dt=dt)
         art.save(out)
     side = art.manifest.get("adapt", {}).get("adapter")
     if side is not None:

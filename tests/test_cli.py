@@ -1,8 +1,10 @@
-"""The CLI as a user runs it: compile a .pt2, run an .npy through it, profile it, list targets."""
+"""The CLI as a user runs it: compile a .pt2, run an .npy through it, profile it, list targets; compile
+a recurrent NIR graph at a time step and run it."""
 
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +13,7 @@ import torch
 from tools.models.digits_cnn import DigitsCNN, save_pt2
 
 EDGERT = [sys.executable, "-m", "edgert.cli"]
+NIR = Path(__file__).resolve().parent / "data" / "nir"
 
 
 def edgert(*args, check=True):
@@ -66,6 +69,8 @@ def test_profile_table_and_targets(compiled):
     (["compile", "{d}/digits.pt2", "--target", "nope"], "unknown target 'nope'"),
     (["run", "{d}/nope.edgert", "--input", "{d}/x.npy"], "no such artifact"),
     (["run", "{d}/digits.edgert", "--input", "{d}/bad.npy"], "cannot read --input"),
+    (["compile", "{d}/digits.pt2", "--dt", "1e-4"], "only .nir files take one"),
+    (["compile", f"{NIR}/lif_norse.nir"], "--dt 1e-4"),
 ])
 def test_user_errors_print_one_line_and_exit_2(compiled, args, message):
     d, _ = compiled
@@ -75,3 +80,20 @@ def test_user_errors_print_one_line_and_exit_2(compiled, args, message):
     assert out.returncode == 2, out.stdout + out.stderr
     assert "error:" in out.stderr and message in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def test_compile_nir_at_a_time_step_and_run_it(tmp_path):
+    """The NIR paper's recurrent Braille graph through `compile --dt` and `run`, spike for spike against
+    the NumPy simulation of the NIR graph."""
+    import nir
+
+    from tests.compilers.frontends.test_nir import simulate_nir
+
+    src = NIR / "braille_noDelay_bias_zero.nir"
+    edgert("compile", src, "--dt", "1e-4", "-o", tmp_path / "b.edgert")
+    x = (np.random.default_rng(4).random((100, 2, 12)) < 0.3).astype(np.float32)  # [time, batch, 12]
+    np.save(tmp_path / "x.npy", x)
+    edgert("run", tmp_path / "b.edgert", "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy")
+    want = simulate_nir(nir.read(str(src)), x, 1e-4)["output"]
+    assert want.sum() > 50
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), want)

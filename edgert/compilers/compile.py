@@ -27,8 +27,14 @@ from edgert.targets import Target, load_target
 BACKENDS = ("tvm", "numba")  # what this edgert can compile for; node classes state their preference
 
 
-def import_model(model: Any, example_input: Any = None) -> ir.Graph:
-    """Run the frontend that fits ``model``: an nn.Module, a .pt2 file or an .onnx file."""
+def import_model(model: Any, example_input: Any = None, dt: float | None = None) -> ir.Graph:
+    """Run the frontend that fits ``model``: an nn.Module, a .pt2, .onnx or .nir file (``dt``: the time
+    step in seconds of a .nir file, for NIR's continuous-time neurons)."""
+    is_nir = isinstance(model, (str, Path)) and Path(model).suffix == ".nir"
+    if dt is not None and not is_nir:
+        what = model if isinstance(model, (str, Path)) else type(model).__name__
+        raise EdgertError(f"a time step (dt={dt}) was given for {what}, but only .nir files take one (their "
+                          "neurons are continuous-time); leave --dt out")
     if isinstance(model, (str, Path)):
         path = Path(model)
         if not path.is_file():
@@ -38,7 +44,7 @@ def import_model(model: Any, example_input: Any = None) -> ir.Graph:
             return from_onnx(path)
         if path.suffix == ".nir":
             from edgert.compilers.frontends.nir import from_nir
-            return from_nir(path)  # dt from the file's edgert metadata; else call from_nir(path, dt=...)
+            return from_nir(path, dt)  # dt None: the one in the file's edgert metadata
         if path.suffix == ".pt2":
             from edgert.compilers.frontends.torch import from_torch
             return from_torch(path, example_input)
@@ -65,7 +71,8 @@ def optimize(g: ir.Graph, fold_bn: bool = True) -> ir.Graph:
 def compile_model(model: Any, example_input: Any = None, target: str | Target = "x86-host",
                   fold_bn: bool = True, progress: Callable[[str], None] | None = None,
                   adapt_memory: str | int | None = None, adapt_batch: int = 1, adapters: bool = False,
-                  adapter_data: Any = None, adapter_steps: int = 300, adapter_rank: int | None = None) -> Artifact:
+                  adapter_data: Any = None, adapter_steps: int = 300, adapter_rank: int | None = None,
+                  dt: float | None = None) -> Artifact:
     """Compile a trained model into an Artifact for ``target`` (a name from `edgert targets`).
 
     ``adapt_memory`` ("32MB", or bytes) makes the entropy adaptation step fit that budget at
@@ -74,7 +81,7 @@ def compile_model(model: Any, example_input: Any = None, target: str | Target = 
     up for ``adapter_steps`` steps on ``adapter_data`` (an .npz path or a mapping with x and maybe y),
     full 1x1 convs or, with ``adapter_rank`` r, C->r->C bottlenecks; the budget then plans the adapter
     step instead (the deepest side blocks that fit are trained on the device) and entropy adapts every
-    BatchNorm.
+    BatchNorm. ``dt`` is the time step in seconds of a .nir model.
     """
     say = progress or (lambda msg: None)
     budget = parse_size(adapt_memory) if isinstance(adapt_memory, str) else adapt_memory
@@ -87,7 +94,7 @@ def compile_model(model: Any, example_input: Any = None, target: str | Target = 
     if isinstance(example_input, np.ndarray):
         example_input = example_input.astype(np.float32, copy=False)
     say("importing model")
-    imported = import_model(model, example_input)
+    imported = import_model(model, example_input, dt)
     graph = optimize(imported, fold_bn)
     if isinstance(model, (str, Path)) and Path(model).suffix == ".onnx":
         graph = _shift_layers_from_onnx(graph, example_input, say)

@@ -14,7 +14,15 @@ with reset_delay=False; NIR cannot say "subtract" (the Braille graphs carry it i
 so ``reset`` overrides it. Files written by edgert's NIR export carry edgert's exact reset mode,
 timing and graded-spike factor in each node's metadata, and its dt in the graph's, and those win.
 Affine, Linear, Conv2d, SumPool2d (a depthwise all-ones conv), AvgPool2d and Flatten map to edgert
-nodes; LI and recurrent graphs are listed as unsupported.
+nodes.
+
+Recurrence: a neuron whose output feeds an Affine or Linear that feeds back into that neuron alone (the
+NIR paper's Braille RNNs). A loop in a NIR graph carries its source's output of the previous step (the
+one-step delay of every simulator in the NIR paper, and of snntorch's import), so the recurrent current
+of step t is R(S_{t-1}) = S_{t-1} W^T + b (b at t = 0), added to the neuron's input: CubaLIF becomes
+RSynaptic (it joins the synaptic current), LIF and IF become RLeaky with ``all_to_all`` (it joins the
+membrane; the input scale folds into the threshold as for the feed-forward input). Other loops and
+branches are errors.
 """
 
 from __future__ import annotations
@@ -27,10 +35,11 @@ import numpy as np
 from edgert import ir
 from edgert.compilers.frontends._common import Names, Problems
 from edgert.errors import EdgertError, IRValidationError
-from edgert.ops.spiking.nodes import Leaky, Reset, Synaptic
+from edgert.ops.spiking.nodes import Leaky, Reset, RLeaky, RSynaptic, Synaptic
 
 SUPPORTED = ["Input", "Output", "Affine", "Linear", "Conv2d", "SumPool2d", "AvgPool2d", "Flatten", "LIF",
              "IF", "CubaLIF"]
+_RECURRENT = ("LIF", "IF", "CubaLIF")  # neurons that take a recurrent weight
 _F = np.float32
 
 
@@ -47,23 +56,38 @@ def _pair(v: Any) -> tuple[int, int]:
     return (int(a[0]), int(a[-1]))
 
 
-def _order(graph) -> list[str]:
-    """Node names from Input to Output along the edges; raises for branches and cycles."""
+def _order(graph) -> tuple[list[str], dict[str, str]]:
+    """Node names from Input to Output along the edges, and the recurrent weight of each neuron that has
+    one ({neuron: Affine or Linear}: a loop neuron -> weight -> neuron). Raises for other branches and
+    cycles."""
     succ: dict[str, list[str]] = {}
+    pred: dict[str, list[str]] = {}
     for a, b in graph.edges:
         succ.setdefault(a, []).append(b)
+        pred.setdefault(b, []).append(a)
     starts = [k for k, n in graph.nodes.items() if type(n).__name__ == "Input"]
     if len(starts) != 1:
         raise EdgertError(f"NIR graph has {len(starts)} Input nodes; edgert imports graphs with one input")
-    order, cur = [], starts[0]
+
+    def loops_back(cur: str, k: str) -> bool:
+        return (type(graph.nodes[k]).__name__ in ("Affine", "Linear") and succ.get(k) == [cur]
+                and pred.get(k) == [cur] and type(graph.nodes[cur]).__name__ in _RECURRENT)
+
+    order, recurrent, cur = [], {}, starts[0]
     while True:
         order.append(cur)
         nxt = succ.get(cur, [])
+        loop = [k for k in nxt if loops_back(cur, k)]
+        if loop:
+            recurrent[cur] = loop[0]
+            nxt = [k for k in nxt if k != loop[0]]
         if not nxt:
-            return order
-        if len(nxt) > 1 or nxt[0] in order:
+            return order, recurrent
+        if (len(loop) > 1 or len(nxt) > 1 or nxt[0] in order
+                or [k for k in pred[nxt[0]] if not loops_back(nxt[0], k)] != [cur]):
             raise EdgertError(f"NIR graph branches or loops at node {cur!r} (edges to {nxt}); edgert imports "
-                              "feed-forward chains (recurrent NIR graphs are not supported yet)")
+                              "chains whose only loops are a neuron's recurrent Affine/Linear weight "
+                              "(neuron -> weight -> the same neuron)")
         cur = nxt[0]
 
 
@@ -78,16 +102,19 @@ def from_nir(source: str | Path | Any, dt: float | None = None, reset: str | Non
     graph = nir.read(str(source)) if isinstance(source, (str, Path)) else source
     meta = {k: _s(v) for k, v in (graph.metadata or {}).items()}
     dt = dt if dt is not None else meta.get("edgert_dt")
-    if dt is None or not dt > 0:
+    if dt is not None and not dt > 0:
+        raise EdgertError(f"dt={dt}: the time step must be a positive number of seconds, e.g. 1e-4")
+    if dt is None:
         raise EdgertError("a NIR graph has no time step; pass dt (seconds per step), e.g. "
-                          "from_nir(path, dt=1e-3) — snntorch exports use dt=1e-4")
+                          "`edgert compile MODEL.nir --dt 1e-4` or from_nir(path, dt=1e-4) (snntorch "
+                          "exports use dt=1e-4)")
     if reset is not None and reset not in [r.value for r in Reset]:
         raise EdgertError(f"reset={reset!r}; valid values are {[r.value for r in Reset]}")
     problems = Problems("NIR frontend")
     names = Names(("x",))
     nodes: list[ir.Node] = []
     params: dict[str, np.ndarray] = {}
-    order = _order(graph)
+    order, recurrent = _order(graph)
     first = graph.nodes[order[0]]
     shape = tuple(int(d) for d in np.asarray(first.output_type["output"]).reshape(-1))
     cur = "x"
@@ -114,6 +141,13 @@ def from_nir(source: str | Path | Any, dt: float | None = None, reset: str | Non
         if not np.allclose(getattr(n, "v_reset", 0.0), 0.0):
             raise ValueError("v_reset != 0 is not supported (edgert resets to zero or by subtraction)")
         return dict(reset=reset or Reset.ZERO.value, reset_delay=False)
+
+    def recurrent_weight(key: str) -> tuple[str, str]:
+        """Parameters (W, b) of the neuron's recurrent Affine/Linear (b zero for a Linear)."""
+        r = graph.nodes[recurrent[key]]
+        w = np.asarray(r.weight, _F)
+        b = np.asarray(r.bias, _F) if type(r).__name__ == "Affine" else np.zeros(w.shape[0], _F)
+        return param(f"{recurrent[key]}.weight", w), param(f"{recurrent[key]}.bias", b)
 
     for key in order[1:]:
         n = graph.nodes[key]
@@ -157,8 +191,12 @@ def from_nir(source: str | Path | Any, dt: float | None = None, reset: str | Non
                     beta, scale = np.ones(shape), r * dt
                 thr = np.broadcast_to(np.asarray(n.v_threshold, np.float64), shape) / scale
                 attrs = neuron_attrs(n)
-                emit(Leaky, key, (param(f"{key}.beta", np.broadcast_to(beta, shape)),
-                                  param(f"{key}.threshold", np.broadcast_to(thr, shape))), **attrs)
+                ps = (param(f"{key}.beta", np.broadcast_to(beta, shape)),
+                      param(f"{key}.threshold", np.broadcast_to(thr, shape)))
+                if key in recurrent:  # the recurrent current joins the input: RLeaky's membrane term
+                    emit(RLeaky, key, ps + recurrent_weight(key), all_to_all=True, **attrs)
+                else:
+                    emit(Leaky, key, ps, **attrs)
             elif kind == "CubaLIF":
                 if not np.allclose(np.asarray(n.v_leak), 0.0):
                     raise ValueError("v_leak != 0 is not supported")
@@ -166,8 +204,12 @@ def from_nir(source: str | Path | Any, dt: float | None = None, reset: str | Non
                 tau_mem = np.broadcast_to(np.asarray(n.tau_mem, np.float64), shape)
                 scale = (np.asarray(n.w_in) * dt / tau_syn) * (np.asarray(n.r) * dt / tau_mem)
                 thr = np.broadcast_to(np.asarray(n.v_threshold, np.float64), shape) / scale
-                emit(Synaptic, key, (param(f"{key}.alpha", 1.0 - dt / tau_syn), param(f"{key}.beta", 1.0 - dt / tau_mem),
-                                     param(f"{key}.threshold", thr)), **neuron_attrs(n))
+                ps = (param(f"{key}.alpha", 1.0 - dt / tau_syn), param(f"{key}.beta", 1.0 - dt / tau_mem),
+                      param(f"{key}.threshold", thr))
+                if key in recurrent:  # the recurrent current joins the input: RSynaptic's synaptic term
+                    emit(RSynaptic, key, ps + recurrent_weight(key), **neuron_attrs(n))
+                else:
+                    emit(Synaptic, key, ps, **neuron_attrs(n))
             else:
                 problems.add(kind, key)
         except (ValueError, TypeError, IRValidationError) as e:

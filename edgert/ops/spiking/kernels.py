@@ -11,7 +11,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from edgert.ops.spiking.nodes import RESET_CODE, Leaky, LinearLeaky, Reset, RLeaky, Synaptic
+from edgert.ops.spiking.nodes import RESET_CODE, Leaky, LinearLeaky, Reset, RLeaky, RSynaptic, Synaptic
 
 SUB, ZERO, NONE = 0, 1, 2
 _F = np.float32
@@ -78,6 +78,20 @@ def rleaky_step_ref(cur, beta, thr, rec_params, spk_prev, mem, node: RLeaky):
     return spk, _instant(new, spk, r, thr, node)
 
 
+def rsynaptic_step_ref(cur, alpha, beta, thr, w, b, spk_prev, syn, mem, node: RSynaptic):
+    """One RSynaptic step: returns (spikes, new synaptic current, new membrane)."""
+    r = (mem > thr).astype(_F)
+    rec = (spk_prev.astype(np.float64) @ w.T.astype(np.float64) + b).astype(_F)
+    syn = (alpha * syn + cur) + rec
+    new = beta * mem + syn
+    if node.reset == Reset.SUBTRACT:
+        new = new - r * thr
+    elif node.reset == Reset.ZERO:
+        new = new - new * r
+    spk = _fire(new, thr, node.graded)
+    return spk, syn, _instant(new, spk, r, thr, node)
+
+
 def linear_leaky_step_ref(x, wt, bias, beta, thr, mem, node: LinearLeaky):
     """One fused Linear + Leaky step (the current in float64, rounded to float32 once)."""
     cur = (x.astype(np.float64) @ wt.astype(np.float64) + bias).astype(_F)
@@ -127,19 +141,28 @@ def _after(new, th, r, mode, delay, instant, graded):
 
 
 @numba.njit(**_JIT)
+def _leaky_row(cur, beta, thr, mem, out, mode, delay, instant, graded):
+    """One Leaky step of one sample's N neurons (cur, mem, out are [N] rows; mem in place); returns the
+    spike count. Nothing branches on a neuron's value, so LLVM vectorizes the loop."""
+    n = 0
+    for i in range(cur.shape[0]):
+        m = mem[i]
+        r = np.float32(1.0 if m > thr[i] else 0.0)
+        m, s = _update(m, cur[i], beta[i], thr[i], r, mode, delay, instant, graded)
+        mem[i] = m
+        out[i] = s
+        n += s != 0
+    return n
+
+
+@numba.njit(**_JIT)
 def leaky_seq(cur, beta, thr, mem, out, mode, delay, instant, graded):
     """Leaky over a sequence: cur [T, B, N] -> out [T, B, N]; mem [B, N] in place; returns spike count."""
     T, B, N = cur.shape
     n = 0
     for t in range(T):
         for b in range(B):
-            for i in range(N):
-                m = mem[b, i]
-                r = np.float32(1.0 if m > thr[i] else 0.0)
-                m, s = _update(m, cur[t, b, i], beta[i], thr[i], r, mode, delay, instant, graded)
-                mem[b, i] = m
-                out[t, b, i] = s
-                n += s != 0
+            n += _leaky_row(cur[t, b], beta, thr, mem[b], out[t, b], mode, delay, instant, graded)
     return n
 
 
@@ -195,35 +218,76 @@ def rleaky_seq(cur, beta, thr, rec_wt, rec_b, v, all_to_all, spk, mem, out, mode
 
 
 @numba.njit(**_JIT)
-def event_current(x, wt, bias, cur):
-    """cur[t, b] = bias + sum over inputs k with x[t, b, k] != 0 of x[t, b, k] * wt[k]; returns nnz(x).
-
-    The indices of the inputs that spiked are gathered first, then their weight rows are added into a
-    local accumulator (which LLVM vectorizes); silent inputs cost one comparison each.
-    """
-    T, B, K = x.shape
-    O = wt.shape[1]
-    acc = np.empty(O, np.float32)
-    idx = np.empty(K, np.int64)
-    events = 0
+def rsynaptic_seq(cur, alpha, beta, thr, rec_wt, rec_b, spk, syn, mem, out, mode, delay, instant, graded):
+    """RSynaptic over a sequence, the recurrent Linear event-driven as in rleaky_seq; spk, syn and mem
+    [B, N] in place; returns the spike count."""
+    T, B, N = cur.shape
+    rec = np.empty(N, np.float32)
+    n = 0
     for t in range(T):
         for b in range(B):
-            n = 0
-            for k in range(K):
-                if x[t, b, k] != 0:
-                    idx[n] = k
-                    n += 1
+            for i in range(N):
+                rec[i] = rec_b[i]
+            for j in range(N):
+                sj = spk[b, j]
+                if sj != 0:
+                    for i in range(N):
+                        rec[i] += sj * rec_wt[j, i]
+            for i in range(N):
+                m = mem[b, i]
+                r = np.float32(1.0 if m > thr[i] else 0.0)
+                sy = (alpha[i] * syn[b, i] + cur[t, b, i]) + rec[i]
+                syn[b, i] = sy
+                m, s = _after(beta[i] * m + sy, thr[i], r, mode, delay, instant, graded)
+                mem[b, i] = m
+                out[t, b, i] = s
+                n += s != 0
+            for i in range(N):
+                spk[b, i] = out[t, b, i]
+    return n
+
+
+@numba.njit(**_JIT)
+def _events(xrow, idx):
+    """Write the indices of xrow's nonzero entries to idx[:n]; returns n. Every index is written and
+    the count advanced by the comparison's result, so a spike costs no mispredicted branch."""
+    n = 0
+    for k in range(xrow.shape[0]):
+        idx[n] = k
+        n += xrow[k] != 0
+    return n
+
+
+@numba.njit(**_JIT)
+def linear_leaky_events(x, wt, bias, beta, thr, mem, out, idx, acc, mode, delay, instant, graded):
+    """Fused Linear + Leaky over a whole sequence in one call, event-driven: for each time step and
+    sample the inputs that spiked are listed in idx, their weight rows (wt [K, O]: one contiguous row
+    per input) added in input order to acc after the bias (a vectorized row add), and the neurons
+    updated from acc. x [T, B, K] -> out [T, B, O]; mem [B, O] in place; idx ([K] int64) and acc ([O]
+    float32) are the caller's scratch, so nothing is allocated. Returns (input events, spikes)."""
+    T, B, K = x.shape
+    O = wt.shape[1]
+    events = 0
+    spikes = 0
+    for t in range(T):
+        for b in range(B):
+            xrow = x[t, b]
+            n = _events(xrow, idx)
             events += n
             for o in range(O):
                 acc[o] = bias[o]
             for j in range(n):
                 k = idx[j]
-                xv = x[t, b, k]
-                for o in range(O):
-                    acc[o] += xv * wt[k, o]
-            for o in range(O):
-                cur[t, b, o] = acc[o]
-    return events
+                w = wt[k]
+                xv = xrow[k]
+                if xv == 1:  # a binary spike adds its row as it is (1 * w == w exactly)
+                    for o in range(O):
+                        acc[o] += w[o]
+                else:
+                    for o in range(O):
+                        acc[o] += xv * w[o]
+            spikes += _leaky_row(acc, beta, thr, mem[b], out[t, b], mode, delay, instant, graded)
+    return events, spikes
 
 
 @numba.njit(**_JIT)
@@ -236,11 +300,6 @@ def count_nonzero(x):
             for k in range(K):
                 n += x[t, b, k] != 0
     return n
-
-
-def event_current_ref(x, wt, bias):
-    """NumPy reference of event_current (float64 sums)."""
-    return (x.astype(np.float64) @ wt.astype(np.float64) + bias).astype(_F)
 
 
 def codes(node) -> tuple[int, bool, int, np.float32]:

@@ -1,4 +1,4 @@
-"""Spiking neuron nodes: snntorch's Leaky, Synaptic and RLeaky, and Linear fused with Leaky.
+"""Spiking neuron nodes: snntorch's Leaky, Synaptic, RLeaky and RSynaptic, and Linear fused with Leaky.
 
 All share snntorch 1.0's discrete-time update (float32, in this order of operations):
 
@@ -126,6 +126,30 @@ class RLeaky(_Neuron):
         return x
 
 
+@ir.register_op
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RSynaptic(_Neuron):
+    """snntorch.RSynaptic with an all-to-all recurrence: inputs (current, alpha, beta, threshold, W, b).
+
+    I_syn,t = (alpha I_syn,t-1 + I_t) + R(S_t-1) with R(s) = s @ W.T + b; U_t = beta U_{t-1} + I_syn,t,
+    then reset as Synaptic (the recurrent spikes reach the synaptic current one step late).
+    """
+
+    op: ClassVar[str] = "rsynaptic"
+    n_inputs: ClassVar[tuple[int, ...]] = (6,)
+
+    def infer(self, ins: Sequence[ir.TensorSpec]) -> ir.TensorSpec:
+        x = ins[0]
+        if x.rank != 2:
+            self._fail(f"the current must be [N, F] (a conv recurrence is not supported), got {x.shape}")
+        _check(self, ins[:4], ("alpha", "beta", "threshold"))
+        f = x.shape[1]
+        if ins[4].shape != (f, f) or ins[5].shape != (f,):
+            self._fail(f"recurrent weight must be ({f}, {f}) and bias ({f},), got {ins[4].shape} and "
+                       f"{ins[5].shape}")
+        return x
+
+
 def _check(node: _Neuron, ins: Sequence[ir.TensorSpec], names: tuple[str, ...]) -> ir.TensorSpec:
     x = ins[0]
     if x.rank < 2:
@@ -163,4 +187,4 @@ class LinearLeaky(_Neuron):
         return ir.TensorSpec((x.shape[0], o), x.dtype)
 
 
-NEURON_OPS = (Leaky, Synaptic, RLeaky, LinearLeaky)
+NEURON_OPS = (Leaky, Synaptic, RLeaky, RSynaptic, LinearLeaky)

@@ -14,7 +14,7 @@ import numpy as np
 from edgert import ir
 from edgert.ops import reference
 from edgert.ops.spiking import kernels as K
-from edgert.ops.spiking.nodes import Leaky, LinearLeaky, RLeaky, Synaptic
+from edgert.ops.spiking.nodes import Leaky, LinearLeaky, RLeaky, RSynaptic, Synaptic
 from edgert.runtime import kernels as runtime_kernels
 from edgert.runtime import profile
 
@@ -71,9 +71,7 @@ def rleaky_sequence(node: RLeaky, args: list[np.ndarray], state: dict) -> np.nda
     out = np.empty_like(cur)
     empty = np.zeros(0, _F)
     if node.all_to_all:
-        if "wt" not in state or state.get("w_src") is not args[3]:  # transposed once per parameter array
-            state["wt"], state["w_src"] = np.ascontiguousarray(args[3].T, dtype=_F), args[3]
-        wt, rb, v = state["wt"], _vec(args[4]), empty
+        wt, rb, v = _transposed(state, args[3]), _vec(args[4]), empty
     else:
         wt, rb, v = np.zeros((0, 0), _F), empty, _vec(args[3])
     spikes = K.rleaky_seq(cur, _vec(args[1]), _vec(args[2]), wt, rb, v, node.all_to_all,
@@ -82,30 +80,51 @@ def rleaky_sequence(node: RLeaky, args: list[np.ndarray], state: dict) -> np.nda
     return out.reshape(x.shape)
 
 
+def _transposed(state: dict, w: np.ndarray) -> np.ndarray:
+    """The recurrent weight transposed (rows per presynaptic neuron), once per parameter array."""
+    if "wt" not in state or state.get("w_src") is not w:
+        state["wt"], state["w_src"] = np.ascontiguousarray(w.T, dtype=_F), w
+    return state["wt"]
+
+
+def rsynaptic_sequence(node: RSynaptic, args: list[np.ndarray], state: dict) -> np.ndarray:
+    x = args[0]
+    cur = _seq(x)
+    t, b, n = cur.shape
+    out = np.empty_like(cur)
+    spikes = K.rsynaptic_seq(cur, _vec(args[1]), _vec(args[2]), _vec(args[3]), _transposed(state, args[4]),
+                             _vec(args[5]), _zeros(state, "spk", b, n), _zeros(state, "syn", b, n),
+                             _zeros(state, "mem", b, n), out, *K.codes(node))
+    _tally(state, t, b, n, spikes)
+    return out.reshape(x.shape)
+
+
 def linear_leaky_sequence(node: LinearLeaky, args: list[np.ndarray], state: dict) -> np.ndarray:
-    """Fused Linear + Leaky; the current comes from the event-driven kernel when the input is sparser
-    than ``node.event_below``, else from one dense matrix product over all time steps."""
+    """Fused Linear + Leaky over all time steps in one kernel call: event-driven (weight rows of the
+    inputs that spiked) when the input is sparser than ``node.event_below``, else one dense matrix
+    product over all time steps followed by the neuron kernel."""
     x, wt, bias = _seq(args[0]), args[1], args[2]
     t, b, k = x.shape
     o = wt.shape[1]
+    beta, thr, mem = _vec(args[3]), _vec(args[4]), _zeros(state, "mem", b, o)
+    out = np.empty((t, b, o), _F)
     nnz = int(K.count_nonzero(x))
     if nnz < node.event_below * x.size:
-        cur = np.empty((t, b, o), _F)
-        K.event_current(x, wt, bias, cur)
+        idx, acc = np.empty(k, np.int64), np.empty(o, _F)  # the kernel's scratch: event list, current
+        _, spikes = K.linear_leaky_events(x, wt, bias, beta, thr, mem, out, idx, acc, *K.codes(node))
         state["path"] = "event"
     else:
         cur = (x.reshape(t * b, k) @ wt + bias).reshape(t, b, o)
+        spikes = K.leaky_seq(cur, beta, thr, mem, out, *K.codes(node))
         state["path"] = "dense"
     state["events"] = state.get("events", 0) + nnz
     state["synops"] = state.get("synops", 0) + nnz * o
-    out = np.empty_like(cur)
-    spikes = K.leaky_seq(cur, _vec(args[3]), _vec(args[4]), _zeros(state, "mem", b, o), out, *K.codes(node))
     _tally(state, t, b, o, spikes)
     return out
 
 
 SEQUENCES = {"leaky": leaky_sequence, "synaptic": synaptic_sequence, "rleaky": rleaky_sequence,
-             "linear_leaky": linear_leaky_sequence}
+             "rsynaptic": rsynaptic_sequence, "linear_leaky": linear_leaky_sequence}
 
 
 def _stepper(seq):
@@ -147,6 +166,15 @@ def _rleaky_rule(node, args, spec, state):
     return spk
 
 
+def _rsynaptic_rule(node, args, spec, state):
+    x = args[0].astype(_F)
+    spk, state["syn"], state["mem"] = K.rsynaptic_step_ref(
+        x, *args[1:6], _ref_state(state, "spk", x.shape), _ref_state(state, "syn", x.shape),
+        _ref_state(state, "mem", x.shape), node)
+    state["spk"] = spk
+    return spk
+
+
 def _linear_leaky_rule(node, args, spec, state):
     x = args[0].astype(_F)
     shape = (x.shape[0], args[1].shape[1])
@@ -155,19 +183,21 @@ def _linear_leaky_rule(node, args, spec, state):
 
 
 reference.EXTRA_RULES.update(leaky=_leaky_rule, synaptic=_synaptic_rule, rleaky=_rleaky_rule,
-                             linear_leaky=_linear_leaky_rule)
+                             rsynaptic=_rsynaptic_rule, linear_leaky=_linear_leaky_rule)
 
 
 # ---- static counts per time step (the measured ones are in each node's state) -----------------
 
 def _neuron_counts(node, ins, out, batch):
     n = out.numel(batch)
-    per = {"leaky": 4, "synaptic": 6, "rleaky": 5, "linear_leaky": 4}[node.op]  # mul/add/compare/reset
+    per = {"leaky": 4, "synaptic": 6, "rleaky": 5, "rsynaptic": 7, "linear_leaky": 4}[node.op]  # mul/add/compare/reset
     counts = {"elementwise": per * n}
     if node.op == "rleaky":
         f = ins[0].shape[-1]
         counts["accumulate"] = n * f if node.all_to_all else 0  # every neuron spiking: the worst case
         counts["elementwise"] += 0 if node.all_to_all else n
+    if node.op == "rsynaptic":
+        counts["accumulate"] = n * ins[0].shape[-1]
     if node.op == "linear_leaky":
         counts["accumulate"] = n * ins[1].shape[0]  # dense input: every row read
     return counts

@@ -1,4 +1,4 @@
-"""C emitters of the spiking ops (Leaky, Synaptic, RLeaky, Linear fused with Leaky): one time step per
+"""C emitters of the spiking ops (Leaky, Synaptic, RLeaky, RSynaptic, Linear fused with Leaky): one time step per
 edgert_model_run, the neuron state in static arrays (``ctx.state``: zero at start and after
 edgert_model_reset), kernels in kernels/spiking.c.
 
@@ -71,16 +71,7 @@ def _rleaky(n, ctx) -> str:
     lines = []
     if n.all_to_all:
         (beta, thr), step = _params(n, ctx, n.inputs[1:3])
-        w = ctx.graph.params.get(n.inputs[3])
-        if w is None:
-            raise UnsupportedOpError(f"rleaky {n.name!r}: the recurrent weight {n.inputs[3]!r} must be a "
-                                     "parameter for the C backend (it is laid out at compile time)")
-        # rows of W.T: the previous spikes are sparse, so only the rows of neurons that spiked are read
-        wt = ctx.const(f"{n.inputs[3]}_t", np.asarray(w, np.float32).T)
-        lo = ctx.scratch(4 * count)
-        # an event limit above the row count: always the event path, as the Numba kernel
-        lines.append(f"  ek_linear_current({prev}, {count}, {wt}, {ctx.ptr(n.inputs[4])}, {count}, {count + 1}, "
-                     f"{y}, {lo});")
+        lines.append(_recurrent_current(n, ctx, n.inputs[3], n.inputs[4], prev, count, y))
         rec, v = y, "0"
     else:
         (beta, thr, v), step = _params(n, ctx, n.inputs[1:4])
@@ -88,6 +79,30 @@ def _rleaky(n, ctx) -> str:
     lines.append(f"  ek_rleaky({ctx.ptr(n.inputs[0])}, {rec}, {v}, {beta}, {thr}, {step}, {prev}, {mem}, {y}, "
                  f"{count}, {_tail(n)});")
     return "\n".join(lines)
+
+
+def _recurrent_current(n, ctx, w_name: str, b_name: str, prev: str, count: int, out: str) -> str:
+    """The all-to-all recurrent current of the previous spikes into ``out``: W is laid out as rows of
+    W.T, and the previous spikes are sparse, so only the rows of neurons that spiked are read."""
+    w = ctx.graph.params.get(w_name)
+    if w is None:
+        raise UnsupportedOpError(f"{n.op} {n.name!r}: the recurrent weight {w_name!r} must be a "
+                                 "parameter for the C backend (it is laid out at compile time)")
+    wt = ctx.const(f"{w_name}_t", np.asarray(w, np.float32).T)
+    lo = ctx.scratch(4 * count)
+    # an event limit above the row count: always the event path, as the Numba kernel
+    return f"  ek_linear_current({prev}, {count}, {wt}, {ctx.ptr(b_name)}, {count}, {count + 1}, {out}, {lo});"
+
+
+def _rsynaptic(n, ctx) -> str:
+    count = ctx.numel(n.output)
+    y = ctx.ptr(n.output)
+    prev = ctx.state(f"{n.name}_spk", count)
+    syn, mem = ctx.state(f"{n.name}_syn", count), ctx.state(f"{n.name}_mem", count)
+    (alpha, beta, thr), step = _params(n, ctx, n.inputs[1:4])
+    return (_recurrent_current(n, ctx, n.inputs[4], n.inputs[5], prev, count, y) + "\n"
+            f"  ek_rsynaptic({ctx.ptr(n.inputs[0])}, {y}, {alpha}, {beta}, {thr}, {step}, {prev}, {syn}, {mem}, "
+            f"{y}, {count}, {_tail(n)});")
 
 
 def event_limit(event_below: float, k: int) -> int:
@@ -114,4 +129,5 @@ def _linear_leaky(n, ctx) -> str:
             f"  ek_leaky({y}, {beta}, {thr}, {step}, {mem}, {y}, {o}, {_tail(n)});")
 
 
-EMITTERS = {"leaky": _leaky, "synaptic": _synaptic, "rleaky": _rleaky, "linear_leaky": _linear_leaky}
+EMITTERS = {"leaky": _leaky, "synaptic": _synaptic, "rleaky": _rleaky, "rsynaptic": _rsynaptic,
+            "linear_leaky": _linear_leaky}

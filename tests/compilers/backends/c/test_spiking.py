@@ -1,6 +1,6 @@
 """The C spiking kernels against the NumPy reference, spike for spike over many time steps: every reset
 mode, reset_delay both ways, graded spikes, per-neuron and shared parameters, the fused Linear's event
-and dense paths, both RLeaky recurrences, and the digits SNNs.
+and dense paths, both RLeaky recurrences, RSynaptic, and the digits SNNs.
 
 Each graph puts many neuron nodes side by side (one host build per test); a spike that differs is
 reported with its membrane's distance from the threshold in the reference."""
@@ -21,11 +21,11 @@ from edgert.compilers.backends.c.emit import c_array, emit_c
 from edgert.compilers.backends.c.host import SANITIZE
 from edgert.compilers.backends.c.ops_spiking import event_limit
 from edgert.ops.reference import run_graph_ref
-from edgert.ops.spiking.nodes import Leaky, LinearLeaky, RLeaky, Synaptic
+from edgert.ops.spiking.nodes import Leaky, LinearLeaky, RLeaky, RSynaptic, Synaptic
 from tests.compilers.backends.c.harness import needs_cc, run_c
 
 F = np.float32
-THRESHOLD_INPUT = {"leaky": 2, "synaptic": 3, "rleaky": 2, "linear_leaky": 4}
+THRESHOLD_INPUT = {"leaky": 2, "synaptic": 3, "rleaky": 2, "rsynaptic": 3, "linear_leaky": 4}
 
 VARIANTS = [dict(reset=r, reset_delay=d) for r in ("subtract", "zero", "none") for d in (True, False)] + [
     dict(reset="subtract", reset_delay=False, instant_reset="zero"),
@@ -143,18 +143,27 @@ def rleaky_one_to_one_case():
     return _graph((None, 2, 5), nodes, params), {"x": _currents(rng, 60, (2, 5))}
 
 
-def rleaky_all_to_all_case():
-    rng = np.random.default_rng(13)
-    f = 13
-
-    def recurrent(tag, params, ins):  # a Linear (W [out, in], b) over the previous spikes
+def _recurrent(rng, f, more):
+    def add(tag, params, ins):  # a Linear (W [out, in], b) over the previous spikes
         params[f"{tag}.W"] = (rng.standard_normal((f, f)) * 0.4).astype(F)
         params[f"{tag}.b"] = (rng.standard_normal(f) * 0.05).astype(F)
         ins += [f"{tag}.W", f"{tag}.b"]
-        return {"all_to_all": True}
+        return more
+    return add
 
-    nodes, params = _neurons(RLeaky, (f,), ("beta", "threshold"), rng, recurrent)
+
+def rleaky_all_to_all_case():
+    rng = np.random.default_rng(13)
+    f = 13
+    nodes, params = _neurons(RLeaky, (f,), ("beta", "threshold"), rng, _recurrent(rng, f, {"all_to_all": True}))
     return _graph((None, f), nodes, params), {"x": _currents(rng, 60, (f,)) * F(0.6)}
+
+
+def rsynaptic_case():
+    rng = np.random.default_rng(14)
+    f = 11
+    nodes, params = _neurons(RSynaptic, (f,), ("alpha", "beta", "threshold"), rng, _recurrent(rng, f, {}))
+    return _graph((None, f), nodes, params), {"x": _currents(rng, 60, (f,)) * F(0.4)}
 
 
 @needs_cc
@@ -178,6 +187,11 @@ def test_rleaky_one_to_one(tmp_path):
 @needs_cc
 def test_rleaky_all_to_all(tmp_path):
     _check(*rleaky_all_to_all_case(), tmp_path)
+
+
+@needs_cc
+def test_rsynaptic(tmp_path):
+    _check(*rsynaptic_case(), tmp_path)
 
 
 def _sparse_steps(rng, steps, k, counts):

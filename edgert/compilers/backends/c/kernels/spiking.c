@@ -67,6 +67,20 @@ void ek_rleaky(const float *cur, const float *rec, const float *v, const float *
   }
 }
 
+void ek_rsynaptic(const float *cur, const float *rec, const float *alpha, const float *beta, const float *thr,
+                  int pstep, float *prev, float *syn, float *mem, float *spk, int n, int reset, int delay,
+                  int instant, float graded) {
+  int i;
+  for (i = 0; i < n; i++) {
+    float th = thr[i * pstep], m = mem[i];
+    float r = m > th ? 1.0f : 0.0f;
+    float s = (alpha[i * pstep] * syn[i] + cur[i]) + rec[i];
+    syn[i] = s;
+    mem[i] = ek__after(beta[i * pstep] * m + s, th, r, reset, delay, instant, graded, &spk[i]);
+    prev[i] = spk[i];
+  }
+}
+
 int ek_count_nonzero(const float *x, int n) {
   int i, c = 0;
   for (i = 0; i < n; i++) c += x[i] != 0.0f;

@@ -1,4 +1,4 @@
-/* edgert spiking kernels: snntorch's Leaky, Synaptic and RLeaky, and Linear fused with Leaky, batch 1.
+/* edgert spiking kernels: snntorch's Leaky, Synaptic, RLeaky and RSynaptic, and Linear fused with Leaky, batch 1.
 
 One call is one time step. The state arrays (membrane, synaptic current, previous spikes) belong to
 the caller (static in model.c), start at zero and are updated in place. The neuron updates use the
@@ -30,6 +30,13 @@ void ek_synaptic(const float *cur, const float *alpha, const float *beta, const 
 void ek_rleaky(const float *cur, const float *rec, const float *v, const float *beta, const float *thr,
                int pstep, float *prev, float *mem, float *spk, int n, int reset, int delay, int instant,
                float graded);
+
+/* RSynaptic: syn = (alpha syn' + cur) + rec, U = beta U' + syn, then reset; rec the all-to-all
+   recurrent current of the previous spikes `prev` (from ek_linear_current; rec may be spk). prev is
+   state: it receives spk. */
+void ek_rsynaptic(const float *cur, const float *rec, const float *alpha, const float *beta, const float *thr,
+                  int pstep, float *prev, float *syn, float *mem, float *spk, int n, int reset, int delay,
+                  int instant, float graded);
 
 /* Number of nonzero entries of x[n]. */
 int ek_count_nonzero(const float *x, int n);
