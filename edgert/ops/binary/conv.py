@@ -11,7 +11,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from edgert.ops.binary import sliced
+from edgert.ops.binary import isa, simd, sliced
 from edgert.ops.binary.bits import popcount, unpack_last_ref
 
 
@@ -198,32 +198,55 @@ def transpose_weight(w: np.ndarray) -> np.ndarray:
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
-def _epilogue_kernel(acc, k, corr, use_corr, bits_out, p0f, p1f, thr, flip, out_groups, yf, yb):
-    """dot = k - 2 * acc (- zero-padding correction) -> float32 NCHW, or packed bits (dot < thr) XOR flip."""
+def _bits_epilogue(acc, corr, cy, cx, lim, flip, out_groups, yb):
+    """Popcounts acc [N, oh, ow, O] -> packed bits: dot = K - 2a - corr < thr, i.e. 2a + corr > lim = K - thr,
+    XOR flip (int32 0/1); corr [oh or 1, ow or 1, O] read at (oy * cy, ox * cx). A word's compares run over
+    slices (views), which LLVM vectorizes; indexing the whole rows at base + b it did not (6x slower)."""
     n_, oh, ow, o_ = acc.shape
     ogo = o_ // out_groups
     wpo = (ogo + 63) // 64
     for n in range(n_):
         for oy in range(oh):
             for ox in range(ow):
-                if bits_out:  # one word at a time, branch-free: bit b of a word is channel base + b
-                    for g in range(out_groups):
-                        for wi in range(wpo):
-                            base = g * ogo + wi * 64
-                            v = np.uint64(0)
-                            for b in range(min(64, ogo - wi * 64)):
-                                o = base + b
-                                dot = k - 2 * np.int64(acc[n, oy, ox, o])
-                                if use_corr:
-                                    dot -= corr[oy, ox, o]
-                                v |= np.uint64((dot < thr[o]) != flip[o]) << np.uint64(b)
-                            yb[n, oy, ox, g * wpo + wi] = v
-                else:
-                    for o in range(o_):
-                        dot = k - 2 * np.int64(acc[n, oy, ox, o])
-                        if use_corr:
-                            dot -= corr[oy, ox, o]
-                        yf[n, o, oy, ox] = np.float32(dot) * p0f[o] + p1f[o]
+                a = acc[n, oy, ox]
+                cr = corr[oy * cy, ox * cx]
+                for g in range(out_groups):
+                    for wi in range(wpo):
+                        base = g * ogo + wi * 64
+                        nb = min(64, ogo - wi * 64)
+                        aw, cw, lw, fw = a[base:base + nb], cr[base:base + nb], lim[base:base + nb], flip[base:base + nb]
+                        v = np.uint64(0)
+                        for b in range(nb):
+                            v |= np.uint64((2 * aw[b] + cw[b] > lw[b]) ^ fw[b]) << np.uint64(b)
+                        yb[n, oy, ox, g * wpo + wi] = v
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _float_epilogue_nchw(acc, corr, cy, cx, k, p0f, p1f, yf):
+    """Popcounts acc [N, O, oh, ow] -> float32 (K - 2a - corr) * scale + bias; corr [O, oh or 1, ow or 1]."""
+    n_, o_, oh, ow = acc.shape
+    for n in range(n_):
+        for o in range(o_):
+            for oy in range(oh):
+                a = acc[n, o, oy]
+                cr = corr[o, oy * cy]
+                y = yf[n, o, oy]
+                for ox in range(ow):  # in float32, exact below 2**24, so int32 -> float32 vectorizes
+                    y[ox] = (k - np.float32(2) * np.float32(a[ox]) - np.float32(cr[ox * cx])) * p0f[o] + p1f[o]
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _float_epilogue_nhwc(acc, k, corr, use_corr, p0f, p1f, yf):
+    """Popcounts acc [N, oh, ow, O] -> float32 NCHW (K - 2a - corr) * scale + bias."""
+    n_, oh, ow, o_ = acc.shape
+    for n in range(n_):
+        for oy in range(oh):
+            for ox in range(ow):
+                for o in range(o_):
+                    dot = k - 2 * np.int64(acc[n, oy, ox, o])
+                    if use_corr:
+                        dot -= corr[oy, ox, o]
+                    yf[n, o, oy, ox] = np.float32(dot) * p0f[o] + p1f[o]
 
 
 def use_sliced(groups: int, in_channels: int, taps: int, ow: int) -> bool:
@@ -238,13 +261,15 @@ SLICED_MIN_WIDTH = 40  # 28x28x128 measured slightly slower than the popcount ke
 def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, padding, pad_mode: str, groups: int,
                   output_kind: str, p0: np.ndarray, p1: np.ndarray, out_groups: int = 1,
                   schedule: tuple[np.ndarray, ...] | None = None, w_t: np.ndarray | None = None,
-                  prepared: tuple | None = None) -> np.ndarray:
+                  prepared: tuple | None = None, simd_w: simd.Prepared | None = None) -> np.ndarray:
     """Binary conv on packed input [N, H, W, words]: float32 NCHW or packed bits [N, oh, ow, words].
 
     ``schedule`` (groups == 1 only): an MST plan's (order, parent, diff_ptr, diff_idx), see mst.py.
     ``w_t``: ``transpose_weight(w)``, ``prepared``: ``sliced.prepare(...)``, when the caller keeps them (the
-    runtime caches them per node). Packed-bits output of a groups-1 conv on wide images takes the bit-sliced
-    kernel (sliced.py); the rest the popcount kernels here.
+    runtime caches them per node), ``simd_w``: ``simd.Prepared(isa.variant(), w, groups)`` likewise. Where the
+    CPU has AVX2 or AVX-512 VPOPCNTDQ (isa.variant()), groups 1 and groups of 8 or more output channels take
+    the register-blocked SIMD kernel (simd.py); otherwise packed-bits output of a groups-1 conv on wide
+    images takes the bit-sliced kernel (sliced.py), the rest the Numba popcount kernels here.
     """
     n, h, wd, nw = x.shape
     o, kh, kw, wpg = w.shape
@@ -260,12 +285,26 @@ def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, paddin
     f32, i32, u8 = np.zeros(1, np.float32), np.zeros(1, np.int32), np.zeros(1, np.uint8)
     bits = output_kind == "bits"
     og = o // groups
-    if bits and schedule is None and use_sliced(groups, in_channels, kh * kw, ow):
+    variant = isa.variant()
+    simd_kernel = schedule is None and simd.supports(variant, w.shape, groups)
+    if simd_kernel and (simd_w is None or simd_w.variant != variant):
+        simd_w = simd.Prepared(variant, w, groups)
+    if bits and schedule is None and not simd_kernel and use_sliced(groups, in_channels, kh * kw, ow):
         prepared = sliced.prepare(w, in_channels, p0, p1, out_groups) if prepared is None else prepared
         return sliced.sliced_conv2d(x, prepared, (kh, kw), stride, padding, corr if use_corr else None)
+    k = kh * kw * cg
+    if simd_kernel and not bits:  # counts channels-first, so the float epilogue reads and writes in order
+        acc = simd_w.counts(xp, stride, oh, ow, channels_first=True)
+        c32 = corr.astype(np.int32).transpose(2, 0, 1).copy() if use_corr else np.zeros((o, 1, 1), np.int32)
+        yf = np.empty((n, o, oh, ow), np.float32)
+        _float_epilogue_nchw(acc, c32, int(use_corr), int(use_corr), np.float32(k), p0.astype(np.float32),
+                             p1.astype(np.float32), yf)
+        return yf
     if groups == 1 or og >= 8:  # few groups: one vectorized pass per group on its own contiguous words
         acc = np.empty((n, oh, ow, o), np.int32)
-        if schedule is not None:
+        if simd_kernel:
+            acc = simd_w.counts(xp, stride, oh, ow)
+        elif schedule is not None:
             from edgert.ops.binary.mst import mst_conv_acc
             mst_conv_acc(xp.reshape(n, xp.shape[1], -1), w.reshape(o, -1), nw, stride[1], stride[0], oh, ow, kw,
                          *schedule, acc)
@@ -279,15 +318,14 @@ def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, paddin
                 _conv_dense_kernel(xg.reshape(n, xg.shape[1], -1), transpose_weight(w[g * og:(g + 1) * og]), wpg,
                                    stride[1], oh, ow, stride[0], part)
                 acc[..., g * og:(g + 1) * og] = part
-        k = kh * kw * cg
         if bits:
             yb = np.empty((n, oh, ow, out_groups * -(-(o // out_groups) // 64)), np.uint64)
-            _epilogue_kernel(acc, k, corr, use_corr, True, f32, f32, p0.astype(np.int32), p1.astype(bool),
-                             out_groups, np.zeros((1, 1, 1, 1), np.float32), yb)
+            c32 = corr.astype(np.int32) if use_corr else np.zeros((1, 1, o), np.int32)
+            _bits_epilogue(acc, c32, int(use_corr), int(use_corr), (k - p0.astype(np.int64)).astype(np.int32),
+                           p1.astype(np.int32), out_groups, yb)
             return yb
         yf = np.empty((n, o, oh, ow), np.float32)
-        _epilogue_kernel(acc, k, corr, use_corr, False, p0.astype(np.float32), p1.astype(np.float32), i32,
-                         u8.astype(bool), 1, yf, np.zeros((1, 1, 1, 1), np.uint64))
+        _float_epilogue_nhwc(acc, k, corr, use_corr, p0.astype(np.float32), p1.astype(np.float32), yf)
         return yf
     if bits:
         yb = np.empty((n, oh, ow, out_groups * -(-(o // out_groups) // 64)), np.uint64)

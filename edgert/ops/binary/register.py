@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from edgert import ir
-from edgert.ops.binary import bits, conv, sliced
+from edgert.ops.binary import bits, conv, isa, simd, sliced
 from edgert.ops.binary.nodes import BinaryConv2d, BinaryDense, BinaryMaxPool2d, BinarySign, BitFlatten, BitPack
 from edgert.ops.reference import EXTRA_RULES
 from edgert.runtime.kernels import register_kernel
@@ -24,8 +24,13 @@ def _bitpack(node: BitPack, args, state):
 @register_kernel(BinaryConv2d.op)
 def _conv(node: BinaryConv2d, args, state):
     x, w, p0, p1 = args[:4]
-    w_t = prepared = None
-    if node.groups == 1 and len(args) == 4:
+    w_t = prepared = simd_w = None
+    variant = isa.variant()
+    if len(args) == 4 and simd.supports(variant, w.shape, node.groups):  # records once per weight array
+        if state.get("simd_weight") is not w or state["simd"].variant != variant:
+            state["simd_weight"], state["simd"] = w, simd.Prepared(variant, w, node.groups)
+        simd_w = state["simd"]
+    elif node.groups == 1 and len(args) == 4:
         if state.get("weight") is not w:  # transposed once per weight array (set_params replaces it)
             state["weight"], state["w_t"] = w, conv.transpose_weight(w)
         w_t = state["w_t"]
@@ -37,7 +42,7 @@ def _conv(node: BinaryConv2d, args, state):
             prepared = state["sliced"]
     return conv.binary_conv2d(np.ascontiguousarray(x), w, node.in_channels, node.stride, node.padding,
                               node.pad_mode, node.groups, node.output_kind, p0, p1, node.out_groups,
-                              tuple(args[4:]) or None, w_t, prepared)
+                              tuple(args[4:]) or None, w_t, prepared, simd_w)
 
 
 @register_kernel(BinaryDense.op)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from edgert.ops.binary import bits, conv, sliced
+from edgert.ops.binary import bits, conv, isa, sliced
 
 CASES = [  # C, O, H, W, k, stride, padding (t, l, b, r), pad_mode, out_groups
     (70, 5, 7, 8, 3, 1, (1, 1, 1, 1), "one", 1),
@@ -23,6 +23,7 @@ CASES = [  # C, O, H, W, k, stride, padding (t, l, b, r), pad_mode, out_groups
 @pytest.mark.parametrize("c,o,h,w,k,stride,padding,pad_mode,out_groups", CASES)
 def test_sliced_conv_matches_reference(monkeypatch, c, o, h, w, k, stride, padding, pad_mode, out_groups):
     monkeypatch.setattr(conv, "SLICED_MIN_WIDTH", 1)  # route every width to the bit-sliced kernel
+    monkeypatch.setattr(isa, "_forced", "generic")  # which runs where no SIMD variant does
     rng = np.random.default_rng(c + o + w)
     x = rng.standard_normal((2, c, h, w)).astype(np.float32)
     xb, wb = bits.bitpack(x), bits.pack_conv_weight(rng.standard_normal((o, c, k, k)).astype(np.float32))

@@ -1,0 +1,328 @@
+"""Register-blocked XOR-popcount conv micro-kernels generated as LLVM IR with x86 SIMD intrinsics.
+
+Numba's vectorizer turns ``popcount(x ^ w)`` over 4 channels' words into a ``vpshufb`` popcount followed
+by ``vpsadbw`` and a 64-bit add per word, with the accumulators in memory; these kernels keep P output
+pixels x Q output channels of accumulators in registers and each loaded word is used P or Q times.
+
+``avx2`` (no vector popcount): the nibble-table method (Mula) with the nibbles split ahead of time.
+Since ``(x ^ w) & 15 == (x & 15) ^ (w & 15)``, the input (once per call) and the weights (once per
+weight array) are stored as a record of two 32-byte vectors, low nibbles and high nibbles, so a 256-bit
+word costs 2 ``vpxor``, 2 ``vpshufb`` (the 16-entry table of bit counts) and 2 ``vpaddb`` into byte
+counters, which ``vpsadbw`` folds into 64-bit sums every 31 words (a byte counter gains at most 8 per word).
+``avx512`` (VPOPCNTDQ): a record is one 256- or 512-bit word, ``llvm.ctpop.v4i64``/``v8i64`` lowers to
+``vpopcntq``, and 64-bit counters add it directly.
+
+Each kernel writes the popcounts ``a`` (int32) of every (pixel, output channel); conv.py turns them into
+``dot = K - 2a`` and the layer's epilogue. Compiled once per process for the host CPU (llvmlite MCJIT)
+and called through ctypes with one pointer to its integer parameters (``PARAMS``).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+
+import numpy as np
+from llvmlite import ir
+
+PARAMS = ("n", "oh", "ow", "o", "kh", "kw", "nv", "sh", "sw", "x_img", "x_row", "x_pix",
+          "out_img", "out_row", "out_pix", "out_ch", "row_flush")
+FLUSH_WORDS = 31  # byte counters (avx2) gain <= 8 per 256-bit word: 31 words stay below 256
+
+I8, I32, I64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
+
+
+def record_bytes(method: str, lanes: int) -> int:
+    """Bytes per reduction step: a split word (two 32-byte nibble vectors) or one word of ``lanes`` x 64 bits."""
+    return 64 if method == "nibble" else 8 * lanes
+
+
+def _loop(b: ir.IRBuilder, start, stop, step, body):
+    """``for i in range(start, stop, step): body(i)`` (i64; stop > start not assumed)."""
+    fn = b.function
+    head, loop, done = fn.append_basic_block("head"), fn.append_basic_block("loop"), fn.append_basic_block("done")
+    pre = b.block
+    b.branch(head)
+    b.position_at_end(head)
+    i = b.phi(I64)
+    i.add_incoming(start, pre)
+    b.cbranch(b.icmp_signed("<", i, stop), loop, done)
+    b.position_at_end(loop)
+    body(i)
+    nxt = b.add(i, step)
+    i.add_incoming(nxt, b.block)
+    b.branch(head)
+    b.position_at_end(done)
+
+
+def build_ir(method: str, p: int, q: int, lanes: int = 4) -> ir.Module:
+    """IR of ``void binary_conv_counts(i8* x, i8* w, i32* out, i64* params)``.
+
+    x: records [n, rows, cols, ...] addressed with the strides in params (in records); w: records
+    [o, kh, kw, nv]; out[nn * out_img + oy * out_row + ox * out_pix + o * out_ch] = popcount sum (int32).
+    ``method``: "nibble" (AVX2 vpshufb) or "ctpop" (a vector popcount, ``lanes`` x 64 bits per word).
+    """
+    mod = ir.Module(name=f"binary_{method}_{p}x{q}")
+    fnty = ir.FunctionType(ir.VoidType(), [I8.as_pointer(), I8.as_pointer(), I32.as_pointer(), I64.as_pointer()])
+    fn = ir.Function(mod, fnty, name="binary_conv_counts")
+    for a in fn.args:
+        a.add_attribute("noalias")
+    xa, wa, outa, pa = fn.args
+    b = ir.IRBuilder(fn.append_basic_block("entry"))
+    prm = {name: b.load(b.gep(pa, [ir.Constant(I64, i)]), name=name) for i, name in enumerate(PARAMS)}
+    c = lambda v: ir.Constant(I64, v)  # noqa: E731
+    rec = record_bytes(method, lanes)
+
+    if method == "nibble":
+        v8 = ir.VectorType(I8, 32)
+        v4 = ir.VectorType(I64, 4)
+        pshufb = mod.declare_intrinsic("llvm.x86.avx2.pshuf.b", fnty=ir.FunctionType(v8, [v8, v8]))
+        psadbw = mod.declare_intrinsic("llvm.x86.avx2.psad.bw", fnty=ir.FunctionType(v4, [v8, v8]))
+        table = ir.Constant(v8, [bin(i).count("1") for i in range(16)] * 2)
+        acc_t, sum_t = v8, v4
+    else:
+        vw = ir.VectorType(I64, lanes)
+        ctpop = mod.declare_intrinsic(f"llvm.ctpop.v{lanes}i64", fnty=ir.FunctionType(vw, [vw]))
+        acc_t = sum_t = vw
+    accs = [[b.alloca(acc_t) for _ in range(q)] for _ in range(p)]
+    sums = [[b.alloca(sum_t) for _ in range(q)] for _ in range(p)] if method == "nibble" else accs
+    reduce_add = mod.declare_intrinsic(f"llvm.vector.reduce.add.v{sum_t.count}i64", fnty=ir.FunctionType(I64, [sum_t]))
+
+    def flush():
+        for pi in range(p):
+            for qi in range(q):
+                s = b.call(psadbw, [b.load(accs[pi][qi]), ir.Constant(v8, None)])
+                b.store(b.add(b.load(sums[pi][qi]), s), sums[pi][qi])
+                b.store(ir.Constant(v8, None), accs[pi][qi])
+
+    def vec_at(base, index, offset, ty):
+        ptr = b.gep(base, [b.add(b.mul(index, c(rec)), c(offset))])
+        return b.load(b.bitcast(ptr, ty.as_pointer()), align=8)  # NumPy aligns to 16 bytes, not 32
+
+    def block(nn, o0, oy, ox0):
+        for row in accs + (sums if method == "nibble" else []):
+            for a in row:
+                b.store(ir.Constant(a.type.pointee, None), a)
+        last = b.sub(prm["ow"], c(1))
+        cols = []
+        for pi in range(p):
+            ox = b.add(ox0, c(pi))
+            cols.append(b.select(b.icmp_signed("<", ox, last), ox, last))  # past the row's end: recompute the last
+
+        def tap_row(ky):
+            iy = b.add(b.mul(oy, prm["sh"]), ky)
+            row0 = b.add(b.mul(nn, prm["x_img"]), b.mul(iy, prm["x_row"]))
+
+            def tap(kx):
+                xs = [b.add(row0, b.mul(b.add(b.mul(col, prm["sw"]), kx), prm["x_pix"])) for col in cols]
+                ws = [b.mul(b.add(b.mul(b.add(b.mul(b.add(o0, c(qi)), prm["kh"]), ky), prm["kw"]), kx), prm["nv"])
+                      for qi in range(q)]
+
+                def word(v):
+                    if method == "nibble":
+                        xl = [vec_at(xa, b.add(xi, v), 0, v8) for xi in xs]
+                        xh = [vec_at(xa, b.add(xi, v), 32, v8) for xi in xs]
+                        for qi in range(q):
+                            wl, wh = vec_at(wa, b.add(ws[qi], v), 0, v8), vec_at(wa, b.add(ws[qi], v), 32, v8)
+                            for pi in range(p):
+                                lo = b.call(pshufb, [table, b.xor(xl[pi], wl)])
+                                hi = b.call(pshufb, [table, b.xor(xh[pi], wh)])
+                                a = accs[pi][qi]
+                                b.store(b.add(b.add(b.load(a), lo), hi), a)
+                    else:
+                        xv = [vec_at(xa, b.add(xi, v), 0, vw) for xi in xs]
+                        for qi in range(q):
+                            wv = vec_at(wa, b.add(ws[qi], v), 0, vw)
+                            for pi in range(p):
+                                a = accs[pi][qi]
+                                b.store(b.add(b.load(a), b.call(ctpop, [b.xor(xv[pi], wv)])), a)
+                _loop(b, c(0), prm["nv"], c(1), word)
+            _loop(b, c(0), prm["kw"], c(1), tap)
+            if method == "nibble":  # K over 31 words: fold the byte counters after each kernel row
+                with b.if_then(b.icmp_signed("!=", prm["row_flush"], c(0))):
+                    flush()
+        _loop(b, c(0), prm["kh"], c(1), tap_row)
+        if method == "nibble":
+            flush()
+        out0 = b.add(b.mul(nn, prm["out_img"]), b.mul(oy, prm["out_row"]))
+        for pi in range(p):
+            ox = b.add(ox0, c(pi))
+            with b.if_then(b.icmp_signed("<", ox, prm["ow"])):
+                base = b.add(out0, b.mul(ox, prm["out_pix"]))
+                for qi in range(q):
+                    total = b.call(reduce_add, [b.load(sums[pi][qi])])
+                    b.store(b.trunc(total, I32), b.gep(outa, [b.add(base, b.mul(b.add(o0, c(qi)), prm["out_ch"]))]))
+
+    _loop(b, c(0), prm["n"], c(1), lambda nn: _loop(
+        b, c(0), prm["o"], c(q), lambda o0: _loop(
+            b, c(0), prm["oh"], c(1), lambda oy: _loop(
+                b, c(0), prm["ow"], c(p), lambda ox0: block(nn, o0, oy, ox0)))))
+    b.ret_void()
+    return mod
+
+
+# ---- compiling ----
+
+FEATURES = {"avx2": "+avx2,+ssse3,+popcnt", "avx512": "+avx2,+avx512f,+avx512bw,+avx512vl,+avx512vpopcntdq,+popcnt"}
+
+
+@functools.cache
+def _llvm():
+    import llvmlite.binding as llvm
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    return llvm
+
+
+def target_machine(variant: str, cpu: str | None = None):
+    """An x86-64 target machine with the variant's features (``cpu``: None = the host's)."""
+    llvm = _llvm()
+    target = llvm.Target.from_triple("x86_64-unknown-linux-gnu")
+    host = cpu is None
+    feats = llvm.get_host_cpu_features().flatten() if host else ""
+    feats = ",".join(f for f in (feats, FEATURES[variant]) if f)
+    return target.create_target_machine(cpu=llvm.get_host_cpu_name() if host else cpu, features=feats, opt=3,
+                                        codemodel="jitdefault")
+
+
+def optimize(mod: ir.Module, tm):
+    """Parse and run LLVM's -O3 pipeline (allocas to registers, loop-invariant address arithmetic hoisted)."""
+    llvm = _llvm()
+    m = llvm.parse_assembly(str(mod))
+    m.triple = tm.triple
+    m.verify()
+    pto = llvm.create_pipeline_tuning_options(speed_level=3)
+    pb = llvm.create_pass_builder(tm, pto)
+    pb.getModulePassManager().run(m, pb)
+    return m
+
+
+def assembly(variant: str, p: int, q: int, cpu: str | None = None) -> str:
+    """The kernel's x86 assembly (tests check the instructions; ``cpu`` compiles for a CPU not this one)."""
+    method, lanes = SHAPES[variant]
+    tm = target_machine(variant, cpu)
+    return tm.emit_assembly(optimize(build_ir(method, p, q, lanes), tm))
+
+
+class Kernel:
+    """One compiled micro-kernel: ``kernel(x, w, out, **params)`` with uint8/uint64 record arrays."""
+
+    def __init__(self, variant: str, p: int, q: int, lanes: int | None = None):
+        llvm = _llvm()
+        method, default_lanes = SHAPES[variant]
+        self.variant, self.p, self.q = variant, p, q
+        self.lanes = lanes or default_lanes
+        self.method = method
+        self.record = record_bytes(method, self.lanes)
+        tm = target_machine(variant)
+        self._engine = llvm.create_mcjit_compiler(optimize(build_ir(method, p, q, self.lanes), tm), tm)
+        self._engine.finalize_object()
+        addr = self._engine.get_function_address("binary_conv_counts")
+        self._fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(addr)
+
+    def call(self, x: int, w: int, out: int, params: np.ndarray) -> None:
+        """x, w: addresses of record arrays; out: of int32 counts; params: int64 in PARAMS order. The caller
+        keeps the arrays alive and the strides inside them."""
+        self._fn(x, w, out, params.ctypes.data)
+
+
+SHAPES = {"avx2": ("nibble", 4), "avx512": ("ctpop", 8)}  # method, 64-bit lanes per word
+BLOCK = {"avx2": (2, 4), "avx512": (3, 8)}  # output pixels x output channels per register block
+
+
+@functools.cache
+def kernel(variant: str, lanes: int | None = None) -> Kernel:
+    """The variant's conv micro-kernel, compiled on first use."""
+    p, q = BLOCK[variant]
+    return Kernel(variant, p, q, lanes)
+
+
+# ---- layouts: packed uint64 words -> the kernels' records ----
+
+def words_per_record(variant: str, wpg: int) -> int:
+    """64-bit words per record: 4 (avx2; avx512 when a group's words are not a multiple of 8), else 8."""
+    return 8 if variant == "avx512" and wpg % 8 == 0 else 4
+
+
+def _records(words: np.ndarray, variant: str, per: int) -> np.ndarray:
+    """uint64 [..., m * per] -> records [..., m, record bytes] (avx2: low nibbles then high nibbles)."""
+    by = words.view(np.uint8).reshape(*words.shape[:-1], words.shape[-1] // per, per * 8)
+    if variant != "avx2":
+        return by
+    return np.concatenate([by & 15, by >> 4], axis=-1)
+
+
+def supports(variant: str, w_shape, groups: int) -> bool:
+    """Whether the variant's kernel takes this conv: a SIMD variant, groups 1 or groups of 8 or more output
+    channels over whole records (part-filled records per group waste more than the generic kernels lose),
+    and on avx2 a kernel row that the byte counters hold."""
+    if variant not in SHAPES:
+        return False
+    o, kh, kw, wpg = w_shape
+    per = words_per_record(variant, wpg)
+    if groups > 1 and (wpg % per or o // groups < 8):
+        return False
+    row = -(-kw * wpg // per) if groups == 1 and wpg % per else kw * (wpg // per)
+    return variant != "avx2" or row <= FLUSH_WORDS
+
+
+class Prepared:
+    """A conv's weights as records, made once per weight array, and how the input is laid out for them.
+
+    ``gather``: groups == 1 and a group's words do not fill whole records (fewer than 256 channels, say):
+    each output column's kernel row (kw taps x words, contiguous in the padded input) is gathered into
+    records once per call, so a 3x3 conv over 64 channels uses 3 of 4 words per record instead of 1.
+    Otherwise records are the input's own words (per group, the last record zero-filled)."""
+
+    def __init__(self, variant: str, w: np.ndarray, groups: int):
+        o, kh, kw, wpg = w.shape
+        self.variant, self.groups, self.kernel_shape = variant, groups, (kh, kw)
+        self.per = words_per_record(variant, wpg)
+        self.gather = groups == 1 and wpg % self.per != 0
+        self.kernel = kernel(variant, self.per if variant == "avx512" else None)
+        q = self.kernel.q
+        og = o // groups
+        self.og, self.og_pad = og, -(-og // q) * q
+        run = kw * wpg if self.gather else wpg
+        self.nv = -(-run // self.per)
+        ww = np.zeros((groups, self.og_pad, kh, 1 if self.gather else kw, self.nv * self.per), np.uint64)
+        ww[:, :og, ..., :run] = w.reshape(groups, og, kh, 1 if self.gather else kw, run)
+        self.records = np.ascontiguousarray(_records(ww, variant, self.per))
+
+    def input_records(self, xp: np.ndarray, ow: int, sw: int) -> np.ndarray:
+        """Padded packed input [N, Hp, Wp, words] -> records [N, Hp, cols, groups * nv, record bytes]."""
+        n, hp, wp, nw = xp.shape
+        kw = self.kernel_shape[1]
+        if self.gather:
+            xr = np.zeros((n, hp, ow, self.nv * self.per), np.uint64)
+            for kx in range(kw):
+                xr[..., kx * nw:(kx + 1) * nw] = xp[:, :, kx: kx + sw * (ow - 1) + 1: sw]
+        else:
+            wpg = nw // self.groups
+            xr = np.zeros((n, hp, wp, self.groups, self.nv * self.per), np.uint64)
+            xr[..., :wpg] = xp.reshape(n, hp, wp, self.groups, wpg)
+            xr = xr.reshape(n, hp, wp, -1)
+        return np.ascontiguousarray(_records(xr, self.variant, self.per))
+
+    def counts(self, xp: np.ndarray, stride, oh: int, ow: int, channels_first: bool = False) -> np.ndarray:
+        """Popcounts of x ^ w summed per output: int32 [N, oh, ow, O], or [N, O, oh, ow] when
+        ``channels_first`` (the float output's layout); xp is the caller's padded input."""
+        xr = self.input_records(xp, ow, stride[1])
+        n, hp, cols, nrec, rb = xr.shape
+        kh, kw = self.kernel_shape
+        g, ogp = self.groups, self.og_pad
+        out = np.empty((n, g * ogp, oh, ow) if channels_first else (n, oh, ow, g * ogp), np.int32)
+        pix, ch = (1, oh * ow) if channels_first else (g * ogp, 1)
+        sw, kw_ = (1, 1) if self.gather else (stride[1], kw)
+        reduction = kh * kw_ * self.nv
+        params = np.array([n, oh, ow, ogp, kh, kw_, self.nv, stride[0], sw, hp * cols * nrec, cols * nrec, nrec,
+                           oh * ow * g * ogp, ow * pix, pix, ch, int(reduction > FLUSH_WORDS)], np.int64)
+        wg = self.records.reshape(g, -1)
+        for gi in range(g):
+            self.kernel.call(xr.ctypes.data + gi * self.nv * rb, wg[gi].ctypes.data,
+                             out.ctypes.data + gi * ogp * ch * 4, params)
+        if ogp != self.og and channels_first:
+            out = np.ascontiguousarray(out.reshape(n, g, ogp, oh, ow)[:, :, :self.og]).reshape(n, -1, oh, ow)
+        elif ogp != self.og:
+            out = np.ascontiguousarray(out.reshape(n, oh, ow, g, ogp)[..., :self.og]).reshape(n, oh, ow, -1)
+        return out

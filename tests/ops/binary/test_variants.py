@@ -1,0 +1,76 @@
+"""Every binary conv kernel variant (isa.py) this CPU runs, forced in turn, vs the NumPy reference."""
+
+import platform
+
+import numpy as np
+import pytest
+from numpy.testing import assert_array_equal
+
+from edgert.ops.binary import bits, conv, isa, simd
+from tests.ops.binary.test_kernels import CONV_CASES
+
+CASES = CONV_CASES + [  # C, O, H, W, k, stride, padding, pad_mode, groups
+    (256, 20, 6, 7, 3, 1, (1, 1, 1, 1), "one", 1),  # whole 256-bit records
+    (1024, 9, 4, 5, 3, 1, (1, 1, 1, 1), "zero", 1),  # 36 words per output: byte counters folded per kernel row
+    (64, 70, 9, 8, 3, 2, (1, 1, 1, 1), "one", 1),  # 64 channels: kernel rows gathered into records
+    (512, 16, 5, 5, 3, 1, (1, 1, 1, 1), "zero", 2),  # groups of whole records
+    (1, 3, 5, 5, 3, 1, (1, 1, 1, 1), "zero", 1),
+]
+
+
+@pytest.fixture(params=isa.VARIANTS)
+def variant(request):
+    if request.param not in isa.supported():
+        pytest.skip(f"this CPU cannot run the {request.param} variant (needs {isa.NEEDS[request.param]})")
+    isa.force(request.param)
+    yield request.param
+    isa.force(None)
+
+
+@pytest.mark.parametrize("c,o,h,w,k,stride,padding,pad_mode,groups", CASES)
+def test_variant_matches_reference(variant, c, o, h, w, k, stride, padding, pad_mode, groups):
+    rng = np.random.default_rng(c * 7 + o)
+    x = rng.standard_normal((2, c, h, w)).astype(np.float32)
+    wt = rng.standard_normal((o, c // groups, k, k)).astype(np.float32)
+    xb, wb = bits.bitpack(x, groups), bits.pack_conv_weight(wt)
+    args = (xb, wb, c, (stride, stride), padding, pad_mode, groups)
+    dot = conv.binary_conv_dot_ref(*args)
+    scale, bias = rng.standard_normal(o).astype(np.float32), rng.standard_normal(o).astype(np.float32)
+    assert_array_equal(conv.binary_conv2d(*args, "float", scale, bias), conv.epilogue_ref(dot, "float", scale, bias))
+    kk = k * k * c // groups
+    thr = rng.integers(-kk, kk, o).astype(np.int32)
+    thr[:2] = [-kk - 1, kk + 1]  # always off, always on
+    flip = rng.integers(0, 2, o).astype(np.uint8)
+    for out_groups in (1, o) if o in (3, 9) else (1,):
+        assert_array_equal(conv.binary_conv2d(*args, "bits", thr, flip, out_groups),
+                           conv.epilogue_ref(dot, "bits", thr, flip, out_groups))
+
+
+def test_simd_variants_take_the_reference_layers():
+    for variant in simd.SHAPES:
+        for c in (64, 128, 256, 512):
+            assert simd.supports(variant, (c, 3, 3, c // 64), 1)
+    assert not simd.supports("generic", (64, 3, 3, 1), 1)
+    assert not simd.supports("avx2", (64, 3, 3, 2), 2)  # groups of 128 channels: part-filled records
+
+
+def test_choice_is_the_best_supported(monkeypatch):
+    monkeypatch.delenv("EDGERT_BINARY_VARIANT", raising=False)
+    assert isa.variant() == isa.supported()[0]
+    assert isa.supported()[-1] == "generic"
+    if platform.machine() == "x86_64" and "avx2" in isa.cpu_features():
+        assert "avx2" in isa.supported()
+    monkeypatch.setenv("EDGERT_BINARY_VARIANT", "generic")
+    assert isa.variant() == "generic"
+    isa.force(None)
+    assert "generic" in isa.describe()
+    with pytest.raises(ValueError, match="choose one of"):
+        isa.force("neon-sve9")
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="x86 kernels")
+def test_kernels_emit_the_isa_popcount():
+    avx2 = simd.assembly("avx2", *simd.BLOCK["avx2"], cpu="znver3")
+    assert "vpshufb" in avx2 and "vpsadbw" in avx2 and "popcnt" not in avx2
+    avx512 = simd.assembly("avx512", *simd.BLOCK["avx512"], cpu="sapphirerapids")  # compiled, not run, here
+    assert "vpopcntq" in avx512 and "zmm" in avx512
