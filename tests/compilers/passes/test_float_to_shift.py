@@ -1,10 +1,8 @@
 """float_to_shift: ONNX convs/Gemms with ±2^p weights become shift layers, small and close to onnxruntime."""
 
 import numpy as np
-import onnx
 import onnxruntime
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 import edgert
 from edgert import ir
@@ -12,44 +10,19 @@ from edgert.compilers.compile import compile_model
 from edgert.compilers.frontends.onnx import from_onnx
 from edgert.compilers.passes.float_to_shift import float_to_shift, relative_error, shift_form
 from edgert.ops.shift.nodes import ShiftConv2d, ShiftLinear
-
-
-def _pow2(rng, shape, top, zeros=0.0):
-    m = rng.choice([-1.0, 1.0], shape) * 2.0 ** rng.integers(0, top + 1, shape)
-    return np.where(rng.random(shape) < zeros, 0.0, m)
-
-
-def _shift_onnx(path, rng) -> onnx.ModelProto:
-    """Conv 8->16 3x3 (per-channel scales that are not powers of two) -> Relu -> Flatten -> Gemm
-    (one power-of-two scale, 20% zeros)."""
-    scale = (0.37 + rng.random(16)) * 2.0 ** -5
-    w_conv = (_pow2(rng, (16, 8, 3, 3), 3) * scale[:, None, None, None]).astype(np.float32)
-    w_gemm = (_pow2(rng, (10, 16 * 12 * 12), 5, zeros=0.2) * 2.0 ** -9).astype(np.float32)
-    inits = [numpy_helper.from_array(w_conv, "w_conv"),
-             numpy_helper.from_array((0.1 * rng.standard_normal(16)).astype(np.float32), "b_conv"),
-             numpy_helper.from_array(w_gemm, "w_gemm"),
-             numpy_helper.from_array((0.1 * rng.standard_normal(10)).astype(np.float32), "b_gemm")]
-    nodes = [helper.make_node("Conv", ["x", "w_conv", "b_conv"], ["c"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]),
-             helper.make_node("Relu", ["c"], ["r"]),
-             helper.make_node("Flatten", ["r"], ["f"]),
-             helper.make_node("Gemm", ["f", "w_gemm", "b_gemm"], ["y"], transB=1)]
-    graph = helper.make_graph(nodes, "shift", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 12, 12])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 10])], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
-    onnx.save(model, path)
-    return model
+from tools.models.shift_onnx import pow2_weights, fp32_bytes, shift_onnx
 
 
 def test_shift_form_finds_per_tensor_and_per_channel_scales():
     rng = np.random.default_rng(0)
-    m = _pow2(rng, (4, 3, 3, 3), 2)
+    m = pow2_weights(rng, (4, 3, 3, 3), 2)
     got_m, base, bits, zero = shift_form((m * 0.75).astype(np.float32))
     assert bits == 3 and not zero and np.allclose(base, 0.75)
     assert np.array_equal(got_m * base[:, None, None, None], m * 0.75)
     per_channel = m * np.array([0.3, 0.5, 0.7, 1.1])[:, None, None, None]
     got_m, base, bits, zero = shift_form(per_channel.astype(np.float32))
     assert np.allclose(got_m * base[:, None, None, None], per_channel.astype(np.float32), rtol=1e-7, atol=0)
-    with_zeros = _pow2(rng, m.shape, 5, zeros=0.3)
+    with_zeros = pow2_weights(rng, m.shape, 5, zeros=0.3)
     with_zeros.flat[:2] = 1, -32  # exponents 0..5 and zero: 4 bits
     assert shift_form(with_zeros)[2:] == (4, True)
     assert shift_form(m + 0.1) is None                       # not powers of two
@@ -59,7 +32,7 @@ def test_shift_form_finds_per_tensor_and_per_channel_scales():
 def test_onnx_shift_model_is_small_and_close_to_onnxruntime(tmp_path):
     rng = np.random.default_rng(1)
     path = tmp_path / "shift.onnx"
-    _shift_onnx(path, rng)
+    model = shift_onnx(path, rng)
     x = rng.random((4, 8, 12, 12)).astype(np.float32)  # positive inputs
     calib = rng.random((8, 8, 12, 12)).astype(np.float32)
     messages = []
@@ -69,9 +42,8 @@ def test_onnx_shift_model_is_small_and_close_to_onnxruntime(tmp_path):
     conv = next(n for n in art.graph.nodes if isinstance(n, ShiftConv2d))
     assert (conv.bits, conv.act_bits) == (3, 8)
 
-    fp32_bytes = sum(numpy_helper.to_array(t).nbytes for t in onnx.load(path).graph.initializer)
     stored = sum(a.nbytes for a in art.params.values())
-    assert fp32_bytes / stored >= 6, (fp32_bytes, stored)
+    assert fp32_bytes(model) / stored >= 6, (fp32_bytes(model), stored)
 
     want = onnxruntime.InferenceSession(str(path)).run(None, {"x": x})[0]
     art.save(tmp_path / "m.edgert")
@@ -88,7 +60,7 @@ def test_onnx_shift_model_is_small_and_close_to_onnxruntime(tmp_path):
 
 def test_without_calibration_the_default_is_16_bit_activations():
     rng = np.random.default_rng(2)
-    w = (_pow2(rng, (6, 5), 2) * 2.0 ** -3).astype(np.float32)
+    w = (pow2_weights(rng, (6, 5), 2) * 2.0 ** -3).astype(np.float32)
     g = ir.Graph((("x", ir.TensorSpec((None, 5))),), (ir.Linear(name="fc", inputs=("x", "w"), output="y"),),
                  ("y",), {"w": w})
     shifted = float_to_shift(g)
