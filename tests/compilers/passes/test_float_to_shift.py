@@ -6,10 +6,12 @@ import pytest
 
 import edgert
 from edgert import ir
-from edgert.compilers.compile import compile_model
+from edgert.compilers.compile import compile_model, optimize
 from edgert.compilers.frontends.onnx import from_onnx
 from edgert.compilers.passes.float_to_shift import float_to_shift, relative_error, shift_form
 from edgert.ops.shift.nodes import ShiftConv2d, ShiftLinear
+from edgert.compilers.passes.select_shift_path import select_shift_path
+from tests.compilers.backends.c.harness import needs_cc, reference, run_c
 from tools.models.shift_onnx import pow2_weights, fp32_bytes, shift_onnx
 
 
@@ -74,3 +76,20 @@ def test_layers_of_other_weights_stay_float():
     g = ir.Graph((("x", ir.TensorSpec((None, 2))),), (ir.Linear(name="fc", inputs=("x", "w"), output="y"),),
                  ("y",), {"w": np.array([[1.0, 0.3], [2.0, 4.0]], np.float32)})
     assert float_to_shift(g) is g
+
+
+@needs_cc
+def test_converted_onnx_model_runs_in_c_as_the_reference(tmp_path):
+    """The microcontroller backend takes the converted graph (shift layers, the per-channel mul and
+    the bias add) and matches the reference bit for bit."""
+    rng = np.random.default_rng(4)
+    shift_onnx(tmp_path / "shift.onnx", rng)
+    graph = from_onnx(tmp_path / "shift.onnx")
+    name = graph.inputs[0][0]
+    shifted = select_shift_path(optimize(float_to_shift(graph, {name: rng.random((4, 8, 12, 12), np.float32)})),
+                                "int_mac")
+    assert any(isinstance(n, ir.Mul) for n in shifted.nodes)
+    x = rng.random((3, 8, 12, 12), np.float32)
+    got, = run_c(shifted, {name: x}, tmp_path, sanitize=False)
+    want, = reference(shifted, {name: x})
+    np.testing.assert_array_equal(got, want)
