@@ -49,8 +49,8 @@ def shift_form(w: np.ndarray) -> tuple[np.ndarray, np.ndarray, int, bool] | None
             continue
         span = int(e_int.max()) + 1
         bits = next((b for b in codes.BITS if codes.n_exponents(b, zero) >= span), None)
-        if bits is None:
-            return None
+        if bits is None:  # too wide for one scale; per-channel scales may each span less
+            continue
         m = np.where(mag > 0, np.sign(flat) * np.ldexp(1.0, e_int.astype(int)), 0).astype(np.int32)
         return m.reshape(w.shape), base, bits, zero
     return None

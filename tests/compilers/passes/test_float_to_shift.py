@@ -93,3 +93,11 @@ def test_converted_onnx_model_runs_in_c_as_the_reference(tmp_path):
     got, = run_c(shifted, {name: x}, tmp_path, sanitize=False)
     want, = reference(shifted, {name: x})
     np.testing.assert_array_equal(got, want)
+
+
+def test_channels_too_far_apart_for_one_scale_take_one_each():
+    rng = np.random.default_rng(5)
+    m = pow2_weights(rng, (2, 4, 3, 3), 3)
+    w = m * np.array([1.0, 2.0 ** 16])[:, None, None, None]  # one scale would need exponents 0..19
+    got_m, base, bits, _ = shift_form(w)
+    assert bits == 3 and list(base) == [1.0, 2.0 ** 16] and np.array_equal(got_m, m)
