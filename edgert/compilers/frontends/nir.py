@@ -7,6 +7,9 @@ discretised with forward Euler at ``dt``, as snntorch's own NIR import does:
 - IF (r, v_threshold, v_reset=0): beta = 1, input scale r dt.
 - CubaLIF (tau_syn, tau_mem, r, v_leak=0, v_threshold, v_reset=0, w_in): alpha = 1 - dt/tau_syn,
   beta = 1 - dt/tau_mem, input scale (w_in dt / tau_syn)(r dt / tau_mem).
+- LI (tau, r, v_leak=0): a LeakyIntegrator, U_t = beta U_{t-1} + (r dt / tau) I_t with beta = 1 - dt/tau;
+  its output is the membrane itself, so the scale stays in.
+- Delay (delay in seconds): a Delay by delay/dt steps (a whole number, the same for every element).
 
 The input scale is folded into the threshold (the membrane is measured in units of the scale, which
 leaves the spikes unchanged). NIR resets to v_reset in the same step, so neurons get reset "zero"
@@ -35,10 +38,10 @@ import numpy as np
 from edgert import ir
 from edgert.compilers.frontends._common import Names, Problems
 from edgert.errors import EdgertError, IRValidationError
-from edgert.ops.spiking.nodes import Leaky, Reset, RLeaky, RSynaptic, Synaptic
+from edgert.ops.spiking.nodes import Delay, Leaky, LeakyIntegrator, Reset, RLeaky, RSynaptic, Synaptic
 
 SUPPORTED = ["Input", "Output", "Affine", "Linear", "Conv2d", "SumPool2d", "AvgPool2d", "Flatten", "LIF",
-             "IF", "CubaLIF"]
+             "IF", "CubaLIF", "LI", "Delay", "recurrent Affine/Linear on LIF, IF, CubaLIF"]
 _RECURRENT = ("LIF", "IF", "CubaLIF")  # neurons that take a recurrent weight
 _F = np.float32
 
@@ -197,6 +200,20 @@ def from_nir(source: str | Path | Any, dt: float | None = None, reset: str | Non
                     emit(RLeaky, key, ps + recurrent_weight(key), all_to_all=True, **attrs)
                 else:
                     emit(Leaky, key, ps, **attrs)
+            elif kind == "LI":
+                if not np.allclose(np.asarray(n.v_leak), 0.0):
+                    raise ValueError("v_leak != 0 is not supported")
+                tau = np.broadcast_to(np.asarray(n.tau, np.float64), shape)
+                r = np.broadcast_to(np.asarray(n.r, np.float64), shape)
+                emit(LeakyIntegrator, key, (param(f"{key}.beta", 1.0 - dt / tau), param(f"{key}.scale", r * dt / tau)))
+            elif kind == "Delay":
+                steps = np.asarray(n.delay, np.float64).reshape(-1) / dt
+                k = int(round(float(steps[0])))
+                if not np.allclose(steps, k, rtol=0, atol=1e-6):
+                    raise ValueError(f"delays {np.unique(np.asarray(n.delay))} s are not one whole number of "
+                                     f"steps of dt={dt} s; edgert delays all elements by the same steps")
+                if k > 0:
+                    emit(Delay, key, (), steps=k)
             elif kind == "CubaLIF":
                 if not np.allclose(np.asarray(n.v_leak), 0.0):
                     raise ValueError("v_leak != 0 is not supported")

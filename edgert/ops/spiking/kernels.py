@@ -11,7 +11,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from edgert.ops.spiking.nodes import RESET_CODE, Leaky, LinearLeaky, Reset, RLeaky, RSynaptic, Synaptic
+from edgert.ops.spiking.nodes import (RESET_CODE, Delay, Leaky, LeakyIntegrator, LinearLeaky, Reset, RLeaky,
+                                      RSynaptic, Synaptic)
 
 SUB, ZERO, NONE = 0, 1, 2
 _F = np.float32
@@ -90,6 +91,16 @@ def rsynaptic_step_ref(cur, alpha, beta, thr, w, b, spk_prev, syn, mem, node: RS
         new = new - new * r
     spk = _fire(new, thr, node.graded)
     return spk, syn, _instant(new, spk, r, thr, node)
+
+
+def leaky_integrator_step_ref(cur, beta, scale, mem, node: LeakyIntegrator):
+    """One leaky integrator step: returns the new membrane (also the output)."""
+    return beta * mem + scale * cur
+
+
+def delay_step_ref(x, buf, node: Delay):
+    """One delay step: buf [steps, ...] holds the last inputs, oldest first; returns (output, new buf)."""
+    return buf[0], np.concatenate([buf[1:], x[None]])
 
 
 def linear_leaky_step_ref(x, wt, bias, beta, thr, mem, node: LinearLeaky):
@@ -218,6 +229,34 @@ def rleaky_seq(cur, beta, thr, rec_wt, rec_b, v, all_to_all, spk, mem, out, mode
 
 
 @numba.njit(**_JIT)
+def leaky_integrator_seq(cur, beta, scale, mem, out):
+    """Leaky integrator over a sequence: out[t] = mem = beta mem + scale cur[t]; mem [B, N] in place."""
+    T, B, N = cur.shape
+    for t in range(T):
+        for b in range(B):
+            for i in range(N):
+                m = beta[i] * mem[b, i] + scale[i] * cur[t, b, i]
+                mem[b, i] = m
+                out[t, b, i] = m
+
+
+@numba.njit(**_JIT)
+def delay_seq(x, buf, pos, out):
+    """Delay over a sequence: buf [D, B, N] is a ring of the last D inputs, buf[pos[0]] the oldest;
+    out[t] = the oldest, then x[t] takes its slot."""
+    T, B, N = x.shape
+    D = buf.shape[0]
+    p = pos[0]
+    for t in range(T):
+        for b in range(B):
+            for i in range(N):
+                out[t, b, i] = buf[p, b, i]
+                buf[p, b, i] = x[t, b, i]
+        p = (p + 1) % D
+    pos[0] = p
+
+
+@numba.njit(**_JIT)
 def rsynaptic_seq(cur, alpha, beta, thr, rec_wt, rec_b, spk, syn, mem, out, mode, delay, instant, graded):
     """RSynaptic over a sequence, the recurrent Linear event-driven as in rleaky_seq; spk, syn and mem
     [B, N] in place; returns the spike count."""
@@ -303,6 +342,6 @@ def count_nonzero(x):
 
 
 def codes(node) -> tuple[int, bool, int, np.float32]:
-    """Kernel arguments (mode, delay, instant, graded) of a neuron node."""
-    return (RESET_CODE[Reset(node.reset)], bool(node.reset_delay), RESET_CODE[Reset(node.instant_reset)],
-            _F(node.graded))
+    """Kernel arguments (mode, delay, instant, graded) of a neuron node (a str-valued Reset hashes as its
+    string, so the node's validated strings index RESET_CODE without building the Enum each call)."""
+    return RESET_CODE[node.reset], bool(node.reset_delay), RESET_CODE[node.instant_reset], _F(node.graded)

@@ -150,6 +150,44 @@ class RSynaptic(_Neuron):
         return x
 
 
+@ir.register_op
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LeakyIntegrator(ir.Node):
+    """A leaky integrator without spikes (NIR's LI): inputs (current, beta, scale); output the membrane
+    U_t = beta U_{t-1} + scale I_t (kept as state), in float32 in that order."""
+
+    op: ClassVar[str] = "leaky_integrator"
+    family: ClassVar[str] = "spiking"
+    backends: ClassVar[tuple[str, ...]] = ("numba",)
+    stateful: ClassVar[bool] = True
+    n_inputs: ClassVar[tuple[int, ...]] = (3,)
+
+    def infer(self, ins: Sequence[ir.TensorSpec]) -> ir.TensorSpec:
+        return _check(self, ins, ("beta", "scale"))
+
+
+@ir.register_op
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Delay(ir.Node):
+    """y_t = x_{t - steps} (zero before the first input), the last ``steps`` inputs kept as state."""
+
+    op: ClassVar[str] = "delay"
+    family: ClassVar[str] = "spiking"
+    backends: ClassVar[tuple[str, ...]] = ("numba",)
+    stateful: ClassVar[bool] = True
+    steps: int = 1
+
+    def check(self) -> None:
+        object.__setattr__(self, "steps", int(self.steps))
+        if self.steps < 1:
+            self._fail(f"steps={self.steps}; a delay holds at least one step (leave the node out for none)")
+
+    def infer(self, ins: Sequence[ir.TensorSpec]) -> ir.TensorSpec:
+        if ins[0].rank < 2:
+            self._fail(f"the input needs a batch axis and features, got shape {ins[0].shape}")
+        return ins[0]
+
+
 def _check(node: _Neuron, ins: Sequence[ir.TensorSpec], names: tuple[str, ...]) -> ir.TensorSpec:
     x = ins[0]
     if x.rank < 2:

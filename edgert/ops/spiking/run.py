@@ -14,7 +14,7 @@ import numpy as np
 from edgert import ir
 from edgert.ops import reference
 from edgert.ops.spiking import kernels as K
-from edgert.ops.spiking.nodes import Leaky, LinearLeaky, RLeaky, RSynaptic, Synaptic
+from edgert.ops.spiking.nodes import Delay, Leaky, LeakyIntegrator, LinearLeaky, RLeaky, RSynaptic, Synaptic
 from edgert.runtime import kernels as runtime_kernels
 from edgert.runtime import profile
 
@@ -99,6 +99,27 @@ def rsynaptic_sequence(node: RSynaptic, args: list[np.ndarray], state: dict) -> 
     return out.reshape(x.shape)
 
 
+def leaky_integrator_sequence(node: LeakyIntegrator, args: list[np.ndarray], state: dict) -> np.ndarray:
+    """Not a spiking layer (its output is the membrane), so it keeps no spike counts."""
+    x = args[0]
+    cur = _seq(x)
+    t, b, n = cur.shape
+    out = np.empty_like(cur)
+    K.leaky_integrator_seq(cur, _vec(args[1]), _vec(args[2]), _zeros(state, "mem", b, n), out)
+    return out.reshape(x.shape)
+
+
+def delay_sequence(node: Delay, args: list[np.ndarray], state: dict) -> np.ndarray:
+    x = args[0]
+    cur = _seq(x)
+    t, b, n = cur.shape
+    if state.get("buf") is None or state["buf"].shape != (node.steps, b, n):
+        state["buf"], state["pos"] = np.zeros((node.steps, b, n), _F), np.zeros(1, np.int64)
+    out = np.empty_like(cur)
+    K.delay_seq(cur, state["buf"], state["pos"], out)
+    return out.reshape(x.shape)
+
+
 def linear_leaky_sequence(node: LinearLeaky, args: list[np.ndarray], state: dict) -> np.ndarray:
     """Fused Linear + Leaky over all time steps in one kernel call: event-driven (weight rows of the
     inputs that spiked) when the input is sparser than ``node.event_below``, else one dense matrix
@@ -124,7 +145,8 @@ def linear_leaky_sequence(node: LinearLeaky, args: list[np.ndarray], state: dict
 
 
 SEQUENCES = {"leaky": leaky_sequence, "synaptic": synaptic_sequence, "rleaky": rleaky_sequence,
-             "rsynaptic": rsynaptic_sequence, "linear_leaky": linear_leaky_sequence}
+             "rsynaptic": rsynaptic_sequence, "linear_leaky": linear_leaky_sequence,
+             "leaky_integrator": leaky_integrator_sequence, "delay": delay_sequence}
 
 
 def _stepper(seq):
@@ -175,6 +197,18 @@ def _rsynaptic_rule(node, args, spec, state):
     return spk
 
 
+def _leaky_integrator_rule(node, args, spec, state):
+    x = args[0].astype(_F)
+    state["mem"] = K.leaky_integrator_step_ref(x, args[1], args[2], _ref_state(state, "mem", x.shape), node)
+    return state["mem"]
+
+
+def _delay_rule(node, args, spec, state):
+    x = args[0].astype(_F)
+    y, state["buf"] = K.delay_step_ref(x, _ref_state(state, "buf", (node.steps,) + x.shape), node)
+    return y
+
+
 def _linear_leaky_rule(node, args, spec, state):
     x = args[0].astype(_F)
     shape = (x.shape[0], args[1].shape[1])
@@ -183,14 +217,16 @@ def _linear_leaky_rule(node, args, spec, state):
 
 
 reference.EXTRA_RULES.update(leaky=_leaky_rule, synaptic=_synaptic_rule, rleaky=_rleaky_rule,
-                             rsynaptic=_rsynaptic_rule, linear_leaky=_linear_leaky_rule)
+                             rsynaptic=_rsynaptic_rule, linear_leaky=_linear_leaky_rule,
+                             leaky_integrator=_leaky_integrator_rule, delay=_delay_rule)
 
 
 # ---- static counts per time step (the measured ones are in each node's state) -----------------
 
 def _neuron_counts(node, ins, out, batch):
     n = out.numel(batch)
-    per = {"leaky": 4, "synaptic": 6, "rleaky": 5, "rsynaptic": 7, "linear_leaky": 4}[node.op]  # mul/add/compare/reset
+    per = {"leaky": 4, "synaptic": 6, "rleaky": 5, "rsynaptic": 7, "linear_leaky": 4,  # mul/add/compare/reset
+           "leaky_integrator": 3, "delay": 0}[node.op]
     counts = {"elementwise": per * n}
     if node.op == "rleaky":
         f = ins[0].shape[-1]

@@ -159,6 +159,31 @@ def test_recurrent_lif_is_rleaky_and_matches_nir_equations(tmp_path):
     np.testing.assert_array_equal(got, want["lif"])
 
 
+def test_li_and_delay_match_nir_equations(tmp_path):
+    """input -> Affine -> LIF -> Delay (3 steps) -> Affine -> LI -> output."""
+    rng = np.random.default_rng(5)
+    ones = np.ones(6, np.float32)
+    nodes = {"input": nir.Input({"input": np.array([5])}),
+             "fc1": nir.Affine(weight=rng.standard_normal((6, 5)).astype(np.float32) * 3, bias=ones * 0.5),
+             "lif": nir.LIF(tau=ones * 2e-3, r=ones, v_leak=0 * ones, v_threshold=ones * 0.2, v_reset=0 * ones),
+             "delay": nir.Delay(delay=ones * 3e-3),
+             "fc2": nir.Affine(weight=rng.standard_normal((3, 6)).astype(np.float32), bias=np.zeros(3, np.float32)),
+             "li": nir.LI(tau=np.array([5e-3, 1e-2, 2e-2], np.float32), r=np.full(3, 2.0, np.float32),
+                          v_leak=np.zeros(3, np.float32)),
+             "output": nir.Output({"output": np.array([3])})}
+    g = nir.NIRGraph(nodes=nodes, edges=[("input", "fc1"), ("fc1", "lif"), ("lif", "delay"), ("delay", "fc2"),
+                                         ("fc2", "li"), ("li", "output")])
+    graph = from_nir(g, dt=1e-3)
+    assert [n.op for n in graph.nodes] == ["linear", "leaky", "delay", "linear", "leaky_integrator"]
+    assert graph.nodes[2].steps == 3
+    x = (RNG.random((40, 2, 5)) < 0.4).astype(np.float32)
+    want = simulate_nir(g, x, 1e-3)
+    assert 10 < want["lif"].sum() < want["lif"].size / 2
+    got = _run(graph, x, tmp_path, "d")
+    assert np.all(got[:3] == 0)  # nothing arrives before the delay
+    np.testing.assert_allclose(got, want["li"], rtol=1e-5, atol=1e-6)  # float32 membrane vs float64
+
+
 @pytest.mark.parametrize("name", ["braille_noDelay_bias_zero", "braille_noDelay_noBias_subtract"])
 def test_braille_recurrent_cubalif_matches_nir_simulation(name, tmp_path):
     """The NIR paper's Braille RNNs (CubaLIF with a recurrent Affine/Linear) against simulate_nir, both
@@ -182,7 +207,8 @@ def simulate_nir(graph, x: np.ndarray, dt: float, reset: str = "v_reset") -> dic
     """A float64 NumPy simulation of a NIR graph from NIR's node definitions, forward Euler at dt:
     CubaLIF tau_syn dI/dt = -I + w_in S, tau_mem dv/dt = v_leak - v + r I (the new I, as edgert
     documents), LIF tau dv/dt = v_leak - v + r I; spike when v > v_threshold, then v = v_reset in the
-    same step (reset="subtract": v -= v_threshold instead). The edge that closes a loop carries its
+    same step (reset="subtract": v -= v_threshold instead); LI as LIF without spikes, its output v;
+    Delay y(t) = x(t - delay). The edge that closes a loop carries its
     source's output of the previous step (NIR's one-step delay on a recurrent edge); at t=0 that is the
     source's output for no spikes (a recurrent Affine's bias, as in snntorch's RSynaptic). Returns
     every node's output over time [T, batch, ...], and each neuron's deciding membrane as "NAME.v"."""
@@ -215,6 +241,12 @@ def simulate_nir(graph, x: np.ndarray, dt: float, reset: str = "v_reset") -> dic
                 y = (v > n.v_threshold).astype(np.float64)
                 s["v_decide"] = v
                 s["v"] = v - y * n.v_threshold if reset == "subtract" else np.where(y > 0, n.v_reset, v)
+            elif kind == "LI":
+                y = s["v"] = s.get("v", 0.0) + dt / n.tau * (n.v_leak - s.get("v", 0.0) + n.r * i)
+            elif kind == "Delay":  # y(t) = x(t - delay): the input of delay/dt steps ago, zero before
+                s.setdefault("seen", []).append(i)
+                lag = int(round(float(np.ravel(n.delay)[0]) / dt))
+                y = s["seen"][-1 - lag] if len(s["seen"]) > lag else np.zeros_like(i)
             elif kind == "Output":
                 y = i
             else:

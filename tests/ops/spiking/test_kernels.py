@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from edgert.ops.spiking import kernels as K
-from edgert.ops.spiking.nodes import Leaky, LinearLeaky, RLeaky, RSynaptic, Synaptic
+from edgert.ops.spiking.nodes import Delay, Leaky, LeakyIntegrator, LinearLeaky, RLeaky, RSynaptic, Synaptic
 from edgert.ops.spiking.run import SEQUENCES
 
 RNG = np.random.default_rng(0)
@@ -102,6 +102,30 @@ def test_rleaky_kernel_matches_reference(all_to_all, kw):
         outs.append(spk)
     got = SEQUENCES["rleaky"](node, [cur, beta, thr, *rec], {})
     np.testing.assert_array_equal(got, np.stack(outs))
+
+
+def test_leaky_integrator_and_delay_kernels_match_reference():
+    li = LeakyIntegrator(name="n", inputs=("x", "b", "s"), output="y")
+    cur = _dyadic((20, 2, 5))
+    beta, scale = np.full(5, 0.5, F), np.full(5, 0.25, F)  # dyadic: exact in float32
+    mem, want = np.zeros((2, 5), F), []
+    for x in cur:
+        mem = K.leaky_integrator_step_ref(x, beta, scale, mem, li)
+        want.append(mem)
+    state = {}
+    np.testing.assert_array_equal(SEQUENCES["leaky_integrator"](li, [cur, beta, scale], state), np.stack(want))
+    assert "samples" not in state  # not a spiking layer: no spike counts
+    delay = Delay(name="d", inputs=("x",), output="y", steps=3)
+    state = {}
+    first = SEQUENCES["delay"](delay, [cur[:7]], state)  # two calls: the ring carries across them
+    got = np.concatenate([first, SEQUENCES["delay"](delay, [cur[7:]], state)])
+    np.testing.assert_array_equal(got[:3], 0)
+    np.testing.assert_array_equal(got[3:], cur[:-3])
+    buf, ref = np.zeros((3, 2, 5), F), []
+    for x in cur:
+        y, buf = K.delay_step_ref(x, buf, delay)
+        ref.append(y)
+    np.testing.assert_array_equal(got, np.stack(ref))
 
 
 @pytest.mark.parametrize("kw", VARIANTS)

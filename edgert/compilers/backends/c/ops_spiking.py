@@ -105,6 +105,20 @@ def _rsynaptic(n, ctx) -> str:
             f"{y}, {count}, {_tail(n)});")
 
 
+def _leaky_integrator(n, ctx) -> str:
+    (beta, scale), step = _params(n, ctx, n.inputs[1:3])
+    count = ctx.numel(n.output)
+    mem = ctx.state(f"{n.name}_mem", count)
+    return (f"  ek_leaky_integrator({ctx.ptr(n.inputs[0])}, {beta}, {scale}, {step}, {mem}, {ctx.ptr(n.output)}, "
+            f"{count});")
+
+
+def _delay(n, ctx) -> str:
+    count = ctx.numel(n.output)
+    ring, pos = ctx.state(f"{n.name}_ring", n.steps * count), ctx.state(f"{n.name}_pos", 1, "int32_t")
+    return f"  ek_delay({ctx.ptr(n.inputs[0])}, {ring}, {pos}, {n.steps}, {count}, {ctx.ptr(n.output)});"
+
+
 def event_limit(event_below: float, k: int) -> int:
     """Nonzero inputs from which a step takes the dense path (``nnz < limit``: the event path).
 
@@ -130,4 +144,4 @@ def _linear_leaky(n, ctx) -> str:
 
 
 EMITTERS = {"leaky": _leaky, "synaptic": _synaptic, "rleaky": _rleaky, "rsynaptic": _rsynaptic,
-            "linear_leaky": _linear_leaky}
+            "linear_leaky": _linear_leaky, "leaky_integrator": _leaky_integrator, "delay": _delay}

@@ -1,6 +1,7 @@
 """The C spiking kernels against the NumPy reference, spike for spike over many time steps: every reset
 mode, reset_delay both ways, graded spikes, per-neuron and shared parameters, the fused Linear's event
-and dense paths, both RLeaky recurrences, RSynaptic, and the digits SNNs.
+and dense paths, both RLeaky recurrences, RSynaptic, the leaky integrator and the delay, and the
+digits SNNs.
 
 Each graph puts many neuron nodes side by side (one host build per test); a spike that differs is
 reported with its membrane's distance from the threshold in the reference."""
@@ -21,8 +22,8 @@ from edgert.compilers.backends.c.emit import c_array, emit_c
 from edgert.compilers.backends.c.host import SANITIZE
 from edgert.compilers.backends.c.ops_spiking import event_limit
 from edgert.ops.reference import run_graph_ref
-from edgert.ops.spiking.nodes import Leaky, LinearLeaky, RLeaky, RSynaptic, Synaptic
-from tests.compilers.backends.c.harness import needs_cc, run_c
+from edgert.ops.spiking.nodes import Delay, Leaky, LeakyIntegrator, LinearLeaky, RLeaky, RSynaptic, Synaptic
+from tests.compilers.backends.c.harness import needs_cc, reference, run_c
 
 F = np.float32
 THRESHOLD_INPUT = {"leaky": 2, "synaptic": 3, "rleaky": 2, "rsynaptic": 3, "linear_leaky": 4}
@@ -192,6 +193,25 @@ def test_rleaky_all_to_all(tmp_path):
 @needs_cc
 def test_rsynaptic(tmp_path):
     _check(*rsynaptic_case(), tmp_path)
+
+
+@needs_cc
+def test_leaky_integrator_and_delay(tmp_path):
+    """x -> Delay(3) -> LeakyIntegrator (per-neuron) and x -> Delay(1) -> LeakyIntegrator (shared): the
+    same bits as the reference at every step."""
+    rng = np.random.default_rng(15)
+    params = {"p.beta": rng.uniform(0, 1, 7).astype(F), "p.scale": rng.uniform(-2, 2, 7).astype(F),
+              "s.beta": np.full(7, 0.9, F), "s.scale": np.full(7, 0.3, F)}
+    nodes = [Delay(name="d3", inputs=("x",), output="d3", steps=3),
+             LeakyIntegrator(name="p", inputs=("d3", "p.beta", "p.scale"), output="p"),
+             Delay(name="d1", inputs=("x",), output="d1", steps=1),
+             LeakyIntegrator(name="s", inputs=("d1", "s.beta", "s.scale"), output="s")]
+    g = ir.Graph((("x", ir.TensorSpec((None, 7))),), tuple(nodes), ("p", "s", "d3"), params).validate()
+    feeds = {"x": _currents(rng, 30, (7,))}
+    got, want = run_c(g, feeds, tmp_path), reference(g, feeds)
+    np.testing.assert_array_equal(want[2][3:], feeds["x"][:-3])  # the reference delays by 3 steps
+    for name, c, ref in zip(g.outputs, got, want):
+        np.testing.assert_array_equal(c.reshape(ref.shape), ref, err_msg=name)
 
 
 def _sparse_steps(rng, steps, k, counts):

@@ -81,6 +81,27 @@ void ek_rsynaptic(const float *cur, const float *rec, const float *alpha, const 
   }
 }
 
+void ek_leaky_integrator(const float *cur, const float *beta, const float *scale, int pstep, float *mem,
+                         float *out, int n) {
+  int i;
+  for (i = 0; i < n; i++) {
+    float m = beta[i * pstep] * mem[i] + scale[i * pstep] * cur[i];
+    mem[i] = m;
+    out[i] = m;  /* after the last read of cur[i]: out may be cur */
+  }
+}
+
+void ek_delay(const float *x, float *ring, int32_t *pos, int steps, int n, float *y) {
+  float *slot = ring + (long)*pos * n;  /* the oldest input, steps ago */
+  int i;
+  for (i = 0; i < n; i++) {
+    float old = slot[i];
+    slot[i] = x[i];
+    y[i] = old;
+  }
+  *pos = *pos + 1 == steps ? 0 : *pos + 1;
+}
+
 int ek_count_nonzero(const float *x, int n) {
   int i, c = 0;
   for (i = 0; i < n; i++) c += x[i] != 0.0f;

@@ -10,6 +10,8 @@ Parameters (beta, alpha, threshold, V) are read as p[i * pstep]: pstep 1 for one
 #ifndef EDGERT_KERNELS_SPIKING_H
 #define EDGERT_KERNELS_SPIKING_H
 
+#include <stdint.h>
+
 /* reset mechanisms (RESET_CODE in edgert/ops/spiking/nodes.py) */
 #define EK_RESET_SUBTRACT 0
 #define EK_RESET_ZERO 1
@@ -37,6 +39,14 @@ void ek_rleaky(const float *cur, const float *rec, const float *v, const float *
 void ek_rsynaptic(const float *cur, const float *rec, const float *alpha, const float *beta, const float *thr,
                   int pstep, float *prev, float *syn, float *mem, float *spk, int n, int reset, int delay,
                   int instant, float graded);
+
+/* Leaky integrator (no spikes): mem = beta mem' + scale cur, out = mem; out may be cur. */
+void ek_leaky_integrator(const float *cur, const float *beta, const float *scale, int pstep, float *mem,
+                         float *out, int n);
+
+/* Delay by `steps` calls: y = the x of `steps` calls ago (zero before); ring [steps][n] and pos are
+   state. y must not be x. */
+void ek_delay(const float *x, float *ring, int32_t *pos, int steps, int n, float *y);
 
 /* Number of nonzero entries of x[n]. */
 int ek_count_nonzero(const float *x, int n);
