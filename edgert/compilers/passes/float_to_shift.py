@@ -63,9 +63,10 @@ def _row_min_nonzero(mag: np.ndarray) -> np.ndarray:
 
 
 def activation_format(amax: float, act_bits: int = CALIBRATED_ACT_BITS) -> tuple[int, int]:
-    """(act_bits, frac_bits) putting the largest magnitude ``amax`` just inside the signed range."""
+    """(act_bits, frac_bits) putting the largest magnitude ``amax`` just inside the signed range; the
+    16-bit default when the calibration showed the layer only zeros (e.g. the CLI's zero example)."""
     if not amax > 0:
-        return act_bits, 0
+        return DEFAULT_ACT_BITS, DEFAULT_FRAC_BITS
     return act_bits, int(math.floor(math.log2((2 ** (act_bits - 1) - 1) / amax)))
 
 

@@ -101,3 +101,14 @@ def test_channels_too_far_apart_for_one_scale_take_one_each():
     w = m * np.array([1.0, 2.0 ** 16])[:, None, None, None]  # one scale would need exponents 0..19
     got_m, base, bits, _ = shift_form(w)
     assert bits == 3 and list(base) == [1.0, 2.0 ** 16] and np.array_equal(got_m, m)
+
+
+def test_a_calibration_of_zeros_gives_the_default():
+    rng = np.random.default_rng(6)
+    w = (pow2_weights(rng, (6, 5), 2) * 2.0 ** -3).astype(np.float32)
+    g = ir.Graph((("x", ir.TensorSpec((None, 5))),), (ir.Linear(name="fc", inputs=("x", "w"), output="y"),),
+                 ("y",), {"w": w})
+    (node,) = float_to_shift(g, {"x": np.zeros((2, 5), np.float32)}).nodes
+    assert (node.act_bits, node.frac_bits) == (16, 8)
+    (node,) = float_to_shift(g, {"x": np.full((2, 5), 3.0, np.float32)}).nodes
+    assert (node.act_bits, node.frac_bits) == (8, 5)  # 3 * 2^5 = 96 <= 127 < 3 * 2^6
