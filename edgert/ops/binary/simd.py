@@ -95,6 +95,20 @@ def build_ir(method: str, p: int, q: int, lanes: int = 4) -> ir.Module:
                 b.store(b.add(b.load(sums[pi][qi]), s), sums[pi][qi])
                 b.store(ir.Constant(v8, None), accs[pi][qi])
 
+    def four_totals(s):
+        """Four channels' 64-bit lane sums (each below 2**16) -> their four int32 totals: the sums packed
+        into 16-bit fields of one vector, so one pair of shuffles and adds reduces all four."""
+        v16 = ir.VectorType(ir.IntType(16), 16)
+        packed = s[0]
+        for j in (1, 2, 3):
+            packed = b.or_(packed, b.shl(s[j], ir.Constant(v4, [16 * j] * 4)))
+        h = b.bitcast(packed, v16)
+        h = b.add(b.shuffle_vector(h, h, ir.Constant(ir.VectorType(I32, 8), list(range(8)))),
+                  b.shuffle_vector(h, h, ir.Constant(ir.VectorType(I32, 8), list(range(8, 16)))))
+        h = b.add(b.shuffle_vector(h, h, ir.Constant(ir.VectorType(I32, 4), list(range(4)))),
+                  b.shuffle_vector(h, h, ir.Constant(ir.VectorType(I32, 4), list(range(4, 8)))))
+        return [b.zext(b.extract_element(h, c(j)), I32) for j in range(4)]
+
     def vec_at(base, index, offset, ty):
         ptr = b.gep(base, [b.add(b.mul(index, c(rec)), c(offset))])
         return b.load(b.bitcast(ptr, ty.as_pointer()), align=8)  # NumPy aligns to 16 bytes, not 32
@@ -149,9 +163,15 @@ def build_ir(method: str, p: int, q: int, lanes: int = 4) -> ir.Module:
             ox = b.add(ox0, c(pi))
             with b.if_then(b.icmp_signed("<", ox, prm["ow"])):
                 base = b.add(out0, b.mul(ox, prm["out_pix"]))
-                for qi in range(q):
-                    total = b.call(reduce_add, [b.load(sums[pi][qi])])
-                    b.store(b.trunc(total, I32), b.gep(outa, [b.add(base, b.mul(b.add(o0, c(qi)), prm["out_ch"]))]))
+                totals = []
+                for q0 in range(0, q, 4):
+                    if method == "nibble" and q0 + 4 <= q:
+                        totals += four_totals([b.load(sums[pi][q0 + j]) for j in range(4)])
+                    else:
+                        totals += [b.trunc(b.call(reduce_add, [b.load(sums[pi][qi])]), I32)
+                                   for qi in range(q0, min(q0 + 4, q))]
+                for qi, total in enumerate(totals):
+                    b.store(total, b.gep(outa, [b.add(base, b.mul(b.add(o0, c(qi)), prm["out_ch"]))]))
 
     _loop(b, c(0), prm["n"], c(1), lambda nn: _loop(
         b, c(0), prm["o"], c(q), lambda o0: _loop(
@@ -192,6 +212,8 @@ def optimize(mod: ir.Module, tm):
     m.triple = tm.triple
     m.verify()
     pto = llvm.create_pipeline_tuning_options(speed_level=3)
+    pto.loop_vectorization = pto.slp_vectorization = pto.loop_interleaving = False  # the IR is vector code
+    pto.loop_unrolling = False
     pb = llvm.create_pass_builder(tm, pto)
     pb.getModulePassManager().run(m, pb)
     return m
@@ -227,13 +249,14 @@ class Kernel:
 
 
 SHAPES = {"avx2": ("nibble", 4), "avx512": ("ctpop", 8)}  # method, 64-bit lanes per word
-BLOCK = {"avx2": (2, 4), "avx512": (3, 8)}  # output pixels x output channels per register block
+# Output pixels x output channels per register block, the first preferred: a row of odd width takes the
+# one-pixel block (7x7x512 measured 1.2x faster at 1 x 8 than at 2 x 4; 14x14x256 1.1x slower).
+BLOCKS = {"avx2": [(2, 4), (1, 8)], "avx512": [(2, 8), (1, 8)]}  # avx2: 16 ymm registers, avx512: 32
 
 
 @functools.cache
-def kernel(variant: str, lanes: int | None = None) -> Kernel:
-    """The variant's conv micro-kernel, compiled on first use."""
-    p, q = BLOCK[variant]
+def kernel(variant: str, p: int, q: int, lanes: int | None = None) -> Kernel:
+    """The variant's conv micro-kernel for p x q blocks, compiled on first use."""
     return Kernel(variant, p, q, lanes)
 
 
@@ -253,76 +276,76 @@ def _records(words: np.ndarray, variant: str, per: int) -> np.ndarray:
 
 
 def supports(variant: str, w_shape, groups: int) -> bool:
-    """Whether the variant's kernel takes this conv: a SIMD variant, groups 1 or groups of 8 or more output
-    channels over whole records (part-filled records per group waste more than the generic kernels lose),
-    and on avx2 a kernel row that the byte counters hold."""
+    """Whether the variant's kernel takes this conv: a SIMD variant; a group's channels fill whole records
+    (multiples of 256: below that, part-filled records or kernel rows gathered into records measured slower
+    than the generic kernels at 56x56x64 and 28x28x128); groups 1 or of 8 or more output channels; on avx2
+    a kernel row the byte counters hold and per-lane sums below 2**16."""
     if variant not in SHAPES:
         return False
     o, kh, kw, wpg = w_shape
     per = words_per_record(variant, wpg)
-    if groups > 1 and (wpg % per or o // groups < 8):
+    if wpg % per or (groups > 1 and o // groups < 8):
         return False
-    row = -(-kw * wpg // per) if groups == 1 and wpg % per else kw * (wpg // per)
-    return variant != "avx2" or row <= FLUSH_WORDS
+    return variant != "avx2" or (kw * wpg // per <= FLUSH_WORDS and kh * kw * wpg * 16 < 2 ** 16)
 
 
 class Prepared:
-    """A conv's weights as records, made once per weight array, and how the input is laid out for them.
-
-    ``gather``: groups == 1 and a group's words do not fill whole records (fewer than 256 channels, say):
-    each output column's kernel row (kw taps x words, contiguous in the padded input) is gathered into
-    records once per call, so a 3x3 conv over 64 channels uses 3 of 4 words per record instead of 1.
-    Otherwise records are the input's own words (per group, the last record zero-filled)."""
+    """A conv's weights as records, made once per weight array (:func:`supports` says which convs)."""
 
     def __init__(self, variant: str, w: np.ndarray, groups: int):
         o, kh, kw, wpg = w.shape
         self.variant, self.groups, self.kernel_shape = variant, groups, (kh, kw)
         self.per = words_per_record(variant, wpg)
-        self.gather = groups == 1 and wpg % self.per != 0
-        self.kernel = kernel(variant, self.per if variant == "avx512" else None)
-        q = self.kernel.q
+        self.kernels = [kernel(variant, p, q, self.per if variant == "avx512" else None) for p, q in BLOCKS[variant]]
+        q = max(k.q for k in self.kernels)
         og = o // groups
         self.og, self.og_pad = og, -(-og // q) * q
-        run = kw * wpg if self.gather else wpg
-        self.nv = -(-run // self.per)
-        ww = np.zeros((groups, self.og_pad, kh, 1 if self.gather else kw, self.nv * self.per), np.uint64)
-        ww[:, :og, ..., :run] = w.reshape(groups, og, kh, 1 if self.gather else kw, run)
+        self.nv = wpg // self.per
+        ww = np.zeros((groups, self.og_pad, kh, kw, wpg), np.uint64)
+        ww[:, :og] = w.reshape(groups, og, kh, kw, wpg)
         self.records = np.ascontiguousarray(_records(ww, variant, self.per))
 
-    def input_records(self, xp: np.ndarray, ow: int, sw: int) -> np.ndarray:
-        """Padded packed input [N, Hp, Wp, words] -> records [N, Hp, cols, groups * nv, record bytes]."""
-        n, hp, wp, nw = xp.shape
-        kw = self.kernel_shape[1]
-        if self.gather:
-            xr = np.zeros((n, hp, ow, self.nv * self.per), np.uint64)
-            for kx in range(kw):
-                xr[..., kx * nw:(kx + 1) * nw] = xp[:, :, kx: kx + sw * (ow - 1) + 1: sw]
-        else:
-            wpg = nw // self.groups
-            xr = np.zeros((n, hp, wp, self.groups, self.nv * self.per), np.uint64)
-            xr[..., :wpg] = xp.reshape(n, hp, wp, self.groups, wpg)
-            xr = xr.reshape(n, hp, wp, -1)
-        return np.ascontiguousarray(_records(xr, self.variant, self.per))
+    def input_records(self, xp: np.ndarray) -> np.ndarray:
+        """Padded packed input [N, Hp, Wp, words] -> records [N, Hp, Wp, groups * nv, record bytes]."""
+        return np.ascontiguousarray(_records(xp, self.variant, self.per))
 
     def counts(self, xp: np.ndarray, stride, oh: int, ow: int, channels_first: bool = False) -> np.ndarray:
         """Popcounts of x ^ w summed per output: int32 [N, oh, ow, O], or [N, O, oh, ow] when
         ``channels_first`` (the float output's layout); xp is the caller's padded input."""
-        xr = self.input_records(xp, ow, stride[1])
+        xr = self.input_records(xp)
         n, hp, cols, nrec, rb = xr.shape
         kh, kw = self.kernel_shape
         g, ogp = self.groups, self.og_pad
         out = np.empty((n, g * ogp, oh, ow) if channels_first else (n, oh, ow, g * ogp), np.int32)
         pix, ch = (1, oh * ow) if channels_first else (g * ogp, 1)
-        sw, kw_ = (1, 1) if self.gather else (stride[1], kw)
-        reduction = kh * kw_ * self.nv
-        params = np.array([n, oh, ow, ogp, kh, kw_, self.nv, stride[0], sw, hp * cols * nrec, cols * nrec, nrec,
+        reduction = kh * kw * self.nv
+        params = np.array([n, oh, ow, ogp, kh, kw, self.nv, stride[0], stride[1], hp * cols * nrec, cols * nrec, nrec,
                            oh * ow * g * ogp, ow * pix, pix, ch, int(reduction > FLUSH_WORDS)], np.int64)
         wg = self.records.reshape(g, -1)
+        kern = min(self.kernels, key=lambda k: -(-ow // k.p) * k.p)  # the fewest recomputed pixels, first on ties
         for gi in range(g):
-            self.kernel.call(xr.ctypes.data + gi * self.nv * rb, wg[gi].ctypes.data,
+            kern.call(xr.ctypes.data + gi * self.nv * rb, wg[gi].ctypes.data,
                              out.ctypes.data + gi * ogp * ch * 4, params)
         if ogp != self.og and channels_first:
             out = np.ascontiguousarray(out.reshape(n, g, ogp, oh, ow)[:, :, :self.og]).reshape(n, -1, oh, ow)
         elif ogp != self.og:
             out = np.ascontiguousarray(out.reshape(n, oh, ow, g, ogp)[..., :self.og]).reshape(n, oh, ow, -1)
         return out
+
+
+def stream_peak(variant: str, p: int, q: int, rows: int = 4, reps: int = 200):
+    """A streaming XOR-popcount micro-benchmark of the variant's kernel: p input streams x q weight streams
+    of ``rows`` x 15 words each (L1-resident: 22.5 KB at avx2's 2 x 4; 15, not 16, so the streams are not
+    4 KB apart and alias in L1), every pair counted, ``reps`` times, with no conv addressing around it.
+    Returns (call, binary MACs per call)."""
+    k = Kernel(variant, p, q)
+    nv = 15  # byte counters folded every 15 words, as after a conv's kernel row
+    records = rows * nv
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (p, records, k.record), dtype=np.uint8)
+    w = rng.integers(0, 256, (q, records, k.record), dtype=np.uint8)
+    if variant == "avx2":  # records hold nibbles
+        x, w = x & 15, w & 15
+    out = np.empty(p * q, np.int32)
+    params = np.array([reps, 1, p, q, rows, 1, nv, 1, 1, 0, nv, records, 0, 0, q, 1, 1], np.int64)
+    return (lambda: k.call(x.ctypes.data, w.ctypes.data, out.ctypes.data, params)), reps * p * q * records * 64 * k.lanes

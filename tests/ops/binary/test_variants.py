@@ -12,8 +12,9 @@ from tests.ops.binary.test_kernels import CONV_CASES
 CASES = CONV_CASES + [  # C, O, H, W, k, stride, padding, pad_mode, groups
     (256, 20, 6, 7, 3, 1, (1, 1, 1, 1), "one", 1),  # whole 256-bit records
     (1024, 9, 4, 5, 3, 1, (1, 1, 1, 1), "zero", 1),  # 36 words per output: byte counters folded per kernel row
-    (64, 70, 9, 8, 3, 2, (1, 1, 1, 1), "one", 1),  # 64 channels: kernel rows gathered into records
+    (256, 70, 9, 8, 3, 2, (1, 1, 1, 1), "one", 1),  # stride 2, a part-filled last channel block
     (512, 16, 5, 5, 3, 1, (1, 1, 1, 1), "zero", 2),  # groups of whole records
+    (256, 16, 6, 6, 3, 1, (1, 1, 1, 1), "zero", 1),  # even width: the 2-pixel block
     (1, 3, 5, 5, 3, 1, (1, 1, 1, 1), "zero", 1),
 ]
 
@@ -46,12 +47,12 @@ def test_variant_matches_reference(variant, c, o, h, w, k, stride, padding, pad_
                            conv.epilogue_ref(dot, "bits", thr, flip, out_groups))
 
 
-def test_simd_variants_take_the_reference_layers():
+def test_simd_variants_take_whole_records():
     for variant in simd.SHAPES:
-        for c in (64, 128, 256, 512):
-            assert simd.supports(variant, (c, 3, 3, c // 64), 1)
-    assert not simd.supports("generic", (64, 3, 3, 1), 1)
-    assert not simd.supports("avx2", (64, 3, 3, 2), 2)  # groups of 128 channels: part-filled records
+        assert simd.supports(variant, (256, 3, 3, 4), 1) and simd.supports(variant, (512, 3, 3, 8), 1)
+        assert not simd.supports(variant, (64, 3, 3, 1), 1)  # part-filled records: the generic kernels
+    assert not simd.supports("generic", (256, 3, 3, 4), 1)
+    assert not simd.supports("avx2", (16, 3, 3, 4), 4)  # groups of 4 output channels
 
 
 def test_choice_is_the_best_supported(monkeypatch):
@@ -70,7 +71,7 @@ def test_choice_is_the_best_supported(monkeypatch):
 
 @pytest.mark.skipif(platform.machine() != "x86_64", reason="x86 kernels")
 def test_kernels_emit_the_isa_popcount():
-    avx2 = simd.assembly("avx2", *simd.BLOCK["avx2"], cpu="znver3")
+    avx2 = simd.assembly("avx2", *simd.BLOCKS["avx2"][0], cpu="znver3")
     assert "vpshufb" in avx2 and "vpsadbw" in avx2 and "popcnt" not in avx2
-    avx512 = simd.assembly("avx512", *simd.BLOCK["avx512"], cpu="sapphirerapids")  # compiled, not run, here
+    avx512 = simd.assembly("avx512", *simd.BLOCKS["avx512"][0], cpu="sapphirerapids")  # compiled, not run, here
     assert "vpopcntq" in avx512 and "zmm" in avx512
