@@ -1,13 +1,14 @@
-"""edgert's XNOR-popcount conv vs the same conv in torch fp32, and vs this core's measured binary peak.
+"""edgert's XNOR-popcount conv vs the same conv in torch fp32 and LCE, and vs this core's measured binary peak.
 
     python -m tools.bench binary
 
 LCE's four 3x3 reference layers (stride 1, +1 padding, in = out channels), batch 1, one thread. edgert
 runs its binary conv with the fused threshold writing packed bits (the path between two binary layers)
-and, separately, with float output; both include the padded copy of the input and the epilogue. The
-peak is measured in the same run by two streaming Numba kernels over L1-resident words, one per counting
-scheme edgert uses: XOR + popcount + add, and the bit-sliced kernel's carry-save step (sliced.py);
-binary MAC/s = 64 x words per second, peak = the faster.
+and, separately, with float output; both include the padded copy of the input and the epilogue, with the
+kernel variant isa.py picks for this CPU, and the bits output once more with the generic (Numba) kernels.
+The ISA's micro-kernel peak is measured in the same run: the variant's register-blocked XOR-popcount
+micro-kernel streaming over L1-resident words (simd.stream_peak, several block shapes), beside two
+streaming Numba kernels (scalar POPCNT, and the bit-sliced kernel's carry-save step); peak = the fastest.
 
 Optional third runtime, Larq Compute Engine's interpreter on the same four layers (its .tflite files
 in ../shared/data/lce, BatchNorm fused into a float output), timed in a subprocess in LCE's own venv
@@ -33,7 +34,7 @@ import numba
 import numpy as np
 import torch
 
-from edgert.ops.binary import bits, conv, sliced
+from edgert.ops.binary import bits, conv, isa, simd, sliced
 from edgert.ops.binary.bits import popcount
 from tools.bench.report import machine, time_interleaved, write_section
 
@@ -57,18 +58,36 @@ def _stream_csa(e, w, st, reps):
     return st[0]
 
 
-def _peak_fns():
-    """(popcount peak, carry-save peak): the two counting schemes streaming over L1-resident words, as
-    (fn, binary MACs per call)."""
+PEAK_BLOCKS = [(2, 4), (2, 3), (3, 4), (4, 2)]  # output pixels x channels of the streaming micro-kernel
+
+
+def _peak_fns(variant: str) -> dict:
+    """Streaming XOR-popcount kernels over L1-resident words, name -> (fn, binary MACs per call): the
+    variant's register-blocked micro-kernel in several block shapes, scalar POPCNT, the carry-save step."""
     rng = np.random.default_rng(0)
     a = rng.integers(0, 2**63, PEAK_WORDS, dtype=np.int64).view(np.uint64)
     b = rng.integers(0, 2**63, PEAK_WORDS, dtype=np.int64).view(np.uint64)
     reps = 200
     st = np.zeros(sliced.PLANES * sliced.LANES, np.uint64)  # the bit-sliced kernel's inner step, on 16 KiB
     csa_reps = 100
-    return ((lambda: _stream(a, b, reps)), PEAK_WORDS * reps * 64,
-            (lambda: _stream_csa(a, b[:sliced.CHUNK], st, csa_reps)),
-            csa_reps * sliced.CHUNK * sliced.LANES * 64)
+    fns = {"peak popcnt": ((lambda: _stream(a, b, reps)), PEAK_WORDS * reps * 64),
+           "peak csa": ((lambda: _stream_csa(a, b[:sliced.CHUNK], st, csa_reps)),
+                        csa_reps * sliced.CHUNK * sliced.LANES * 64)}
+    if variant in simd.SHAPES:
+        for p, q in PEAK_BLOCKS:
+            fns[f"peak {variant} {p}x{q}"] = simd.stream_peak(variant, p, q)
+    return fns
+
+
+def _generic(fn):
+    """fn run with the generic (Numba) kernels."""
+    def run():
+        isa.force("generic")
+        try:
+            return fn()
+        finally:
+            isa.force(None)
+    return run
 
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -91,8 +110,9 @@ def _lce(hw: int, c: int, rounds: int) -> list[float] | None:
 
 def main() -> str:
     torch.set_num_threads(1)
-    peak_fn, peak_macs, csa_fn, csa_macs = _peak_fns()
-    rows, peaks, pop_peaks, csa_peaks = [], [], [], []
+    variant = isa.variant()
+    peak_fns = _peak_fns(variant)
+    rows, peaks, simd_peaks = [], [], []
     for hw, c in SHAPES:
         rng = np.random.default_rng(hw)
         x = rng.standard_normal((1, c, hw, hw)).astype(np.float32)
@@ -105,13 +125,16 @@ def main() -> str:
         args = (c, (1, 1), (1, 1, 1, 1), "one", 1)
         w_t = conv.transpose_weight(wb)  # the runtime keeps these per node
         prepared = sliced.prepare(wb, c, thr, flip)
-        fns = {
-            "peak": peak_fn,
-            "csa peak": csa_fn,
-            "edgert bits": lambda: conv.binary_conv2d(xb, wb, *args, "bits", thr, flip, w_t=w_t, prepared=prepared),
-            "edgert float": lambda: conv.binary_conv2d(xb, wb, *args, "float", scale, bias, w_t=w_t),
+        simd_w = simd.Prepared(variant, wb, 1) if simd.supports(variant, wb.shape, 1) else None
+        fns = {name: fn for name, (fn, _) in peak_fns.items()}
+        fns.update({
+            "edgert bits": lambda: conv.binary_conv2d(xb, wb, *args, "bits", thr, flip, w_t=w_t, prepared=prepared,
+                                                      simd_w=simd_w),
+            "edgert float": lambda: conv.binary_conv2d(xb, wb, *args, "float", scale, bias, w_t=w_t, simd_w=simd_w),
+            "edgert bits, generic": _generic(lambda: conv.binary_conv2d(xb, wb, *args, "bits", thr, flip, w_t=w_t,
+                                                                        prepared=prepared)),
             "torch fp32": lambda: torch.nn.functional.conv2d(xt, wt, padding=1),
-        }
+        })
         with torch.no_grad():
             samples = time_interleaved(fns, rounds=11)
         lce = _lce(hw, c, 11)
@@ -119,34 +142,41 @@ def main() -> str:
             samples["LCE 0.16 float"] = lce
         med = {k: statistics.median(v) for k, v in samples.items()}
         best = {k: min(v) for k, v in samples.items()}
-        pop_peak, csa_peak = peak_macs / med["peak"], csa_macs / med["csa peak"]
-        peak = max(pop_peak, csa_peak)
-        peaks.append(peak)
-        pop_peaks.append(pop_peak)
-        csa_peaks.append(csa_peak)
+        rates = {name: macs / med[name] for name, (_, macs) in peak_fns.items()}
+        peak = max(rates.values())
+        peaks.append((peak, max(rates, key=rates.get)))
+        simd_peaks.append(max([r for k, r in rates.items() if variant in k], default=0.0))
         macs = hw * hw * c * c * 9
-        for name in [k for k in samples if "peak" not in k]:
+        kernels = {"edgert bits": conv.describe_kernel(wb.shape, c, 1, "bits", hw),
+                   "edgert float": conv.describe_kernel(wb.shape, c, 1, "float", hw)}
+        isa.force("generic")
+        kernels["edgert bits, generic"] = conv.describe_kernel(wb.shape, c, 1, "bits", hw)
+        isa.force(None)
+        for name in [k for k in samples if not k.startswith("peak")]:
             rate = macs / med[name]
-            rows.append(f"| {hw}x{hw}x{c} | {name} | {best[name] * 1e3:.3f} | {med[name] * 1e3:.3f} | "
-                        f"{rate / 1e9:.1f} | {rate / peak * 100:.1f}% | {rate / pop_peak * 100:.1f}% | "
-                        f"{med['torch fp32'] / med[name]:.1f}x |")
+            lce_ratio = f"{med['LCE 0.16 float'] / med[name]:.1f}x" if lce is not None else "-"
+            rows.append(f"| {hw}x{hw}x{c} | {name} | {kernels.get(name, '')} | {best[name] * 1e3:.3f} | {med[name] * 1e3:.3f} | "
+                        f"{rate / 1e9:.1f} | {rate / peak * 100:.1f}% | {med['torch fp32'] / med[name]:.1f}x | "
+                        f"{lce_ratio} |")
+    peak_g = [p / 1e9 for p, _ in peaks]
     md = "\n".join([
         "## Binary 3x3 conv (LCE's reference layers)",
         "",
-        f"{machine()}; batch 1, one thread; stride 1, +1 padding, in = out channels. MAC/s counts binary "
-        "MACs for edgert and fp32 MACs for torch (the same conv on +-1 floats). Peak: the faster of two "
-        "streaming Numba kernels over L1-resident words measured in the same run, XOR + popcount (median "
-        f"{statistics.median(pop_peaks) / 1e9:.0f} G binary MAC/s) and the bit-sliced kernel's carry-save step "
-        f"(median {statistics.median(csa_peaks) / 1e9:.0f}); peak median {statistics.median(peaks) / 1e9:.0f} "
-        f"(range {min(peaks) / 1e9:.0f}-{max(peaks) / 1e9:.0f}); the popcount-peak column is the earlier "
-        "definition. edgert bits takes the bit-sliced kernel where conv.use_sliced says so (the 56x56 "
-        "layer), the popcount kernel otherwise. LCE: its interpreter (indirect BGEMM, one "
-        "thread) on LCE's own model of the layer, run in a subprocess right after the other rows "
-        "(omitted when its venv is missing; see tools/bench/binary.py).",
+        f"{machine()}; {isa.describe()}; batch 1, one thread; stride 1, +1 padding, in = out channels. "
+        "MAC/s counts binary MACs for edgert and fp32 MACs for torch (the same conv on +-1 floats). "
+        "ISA peak: the fastest streaming XOR-popcount kernel over L1-resident words measured in the same rounds "
+        f"as each layer: the {variant} register-blocked micro-kernel (block shapes {PEAK_BLOCKS}, median of its best "
+        f"{statistics.median(simd_peaks) / 1e9:.0f} G binary MAC/s), scalar POPCNT and the bit-sliced carry-save "
+        f"step in Numba; peak median {statistics.median(peak_g):.0f} (range {min(peak_g):.0f}-{max(peak_g):.0f}; "
+        f"fastest: {', '.join(sorted({n for _, n in peaks}))}). \"of ISA peak\" is the row's median rate over "
+        "its layer's peak. The kernel column names what conv.kernel_kind picks (the SIMD variant and its "
+        "register block, or a generic Numba kernel: below 256 channels the SIMD records would be part-filled); "
+        "\"edgert bits, generic\" forces the generic kernels. LCE: its interpreter (indirect BGEMM, one thread) on LCE's own model of the "
+        "layer, run in a subprocess right after the other rows (omitted when its venv is missing; see "
+        "tools/bench/binary.py).",
         "",
-        "| layer | runtime | min ms | median ms | G MAC/s (median) | of binary peak | of popcount peak | "
-        "vs torch fp32 |",
-        "|---|---|---|---|---|---|---|---|",
+        "| layer | runtime | kernel | min ms | median ms | G MAC/s (median) | of ISA peak | vs torch fp32 | vs LCE |",
+        "|---|---|---|---|---|---|---|---|---|",
         *rows,
     ])
     write_section("binary", md)

@@ -258,6 +258,29 @@ def use_sliced(groups: int, in_channels: int, taps: int, ow: int) -> bool:
 SLICED_MIN_WIDTH = 40  # 28x28x128 measured slightly slower than the popcount kernel, 56x56x64 1.2-1.5x faster
 
 
+def kernel_kind(w_shape, in_channels: int, groups: int, output_kind: str, ow: int, mst: bool = False) -> str:
+    """Which kernel binary_conv2d runs for this conv on this CPU: "simd" (isa.variant()'s micro-kernel),
+    "mst" (a channel-reuse schedule), "sliced" (bit-sliced), "popcount" (Numba, output channels vectorized)
+    or "per-group" (Numba, one group at a time: small groups, depthwise)."""
+    o, kh, kw, _ = w_shape
+    if mst:
+        return "mst"
+    if simd.supports(isa.variant(), w_shape, groups):
+        return "simd"
+    if output_kind == "bits" and use_sliced(groups, in_channels, kh * kw, ow):
+        return "sliced"
+    return "popcount" if groups == 1 or o // groups >= 8 else "per-group"
+
+
+def describe_kernel(w_shape, in_channels: int, groups: int, output_kind: str, ow: int) -> str:
+    """The kernel binary_conv2d runs, by name and ISA variant (for a bench table or a profile)."""
+    kind = kernel_kind(w_shape, in_channels, groups, output_kind, ow)
+    if kind != "simd":
+        return f"generic {kind}"
+    p, q = simd.block(isa.variant(), ow)
+    return f"{isa.variant()} {p}x{q}"
+
+
 def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, padding, pad_mode: str, groups: int,
                   output_kind: str, p0: np.ndarray, p1: np.ndarray, out_groups: int = 1,
                   schedule: tuple[np.ndarray, ...] | None = None, w_t: np.ndarray | None = None,
@@ -286,10 +309,11 @@ def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, paddin
     bits = output_kind == "bits"
     og = o // groups
     variant = isa.variant()
-    simd_kernel = schedule is None and simd.supports(variant, w.shape, groups)
+    kind = kernel_kind(w.shape, in_channels, groups, output_kind, ow, schedule is not None)
+    simd_kernel = kind == "simd"
     if simd_kernel and (simd_w is None or simd_w.variant != variant):
         simd_w = simd.Prepared(variant, w, groups)
-    if bits and schedule is None and not simd_kernel and use_sliced(groups, in_channels, kh * kw, ow):
+    if kind == "sliced":
         prepared = sliced.prepare(w, in_channels, p0, p1, out_groups) if prepared is None else prepared
         return sliced.sliced_conv2d(x, prepared, (kh, kw), stride, padding, corr if use_corr else None)
     k = kh * kw * cg

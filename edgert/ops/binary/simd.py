@@ -255,6 +255,11 @@ SHAPES = {"avx2": ("nibble", 4), "avx512": ("ctpop", 8)}  # method, 64-bit lanes
 BLOCKS = {"avx2": [(2, 4), (1, 8)], "avx512": [(2, 8), (1, 8)]}  # avx2: 16 ymm registers, avx512: 32
 
 
+def block(variant: str, ow: int) -> tuple[int, int]:
+    """The register block a row of ``ow`` outputs takes: the fewest recomputed pixels, the first on ties."""
+    return min(BLOCKS[variant], key=lambda pq: -(-ow // pq[0]) * pq[0])
+
+
 @functools.cache
 def kernel(variant: str, p: int, q: int, lanes: int | None = None) -> Kernel:
     """The variant's conv micro-kernel for p x q blocks, compiled on first use."""
@@ -339,7 +344,8 @@ class Prepared:
         params = np.array([n, oh, ow, ogp, kh, kw, self.nv, stride[0], stride[1], hp * cols * nrec, cols * nrec, nrec,
                            oh * ow * g * ogp, ow * pix, pix, ch, int(reduction > FLUSH_WORDS)], np.int64)
         wg = self.records.reshape(g, -1)
-        kern = min(self.kernels, key=lambda k: -(-ow // k.p) * k.p)  # the fewest recomputed pixels, first on ties
+        p, q = block(self.variant, ow)
+        kern = next(k for k in self.kernels if (k.p, k.q) == (p, q))
         for gi in range(g):
             kern.call(xr.ctypes.data + gi * self.nv * rb, wg[gi].ctypes.data,
                              out.ctypes.data + gi * ogp * ch * 4, params)

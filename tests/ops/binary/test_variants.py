@@ -75,3 +75,14 @@ def test_kernels_emit_the_isa_popcount():
     assert "vpshufb" in avx2 and "vpsadbw" in avx2 and "popcnt" not in avx2
     avx512 = simd.assembly("avx512", *simd.BLOCKS["avx512"][0], cpu="sapphirerapids")  # compiled, not run, here
     assert "vpopcntq" in avx512 and "zmm" in avx512
+
+
+def test_kernel_named_for_bench_and_profile(variant):
+    name = conv.describe_kernel((256, 3, 3, 4), 256, 1, "bits", 14)
+    if variant == "generic":
+        assert name == "generic popcount"
+        assert conv.describe_kernel((64, 3, 3, 1), 64, 1, "bits", 56) == "generic sliced"
+    else:
+        assert name == f"{variant} {simd.BLOCKS[variant][0][0]}x{simd.BLOCKS[variant][0][1]}"
+        assert conv.describe_kernel((512, 3, 3, 8), 512, 1, "float", 7) == f"{variant} 1x8"  # odd width
+    assert conv.describe_kernel((12, 3, 3, 1), 12, 12, "float", 5) == "generic per-group"  # depthwise
