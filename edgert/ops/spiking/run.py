@@ -131,8 +131,9 @@ def linear_leaky_sequence(node: LinearLeaky, args: list[np.ndarray], state: dict
     out = np.empty((t, b, o), _F)
     nnz = int(K.count_nonzero(x))
     if nnz < node.event_below * x.size:
-        idx, acc = np.empty(k, np.int64), np.empty(o, _F)  # the kernel's scratch: event list, current
-        _, spikes = K.linear_leaky_events(x, wt, bias, beta, thr, mem, out, idx, acc, *K.codes(node))
+        idx, val, acc = np.empty(k, np.int64), np.empty(k, _F), np.empty(o, _F)  # the kernel's scratch
+        _, spikes = K.linear_leaky_events(x, x.view(np.uint32), wt, bias, beta, thr, mem, out, idx, val, acc,
+                                          *K.codes(node))
         state["path"] = "event"
     else:
         cur = (x.reshape(t * b, k) @ wt + bias).reshape(t, b, o)
