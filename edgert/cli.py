@@ -47,6 +47,9 @@ def compile(
     target: str = typer.Option("x86-host", "--target", "-t", help="Board name; see `edgert targets`."),
     output: Path = typer.Option(None, "--output", "-o", help="Artifact path [default: MODEL.edgert]."),
     input_shape: str = typer.Option(None, help="Example input shape for .pt2 files, e.g. 1,1,8,8."),
+    calibration: Path = typer.Option(None, help="For an .onnx file: a representative input batch (.npy) that "
+                                     "sets the 8-bit activation ranges of the layers with ±2^p weights, "
+                                     "which become shift layers (without it they take 16-bit activations)."),
     keep_bn: bool = typer.Option(False, help="Keep BatchNorm unfolded (for adaptation)."),
     adapt_memory: str = typer.Option(None, help="Memory budget of the entropy adaptation step, e.g. 32MB "
                                                 "(adapts only the deepest BatchNorms that fit); with "
@@ -69,12 +72,16 @@ def compile(
     from edgert.compilers.compile import compile_model
 
     example = np.zeros(_shape(input_shape), np.float32) if input_shape else None
+    if calibration is not None:
+        if model.suffix != ".onnx":
+            raise EdgertError(f"--calibration applies to .onnx models, {model} is not one; leave it out")
+        example = _load_input(calibration, "--calibration")
     out = output or model.with_suffix(".edgert")
     t0 = time.perf_counter()
 
     def say(msg: str) -> None:
         status.update(msg)
-        if msg.startswith("warming up"):
+        if msg.startswith("warming up") or "became shift layers" in msg:
             console.print(msg, highlight=False)
 
     with console.status("compiling") as status:
@@ -157,11 +164,11 @@ def run(
         console.print(f"wrote {output}")
 
 
-def _load_input(path: Path) -> np.ndarray:
+def _load_input(path: Path, option: str = "--input") -> np.ndarray:
     try:
         x = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as e:
-        raise EdgertError(f"cannot read --input {path}: {e}; give a .npy file (numpy.save)") from None
+    except (OSError, ValueError, EOFError) as e:  # EOFError: an empty file
+        raise EdgertError(f"cannot read {option} {path}: {e}; give a .npy file (numpy.save)") from None
     if np.issubdtype(x.dtype, np.floating) and x.dtype != np.float32:
         x = x.astype(np.float32)  # the CLI converts float data; the Python API asks the caller to
     return x

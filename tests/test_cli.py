@@ -97,3 +97,23 @@ def test_compile_nir_at_a_time_step_and_run_it(tmp_path):
     want = simulate_nir(nir.read(str(src)), x, 1e-4)["output"]
     assert want.sum() > 50
     np.testing.assert_array_equal(np.load(tmp_path / "y.npy"), want)
+
+
+def test_compile_onnx_shift_model_with_a_calibration_batch(tmp_path):
+    """±2^p ONNX weights become shift layers with 8-bit activations from --calibration; the conversion's
+    error is printed, and the artifact stays within 3% of onnxruntime on positive inputs."""
+    import onnxruntime
+
+    from tools.models.shift_onnx import INPUT_SHAPE, shift_onnx
+
+    rng = np.random.default_rng(7)
+    shift_onnx(tmp_path / "s.onnx", rng)
+    np.save(tmp_path / "calib.npy", rng.random((8, *INPUT_SHAPE)).astype(np.float32))
+    out = edgert("compile", tmp_path / "s.onnx", "--calibration", tmp_path / "calib.npy", "-o", tmp_path / "s.edgert")
+    assert "became shift layers" in out.stdout and "relative error" in out.stdout
+    x = rng.random((5, *INPUT_SHAPE)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    edgert("run", tmp_path / "s.edgert", "--input", tmp_path / "x.npy", "--output", tmp_path / "y.npy")
+    want = onnxruntime.InferenceSession(str(tmp_path / "s.onnx")).run(None, {"x": x})[0]
+    got = np.load(tmp_path / "y.npy")
+    assert np.linalg.norm(got - want) / np.linalg.norm(want) < 0.03
