@@ -95,9 +95,10 @@ def compile_model(model: Any, example_input: Any = None, target: str | Target = 
         example_input = example_input.astype(np.float32, copy=False)
     say("importing model")
     imported = import_model(model, example_input, dt)
-    graph = optimize(imported, fold_bn)
     if isinstance(model, (str, Path)) and Path(model).suffix == ".onnx":
-        graph = _shift_layers_from_onnx(graph, example_input, say)
+        # before BatchNorm folding: a BatchNorm after a shift layer stays its own node, so it can adapt
+        imported = _shift_layers_from_onnx(imported, example_input, say)
+    graph = optimize(imported, fold_bn)
     graph = select_shift_path(graph, preferred_path(tgt.throughput))
     if tgt.c:
         if adapters or budget is not None or not fold_bn:

@@ -112,3 +112,29 @@ def test_a_calibration_of_zeros_gives_the_default():
     assert (node.act_bits, node.frac_bits) == (16, 8)
     (node,) = float_to_shift(g, {"x": np.full((2, 5), 3.0, np.float32)}).nodes
     assert (node.act_bits, node.frac_bits) == (8, 5)  # 3 * 2^5 = 96 <= 127 < 3 * 2^6
+
+
+def test_a_batchnorm_after_a_shift_conv_stays_adaptable(tmp_path):
+    """compile converts before folding BatchNorm, which would merge it into the weights' scale."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from edgert.runtime.adapt import make_policy
+
+    rng = np.random.default_rng(8)
+    w = (pow2_weights(rng, (8, 4, 3, 3), 3) * 2.0 ** -4).astype(np.float32)
+    bn = [rng.random(8) + 0.5, 0.1 * rng.standard_normal(8), 0.1 * rng.standard_normal(8), rng.random(8) + 0.5]
+    inits = [numpy_helper.from_array(w, "w")] + [numpy_helper.from_array(v.astype(np.float32), k)
+                                                 for k, v in zip("gbmv", bn)]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], pads=[1, 1, 1, 1]),
+             helper.make_node("BatchNormalization", ["c", "g", "b", "m", "v"], ["y"])]
+    graph = helper.make_graph(nodes, "bn", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4, 6, 6])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 8, 6, 6])], inits)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)]), tmp_path / "bn.onnx")
+    x = rng.random((2, 4, 6, 6)).astype(np.float32)
+    art = compile_model(tmp_path / "bn.onnx", x, target="x86-host")
+    assert [n.op for n in art.graph.nodes] == ["shift_conv2d", "batch_norm"]
+    art.save(tmp_path / "bn.edgert")
+    policy = make_policy("norm", edgert.load(tmp_path / "bn.edgert"))
+    policy.run(x)
+    assert policy.stats()["layers"] == 1 and policy.stats()["updates"] == 1
