@@ -15,9 +15,11 @@ from edgert.artifact import Artifact
 from edgert.errors import ArtifactSchemaError, ArtifactTargetError, EdgertError, InputError
 
 BACKENDS = ("tvm", "numba")
-# Left to edgert, a run uses 1 + (its MACs in TVM stages) // MACS_PER_THREAD threads, at most the cores:
-# on 2 cores one thread until about a million MACs a call, where TVM's second thread starts to pay.
-MACS_PER_THREAD = 1_000_000
+# Left to edgert, a run uses 1 + (its MACs in TVM stages) // MACS_PER_THREAD threads, at most the cores.
+# Measured on 2 cores (AMD EPYC, digits CNN at 0.6 M MACs a sample): a second TVM thread costs more than
+# it saves below about 2.4 M MACs a call (batch 4: a tie; batch 1: 61 us on one thread, 90 us on two)
+# and halves the time at 19 M (batch 32: 857 vs 436 us; the ResNet block, 75 M at batch 1: 2.0 vs 1.15 ms).
+MACS_PER_THREAD = 3_000_000
 
 
 def _thread_setting(threads: int | None) -> int | None:
