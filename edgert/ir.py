@@ -532,10 +532,185 @@ class Prelu(Node):
         return x
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Transpose(Node):
+    """Permute the axes: output axis i is input axis perm[i]; perm[0] is 0 (the batch stays first)."""
+
+    op: ClassVar[str] = "transpose"
+    perm: tuple[int, ...] = ()
+
+    def check(self) -> None:
+        object.__setattr__(self, "perm", tuple(int(a) for a in self.perm))
+        if sorted(self.perm) != list(range(len(self.perm))) or not self.perm or self.perm[0] != 0:
+            self._fail(f"perm {self.perm} must be a permutation of 0..rank-1 that keeps the batch axis 0 first")
+
+    def infer(self, ins: Sequence[TensorSpec]) -> TensorSpec:
+        x = ins[0]
+        if x.rank != len(self.perm):
+            self._fail(f"perm {self.perm} has {len(self.perm)} axes, the input {x.shape} has {x.rank}")
+        return TensorSpec(tuple(x.shape[a] for a in self.perm), x.dtype)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Pad(Node):
+    """Constant padding: ``before[i]`` and ``after[i]`` values of ``value`` around axis i (never axis 0)."""
+
+    op: ClassVar[str] = "pad"
+    before: tuple[int, ...] = ()
+    after: tuple[int, ...] = ()
+    value: float = 0.0
+
+    def check(self) -> None:
+        object.__setattr__(self, "before", tuple(int(a) for a in self.before))
+        object.__setattr__(self, "after", tuple(int(a) for a in self.after))
+        if len(self.before) != len(self.after) or not self.before:
+            self._fail(f"before {self.before} and after {self.after} need one entry per axis")
+        if min(self.before + self.after) < 0 or self.before[0] or self.after[0]:
+            self._fail(f"before {self.before} and after {self.after} must be >= 0 (no cropping) and 0 on "
+                       "the batch axis")
+
+    def infer(self, ins: Sequence[TensorSpec]) -> TensorSpec:
+        x = ins[0]
+        if x.rank != len(self.before):
+            self._fail(f"padding for {len(self.before)} axes, the input {x.shape} has {x.rank}")
+        return TensorSpec((x.shape[0],) + tuple(d + b + a for d, b, a in
+                                                 zip(x.shape[1:], self.before[1:], self.after[1:])), x.dtype)
+
+
+def _reduce_check(node: Node) -> None:
+    object.__setattr__(node, "axes", tuple(sorted(int(a) for a in node.axes)))
+    if not node.axes or node.axes[0] < 1 or len(set(node.axes)) != len(node.axes):
+        node._fail(f"axes {node.axes} must be distinct non-negative axes >= 1 (never the batch axis)")
+
+
+def _reduce_infer(node: Node, ins: Sequence[TensorSpec]) -> TensorSpec:
+    x = ins[0]
+    if node.axes[-1] >= x.rank:
+        node._fail(f"axes {node.axes} go past the last axis of shape {x.shape}")
+    if node.keepdim:
+        return TensorSpec(tuple(1 if i in node.axes else d for i, d in enumerate(x.shape)), x.dtype)
+    return TensorSpec(tuple(d for i, d in enumerate(x.shape) if i not in node.axes), x.dtype)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Mean(Node):
+    """Mean over ``axes`` (>= 1); ``keepdim`` keeps them as size 1."""
+
+    op: ClassVar[str] = "mean"
+    axes: tuple[int, ...] = ()
+    keepdim: bool = False
+
+    def check(self) -> None:
+        _reduce_check(self)
+
+    def infer(self, ins: Sequence[TensorSpec]) -> TensorSpec:
+        return _reduce_infer(self, ins)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Sum(Node):
+    """Sum over ``axes`` (>= 1); ``keepdim`` keeps them as size 1."""
+
+    op: ClassVar[str] = "sum"
+    axes: tuple[int, ...] = ()
+    keepdim: bool = False
+
+    def check(self) -> None:
+        _reduce_check(self)
+
+    def infer(self, ins: Sequence[TensorSpec]) -> TensorSpec:
+        return _reduce_infer(self, ins)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LayerNorm(Node):
+    """(x - mean) / sqrt(var + eps) over the last ``axes`` axes, then * gamma + beta when given;
+    inputs (x, gamma?, beta?), each parameter shaped like those last axes."""
+
+    op: ClassVar[str] = "layer_norm"
+    n_inputs: ClassVar[tuple[int, ...]] = (1, 2, 3)
+    axes: int = 1
+    eps: float = 1e-5
+
+    def check(self) -> None:
+        if self.axes < 1 or not self.eps > 0:
+            self._fail(f"axes={self.axes} must be >= 1 and eps={self.eps} > 0")
+
+    def infer(self, ins: Sequence[TensorSpec]) -> TensorSpec:
+        x = ins[0]
+        if self.axes >= x.rank:
+            self._fail(f"normalizing the last {self.axes} axes of {x.shape} would take the batch axis")
+        for p in ins[1:]:
+            if p.shape != x.shape[-self.axes:]:
+                self._fail(f"gamma and beta must have shape {x.shape[-self.axes:]}, got {p.shape}")
+        return x
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ConvTranspose2d(Node):
+    """PyTorch's ConvTranspose2d (groups 1, dilation 1): inputs (x, weight[C, O, kh, kw], bias[O]?);
+    output H = (H_in - 1) * stride - 2 * padding + kh + output_padding (likewise W)."""
+
+    op: ClassVar[str] = "conv_transpose2d"
+    n_inputs: ClassVar[tuple[int, ...]] = (2, 3)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    output_padding: tuple[int, int] = (0, 0)
+
+    def check(self) -> None:
+        for f in ("stride", "padding", "output_padding"):
+            object.__setattr__(self, f, _pair(getattr(self, f), f))
+        if min(self.stride) < 1 or min(self.padding) < 0 or any(
+                not 0 <= op < s for op, s in zip(self.output_padding, self.stride)):
+            self._fail(f"stride {self.stride} must be >= 1, padding {self.padding} >= 0 and output_padding "
+                       f"{self.output_padding} between 0 and stride - 1")
+
+    def infer(self, ins: Sequence[TensorSpec]) -> TensorSpec:
+        x, w = ins[0], ins[1]
+        _need_rank(self, x, 4)
+        _need_rank(self, w, 4, "weight")
+        if w.shape[0] != x.shape[1]:
+            self._fail(f"weight {w.shape} must be (C_in={x.shape[1]}, C_out, kh, kw)")
+        if len(ins) == 3 and ins[2].shape != (w.shape[1],):
+            self._fail(f"bias must have shape ({w.shape[1]},), got {ins[2].shape}")
+        hw = [(d - 1) * s - 2 * p + k + op for d, s, p, k, op in
+              zip(x.shape[2:], self.stride, self.padding, w.shape[2:], self.output_padding)]
+        if min(hw) < 1:
+            self._fail(f"padding {self.padding} leaves no output for input {x.shape} and kernel {w.shape[2:]}")
+        return TensorSpec((x.shape[0], w.shape[1], *hw), x.dtype)
+
+
+UPSAMPLE_MODES = ("nearest", "bilinear")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Upsample(Node):
+    """Resize H and W of NCHW to ``size``. nearest: source index floor(i * in / out) (ONNX asymmetric +
+    floor, PyTorch 'nearest'); bilinear: source (i + 0.5) * in / out - 0.5 clamped at 0 (half_pixel,
+    align_corners False) or i * (in - 1) / (out - 1) (align_corners True)."""
+
+    op: ClassVar[str] = "upsample"
+    size: tuple[int, int] = (1, 1)
+    mode: str = "nearest"
+    align_corners: bool = False
+
+    def check(self) -> None:
+        object.__setattr__(self, "size", _pair(self.size, "size"))
+        if self.mode not in UPSAMPLE_MODES or min(self.size) < 1:
+            self._fail(f"mode {self.mode!r} must be one of {UPSAMPLE_MODES} and size {self.size} >= 1")
+        if self.align_corners and self.mode != "bilinear":
+            self._fail("align_corners applies to bilinear only")
+
+    def infer(self, ins: Sequence[TensorSpec]) -> TensorSpec:
+        x = ins[0]
+        _need_rank(self, x, 4)
+        return TensorSpec(x.shape[:2] + self.size, x.dtype)
+
+
 OPS: dict[str, type[Node]] = {cls.op: cls for cls in (
     Conv2d, Linear, BatchNorm, Relu, Clip, Sigmoid, Tanh, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d,
     Flatten, Reshape, Add, Concat, Softmax, Mul, Sub, Div, Silu, Hardswish, Hardsigmoid, Gelu, LeakyRelu,
-    Prelu)}
+    Prelu, Transpose, Pad, Mean, Sum, LayerNorm, ConvTranspose2d, Upsample)}
 
 
 def register_op(cls: type[Node]) -> type[Node]:

@@ -120,6 +120,53 @@ def gelu_ref(x, approximate: str) -> np.ndarray:
     return 0.5 * x * (1.0 + _erf(x / math.sqrt(2.0)))
 
 
+def layer_norm_ref(x, affine: list[np.ndarray], node: ir.LayerNorm) -> np.ndarray:
+    x = x.astype(np.float64)
+    axes = tuple(range(x.ndim - node.axes, x.ndim))
+    mean = x.mean(axis=axes, keepdims=True)
+    y = (x - mean) / np.sqrt(((x - mean) ** 2).mean(axis=axes, keepdims=True) + node.eps)
+    if affine:
+        y = y * affine[0]
+    return y + affine[1] if len(affine) == 2 else y
+
+
+def conv_transpose2d_ref(x, w, b, node: ir.ConvTranspose2d, out_hw) -> np.ndarray:
+    """Each input pixel scatters its kernel-sized patch at stride steps; then the padding is cropped."""
+    n, _, h, wd = x.shape
+    _, o, kh, kw = w.shape
+    (sh, sw), (ph, pw) = node.stride, node.padding
+    full = np.zeros((n, o, (h - 1) * sh + kh + node.output_padding[0], (wd - 1) * sw + kw + node.output_padding[1]))
+    x64, w64 = x.astype(np.float64), w.astype(np.float64)
+    for i in range(kh):
+        for j in range(kw):
+            full[:, :, i:i + (h - 1) * sh + 1:sh, j:j + (wd - 1) * sw + 1:sw] += np.einsum(
+                "nchw,co->nohw", x64, w64[:, :, i, j])
+    y = full[:, :, ph:ph + out_hw[0], pw:pw + out_hw[1]]
+    return y + b.astype(np.float64)[None, :, None, None] if b is not None else y
+
+
+def upsample_source(n_in: int, n_out: int, node: ir.Upsample) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per output index: the two source indices and the weight of the second (0 for nearest)."""
+    i = np.arange(n_out)
+    if node.mode == "nearest":
+        src = (i * n_in) // n_out
+        return src, src, np.zeros(n_out)
+    if node.align_corners:
+        pos = i * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros(n_out)
+    else:
+        pos = np.maximum((i + 0.5) * (n_in / n_out) - 0.5, 0.0)
+    i0 = np.minimum(np.floor(pos).astype(np.int64), n_in - 1)
+    return i0, np.minimum(i0 + 1, n_in - 1), pos - i0
+
+
+def upsample_ref(x, node: ir.Upsample) -> np.ndarray:
+    h0, h1, fh = upsample_source(x.shape[2], node.size[0], node)
+    w0, w1, fw = upsample_source(x.shape[3], node.size[1], node)
+    x = x.astype(np.float64)
+    rows = x[:, :, h0] * (1 - fh)[:, None] + x[:, :, h1] * fh[:, None]
+    return rows[:, :, :, w0] * (1 - fw) + rows[:, :, :, w1] * fw
+
+
 def _eval(node: ir.Node, args: list[np.ndarray], out: ir.TensorSpec) -> np.ndarray:
     x = args[0]
     hw = out.shape[2:4]
@@ -177,6 +224,20 @@ def _eval(node: ir.Node, args: list[np.ndarray], out: ir.TensorSpec) -> np.ndarr
             x = x.astype(np.float64)
             slope = args[1].astype(np.float64).reshape((1, -1) + (1,) * (x.ndim - 2))
             return np.where(x >= 0, x, slope * x)
+        case ir.Transpose():
+            return np.transpose(x, node.perm)
+        case ir.Pad():
+            return np.pad(x, list(zip(node.before, node.after)), constant_values=node.value)
+        case ir.Mean():
+            return x.astype(np.float64).mean(axis=node.axes, keepdims=node.keepdim)
+        case ir.Sum():
+            return x.astype(np.float64).sum(axis=node.axes, keepdims=node.keepdim)
+        case ir.LayerNorm():
+            return layer_norm_ref(x, args[1:], node)
+        case ir.ConvTranspose2d():
+            return conv_transpose2d_ref(x, args[1], args[2] if len(args) == 3 else None, node, hw)
+        case ir.Upsample():
+            return upsample_ref(x, node)
     raise InternalError(f"run_graph_ref has no rule for op {node.op!r}")
 
 

@@ -80,7 +80,18 @@ def count_ops(node: ir.Node, ins: list[ir.TensorSpec], out: ir.TensorSpec, batch
             counts = {"elementwise": ins[0].numel(batch)}
         case ir.Softmax():
             counts = {"elementwise": 3 * n_out}  # exp, sum, divide
-        case ir.Flatten() | ir.Reshape() | ir.Concat():
+        case ir.ConvTranspose2d():
+            _, o, kh, kw = ins[1].shape
+            counts = {"fp32_mac": ins[0].numel(batch) * o * kh * kw, "elementwise": bias}
+        case ir.Upsample():
+            counts = {"elementwise": (6 if node.mode == "bilinear" else 0) * n_out}  # two lerps, or a copy
+        case ir.Mean() | ir.Sum():
+            counts = {"elementwise": ins[0].numel(batch)}
+        case ir.LayerNorm():
+            counts = {"elementwise": 5 * n_out}  # sum, squared deviation, subtract, scale, shift
+        case ir.Gelu() | ir.Silu() | ir.Hardswish():
+            counts = {"elementwise": 4 * n_out}  # a transcendental or clamp, then multiplies and adds
+        case ir.Flatten() | ir.Reshape() | ir.Concat() | ir.Transpose() | ir.Pad():
             counts = {}  # data movement only
         case _:
             counts = {"elementwise": n_out}

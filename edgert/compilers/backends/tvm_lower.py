@@ -258,11 +258,96 @@ def prelu_te(x, slope):
     return te.compute(x.shape, f, name="prelu")
 
 
+def pad_te(x, *, node: ir.Pad):
+    return topi.nn.pad(x, list(node.before), list(node.after), node.value, name="pad")
+
+
+def _count(x, axes) -> int:
+    n = 1
+    for a in axes:
+        n *= int(x.shape[a])
+    return n
+
+
+def reduce_te(x, *, axes: tuple, keepdim: bool, mean: bool):
+    y = topi.sum(x, axis=list(axes), keepdims=keepdim)
+    if not mean:
+        return y
+    count = tirx.const(float(_count(x, axes)), x.dtype)
+    return te.compute(y.shape, lambda *i: y[i] / count, name="mean")
+
+
+def layer_norm_te(x, *affine, axes: int, eps: float):
+    """Two passes over the last ``axes`` axes: the mean, then the mean squared deviation from it."""
+    rank, dt = len(x.shape), x.dtype
+    lead = rank - axes
+    count = tirx.const(float(_count(x, range(lead, rank))), dt)
+
+    def mean_over_last(name, f):  # a reduction must be a compute of its own: sum, then divide
+        red = [te.reduce_axis((0, x.shape[a]), name=f"{name}{a}") for a in range(lead, rank)]
+        total = te.compute(x.shape[:lead], lambda *i: te.sum(f(i, tuple(red)), axis=red), name=name + "_sum")
+        return te.compute(x.shape[:lead], lambda *i: total[i] / count, name=name)
+
+    mean = mean_over_last("ln_mean", lambda i, r: x[i + r])
+    var = mean_over_last("ln_var", lambda i, r: (x[i + r] - mean[i]) * (x[i + r] - mean[i]))
+    e = tirx.const(eps, dt)
+
+    def f(*i):
+        y = (x[i] - mean[i[:lead]]) / te.sqrt(var[i[:lead]] + e)
+        if affine:
+            y = y * affine[0][i[lead:]]
+        return y + affine[1][i[lead:]] if len(affine) == 2 else y
+
+    return te.compute(x.shape, f, name="layer_norm")
+
+
+def conv_transpose2d_te(x, w, b=None, *, node: ir.ConvTranspose2d):
+    y = topi.nn.conv2d_transpose_nchw(x, w, list(node.stride), list(node.padding), x.dtype,
+                                      list(node.output_padding))
+    if b is None:
+        return y
+    return te.compute(y.shape, lambda n, c, h, v: y[n, c, h, v] + b[c], name="bias_add")
+
+
+def _source(i, n_in: int, n_out: int, node: ir.Upsample):
+    """(first source index, second, weight of the second) of output index i, as reference.upsample_source."""
+    if node.mode == "nearest":
+        src = tirx.floordiv(i * n_in, n_out)
+        return src, src, None
+    f32 = "float32"
+    fi = i.astype(f32)
+    if node.align_corners:
+        pos = fi * tirx.const((n_in - 1) / (n_out - 1), f32) if n_out > 1 else tirx.const(0.0, f32)
+    else:
+        pos = tirx.max((fi + tirx.const(0.5, f32)) * tirx.const(n_in / n_out, f32) - tirx.const(0.5, f32),
+                       tirx.const(0.0, f32))
+    i0 = tirx.min(te.floor(pos).astype("int64"), _i64(n_in - 1))
+    return i0, tirx.min(i0 + 1, _i64(n_in - 1)), pos - i0.astype(f32)
+
+
+def upsample_te(x, *, node: ir.Upsample):
+    h_in, w_in = int(x.shape[2]), int(x.shape[3])
+    oh, ow = node.size
+
+    def f(n, c, i, j):
+        h0, h1, fh = _source(i, h_in, oh, node)
+        w0, w1, fw = _source(j, w_in, ow, node)
+        if fh is None:
+            return x[n, c, h0, w0]
+        one = tirx.const(1.0, x.dtype)
+        top = x[n, c, h0, w0] * (one - fw) + x[n, c, h0, w1] * fw
+        bottom = x[n, c, h1, w0] * (one - fw) + x[n, c, h1, w1] * fw
+        return top * (one - fh) + bottom * fh
+
+    return te.compute((x.shape[0], x.shape[1], _i64(oh), _i64(ow)), f, name="upsample")
+
+
 # ---- the graph walk ---------------------------------------------------------------------------------
 
 SUPPORTED = ("conv2d", "linear", "batch_norm", "relu", "clip", "sigmoid", "tanh", "max_pool2d",
              "avg_pool2d", "adaptive_avg_pool2d", "flatten", "reshape", "add", "concat", "softmax", "mul",
-             "sub", "div", "silu", "hardswish", "hardsigmoid", "gelu", "leaky_relu", "prelu")
+             "sub", "div", "silu", "hardswish", "hardsigmoid", "gelu", "leaky_relu", "prelu", "transpose", "pad",
+             "mean", "sum", "layer_norm", "conv_transpose2d", "upsample")
 
 
 @dataclass(frozen=True)
@@ -330,6 +415,18 @@ def _emit(bb, node: ir.Node, args: list, out: ir.TensorSpec, hint: str, packed_w
             return e(leaky_relu_te, args[0], slope=node.slope)
         case ir.Prelu():
             return e(prelu_te, args[0], args[1])
+        case ir.Transpose():
+            return e(topi.transpose, args[0], list(node.perm))
+        case ir.Pad():
+            return e(pad_te, args[0], node=node)
+        case ir.Mean() | ir.Sum():
+            return e(reduce_te, args[0], axes=node.axes, keepdim=node.keepdim, mean=isinstance(node, ir.Mean))
+        case ir.LayerNorm():
+            return e(layer_norm_te, *args, axes=node.axes, eps=node.eps)
+        case ir.ConvTranspose2d():
+            return e(conv_transpose2d_te, *args, node=node)
+        case ir.Upsample():
+            return e(upsample_te, args[0], node=node)
     raise InternalError(f"tvm lowering has no rule for op {node.op!r} (node {node.name!r})")
 
 

@@ -22,6 +22,7 @@ from edgert import ir
 from edgert.compilers.frontends._common import (BatchChange, Names, Problems, Unsupported, clean, rename_outputs,
                                                 reshape_node, show_shape)
 from edgert.compilers.frontends.onnx_ops import CONVERTERS, SHAPE_OPS, N, node_attrs
+from edgert.compilers.passes.fold_pad_into_conv import fold_pad_into_conv
 from edgert.errors import EdgertError, IRValidationError
 
 KNOWN_OPS = set(CONVERTERS) | set(SHAPE_OPS) | {"Constant", "Shape"}
@@ -106,7 +107,7 @@ class OnnxImporter:
         self.problems.raise_if_any(sorted(KNOWN_OPS), _FIX)
         graph = rename_outputs(ir.Graph(inputs=(("input", spec),), nodes=tuple(self.nodes),
                                         outputs=tuple(outputs), params=self.params))
-        return graph.validate()
+        return fold_pad_into_conv(graph.validate())
 
     # ---- graph walk ----
 

@@ -126,7 +126,28 @@ def _need_4d(c: OnnxImporter, node: onnx.NodeProto) -> tuple:
     return shape
 
 
+def _conv1d(c: OnnxImporter, node: onnx.NodeProto) -> None:
+    """Conv on [N, C, L] as conv2d on [N, C, 1, L] between two reshapes (views on every backend)."""
+    a = node_attrs(node)
+    _, ch, length = c.shape(node.input[0])
+    w = c.const(node.input[1], "weight")
+    stride, dilation = tuple(a.get("strides", (1,))), tuple(a.get("dilations", (1,)))
+    begin, end = list(a.get("pads", [0, 0]))
+    as_2d = {**a, "pads": [0, begin, 0, end]}  # (top, left, bottom, right)
+    _, left, _, right = _window_pads(as_2d, (1, length), (1,) + w.shape[2:], (1,) + stride, (1,) + dilation)
+    x2 = c.emit(ir.Reshape, node, (c.act(node.input[0]),), suffix="_2d", shape=(ch, 1, length))
+    inputs = (x2, c.param(node.input[1] + ":2d", clean(node.input[1]), w[:, :, None, :]))
+    if len(node.input) > 2 and node.input[2]:
+        inputs += (c.value(node.input[2]),)
+    y2 = c.emit(ir.Conv2d, node, inputs, suffix="_conv", stride=(1,) + stride, padding=(0, left, 0, right),
+                dilation=(1,) + dilation, groups=a.get("group", 1))
+    c.emit(ir.Reshape, node, (y2,), shape=c.specs[y2].shape[1:2] + c.specs[y2].shape[3:])
+
+
 def _conv(c: OnnxImporter, node: onnx.NodeProto) -> None:
+    if len(c.shape(node.input[0])) == 3:
+        _conv1d(c, node)
+        return
     a = node_attrs(node)
     shape = _need_4d(c, node)
     w = c.const(node.input[1], "weight")
@@ -136,6 +157,49 @@ def _conv(c: OnnxImporter, node: onnx.NodeProto) -> None:
     if len(node.input) > 2 and node.input[2]:
         inputs += (c.value(node.input[2]),)
     c.emit(ir.Conv2d, node, inputs, stride=stride, padding=pads, dilation=dilation, groups=a.get("group", 1))
+
+
+def _conv_transpose(c: OnnxImporter, node: onnx.NodeProto) -> None:
+    a = node_attrs(node)
+    _need_4d(c, node)
+    c.const(node.input[1], "weight")
+    pads = list(a.get("pads", [0, 0, 0, 0]))
+    if (a.get("group", 1) != 1 or tuple(a.get("dilations", (1, 1))) != (1, 1) or "output_shape" in a
+            or a.get("auto_pad", "NOTSET") not in ("NOTSET", "") or pads[:2] != pads[2:]):
+        raise Unsupported("ConvTranspose with groups, dilations, output_shape, auto_pad or asymmetric pads; "
+                          "edgert supports group 1, dilation 1 and symmetric pads (PyTorch's ConvTranspose2d)")
+    inputs = (c.act(node.input[0]), c.value(node.input[1]))
+    if len(node.input) > 2 and node.input[2]:
+        inputs += (c.value(node.input[2]),)
+    c.emit(ir.ConvTranspose2d, node, inputs, stride=tuple(a.get("strides", (1, 1))), padding=tuple(pads[:2]),
+           output_padding=tuple(a.get("output_padding", (0, 0))))
+
+
+def _resize(c: OnnxImporter, node: onnx.NodeProto) -> None:
+    """Resize: nearest with asymmetric coordinates and floor rounding; linear with half_pixel,
+    pytorch_half_pixel or align_corners (what torch's nn.Upsample and F.interpolate export)."""
+    a = node_attrs(node)
+    shape = _need_4d(c, node)
+    mode, coords = a.get("mode", "nearest"), a.get("coordinate_transformation_mode", "half_pixel")
+    if len(node.input) > 3 and node.input[3]:
+        sizes = c.shapes[node.input[3]] if node.input[3] in c.shapes else c.const(node.input[3], "sizes")
+        size = [None if d is N else int(d) for d in list(sizes)]  # from the input's Shape: N is the batch
+    else:
+        scales = c.const(node.input[2], "scales").tolist()
+        size = [None] + [int(np.floor(d * s)) for d, s in zip(shape[1:], scales[1:])]  # dim 0: the batch
+    if len(size) != 4 or size[1] != shape[1] or any(a.get(k, 0) for k in ("antialias", "exclude_outside")):
+        raise Unsupported(f"Resize to {size} from {shape}: edgert resizes H and W only, without antialias")
+    if mode == "nearest" and coords == "asymmetric" and a.get("nearest_mode", "round_prefer_floor") == "floor":
+        c.emit(ir.Upsample, node, (c.act(node.input[0]),), size=tuple(size[2:]), mode="nearest")
+    elif mode == "linear" and coords in ("half_pixel", "pytorch_half_pixel", "align_corners"):
+        if coords == "pytorch_half_pixel" and min(size[2:]) < 2:
+            raise Unsupported("Resize pytorch_half_pixel to a size of 1")
+        c.emit(ir.Upsample, node, (c.act(node.input[0]),), size=tuple(size[2:]), mode="bilinear",
+               align_corners=coords == "align_corners")
+    else:
+        raise Unsupported(f"Resize mode={mode!r}, coordinate_transformation_mode={coords!r}, nearest_mode="
+                          f"{a.get('nearest_mode', 'round_prefer_floor')!r}; supported: nearest with asymmetric "
+                          "and floor, linear with half_pixel, pytorch_half_pixel or align_corners")
 
 
 def _gemm(c: OnnxImporter, node: onnx.NodeProto) -> None:
@@ -255,7 +319,8 @@ def _global_pool(c: OnnxImporter, node: onnx.NodeProto) -> None:
         c.emit(ir.MaxPool2d, node, (c.act(node.input[0]),), kernel=shape[2:], stride=(1, 1))
 
 
-def _reduce_mean(c: OnnxImporter, node: onnx.NodeProto) -> None:
+def _reduce(c: OnnxImporter, node: onnx.NodeProto) -> None:
+    """ReduceMean and ReduceSum; the mean over H and W of NCHW is global average pooling."""
     a = node_attrs(node)
     shape = c.shape(node.input[0])
     if "axes" in a:
@@ -263,11 +328,21 @@ def _reduce_mean(c: OnnxImporter, node: onnx.NodeProto) -> None:
     elif len(node.input) > 1 and node.input[1]:
         axes = c.const(node.input[1], "axes").tolist()
     else:
-        axes = [] if a.get("noop_with_empty_axes", 0) else list(range(len(shape)))
-    if len(shape) != 4 or sorted(int(x) % 4 for x in axes) != [2, 3]:
-        raise Unsupported(f"ReduceMean over axes {axes} of shape {shape}; edgert supports the mean over H and "
-                          "W (axes 2, 3) of an NCHW tensor, i.e. global average pooling")
+        axes = []
+    if not axes:
+        if a.get("noop_with_empty_axes", 0):
+            c.alias(node)
+            return
+        axes = list(range(len(shape)))
+    axes = tuple(sorted(int(x) % len(shape) for x in axes))
+    if 0 in axes:
+        raise Unsupported(f"{node.op_type} over axes {axes} of shape {shape} takes in the batch axis 0; "
+                          "reduce over feature axes (>= 1)")
     x = (c.act(node.input[0]),)
+    if node.op_type == "ReduceSum" or len(shape) != 4 or axes != (2, 3):
+        c.emit(ir.Sum if node.op_type == "ReduceSum" else ir.Mean, node, x, axes=axes,
+               keepdim=bool(a.get("keepdims", 1)))
+        return
     if a.get("keepdims", 1):
         c.emit(ir.AdaptiveAvgPool2d, node, x, output_size=(1, 1))
     else:
@@ -369,6 +444,45 @@ def _prelu(c: OnnxImporter, node: onnx.NodeProto) -> None:
                                                          slope.reshape(-1).astype(np.float32))))
 
 
+def _transpose(c: OnnxImporter, node: onnx.NodeProto) -> None:
+    rank = len(c.shape(node.input[0]))
+    perm = tuple(int(p) for p in node_attrs(node).get("perm", range(rank - 1, -1, -1)))
+    if perm[0] != 0:
+        raise Unsupported(f"Transpose perm {perm} moves the batch axis 0; edgert graphs keep it first")
+    if perm == tuple(range(rank)):
+        c.alias(node)
+    else:
+        c.emit(ir.Transpose, node, (c.act(node.input[0]),), perm=perm)
+
+
+def _pad(c: OnnxImporter, node: onnx.NodeProto) -> None:
+    a = node_attrs(node)
+    if a.get("mode", "constant") != "constant":
+        raise Unsupported(f"Pad mode {a['mode']!r}; edgert pads with a constant (mode 'constant')")
+    rank = len(c.shape(node.input[0]))
+    pads = [int(p) for p in (a["pads"] if c.opset < 11 else c.const(node.input[1], "pads").tolist())]
+    value = float(a.get("value", 0.0)) if c.opset < 11 else _scalar(c, node, 2, 0.0)
+    axes = list(range(rank))
+    if len(node.input) > 3 and node.input[3]:
+        axes = [int(x) % rank for x in c.const(node.input[3], "axes").tolist()]
+    before, after = [0] * rank, [0] * rank
+    for k, ax in enumerate(axes):
+        before[ax], after[ax] = pads[k], pads[k + len(axes)]
+    if min(before + after) < 0 or before[0] or after[0]:
+        raise Unsupported(f"pads {pads}: edgert pads feature axes by non-negative amounts (negative pads crop)")
+    c.emit(ir.Pad, node, (c.act(node.input[0]),), before=tuple(before), after=tuple(after), value=value)
+
+
+def _layer_norm(c: OnnxImporter, node: onnx.NodeProto) -> None:
+    a = node_attrs(node)
+    rank = len(c.shape(node.input[0]))
+    if any(c.used(o) for o in node.output[1:]):
+        raise Unsupported("the Mean and InvStdDev outputs of LayerNormalization are not supported")
+    axis = int(a.get("axis", -1)) % rank
+    ins = (c.act(node.input[0]),) + tuple(c.value(i) for i in node.input[1:3] if i)
+    c.emit(ir.LayerNorm, node, ins, axes=rank - axis, eps=float(a.get("epsilon", 1e-5)))
+
+
 def _concat(c: OnnxImporter, node: onnx.NodeProto) -> None:
     rank = len(c.shape(next(i for i in node.input if i in c.acts)))
     axis = node_attrs(node)["axis"] % rank
@@ -411,10 +525,11 @@ def _cast_like(c: OnnxImporter, node: onnx.NodeProto) -> None:
 
 
 CONVERTERS: dict[str, Callable[[OnnxImporter, onnx.NodeProto], None]] = {
-    "Conv": _conv, "Gemm": _gemm, "MatMul": _matmul, "BatchNormalization": _batch_norm,
+    "Conv": _conv, "ConvTranspose": _conv_transpose, "Resize": _resize, "Gemm": _gemm, "MatMul": _matmul, "BatchNormalization": _batch_norm,
     "Relu": _unary(ir.Relu), "Sigmoid": _unary(ir.Sigmoid), "Tanh": _unary(ir.Tanh), "Clip": _clip,
     "Max": _min_max, "Min": _min_max, "MaxPool": _pool, "AveragePool": _pool,
-    "GlobalAveragePool": _global_pool, "GlobalMaxPool": _global_pool, "ReduceMean": _reduce_mean,
+    "GlobalAveragePool": _global_pool, "GlobalMaxPool": _global_pool, "ReduceMean": _reduce, "ReduceSum": _reduce,
+    "Transpose": _transpose, "Pad": _pad, "LayerNormalization": _layer_norm,
     "Flatten": _flatten, "Reshape": _reshape, "Squeeze": _squeeze_unsqueeze, "Unsqueeze": _squeeze_unsqueeze,
     "Add": _add, "Mul": _binary(ir.Mul), "Sub": _binary(ir.Sub), "Div": _binary(ir.Div),
     "HardSigmoid": _hard_sigmoid, "HardSwish": _unary(ir.Hardswish), "Gelu": _gelu, "LeakyRelu": _leaky_relu,

@@ -26,6 +26,7 @@ from edgert import ir
 from edgert.compilers.frontends._common import (BatchChange, Names, Problems, Unsupported, rename_outputs,
                                                 show_shape)
 from edgert.compilers.frontends.torch_ops import CONVERTERS, target_name
+from edgert.compilers.passes.fold_pad_into_conv import fold_pad_into_conv
 from edgert.errors import EdgertError, InternalError, IRValidationError, UnsupportedOpError
 
 aten = torch.ops.aten
@@ -188,7 +189,7 @@ class TorchImporter:
         graph = rename_outputs(ir.Graph(inputs=(("input", self.input_spec),), nodes=tuple(self.nodes),
                                         outputs=tuple(outputs), params=self.params))
         self._check_shapes(graph, outputs)
-        return graph
+        return fold_pad_into_conv(graph)
 
     # ---- graph walk ----
 

@@ -48,7 +48,11 @@ def _two(v: Any) -> tuple[int, int]:
 def _conv(c: TorchImporter, n: fx.Node) -> None:
     a = _args(n)
     if a.get("transposed"):
-        raise Unsupported("transposed convolution is not supported")
+        _conv_transpose(c, n, a)
+        return
+    if len(c.shape(a["input"])) == 3:
+        _conv1d(c, n, a)
+        return
     if len(c.shape(a["input"])) != 4:
         raise Unsupported(f"only 2-D convolution on NCHW input is supported, got input {c.shape(a['input'])}")
     w = c.const(a["weight"], "convolution weight")
@@ -62,6 +66,63 @@ def _conv(c: TorchImporter, n: fx.Node) -> None:
     inputs = (c.value(a["input"]), c.value(a["weight"])) + ((c.value(a["bias"]),) if a["bias"] is not None else ())
     c.emit(ir.Conv2d, n, inputs, stride=_two(a["stride"]),
            padding=padding if len(padding) == 4 else _two(padding), dilation=dilation, groups=int(a["groups"]))
+
+
+def _one(v: Any) -> int:
+    return int(v) if isinstance(v, int) else int(v[0])
+
+
+def _conv1d(c: TorchImporter, n: fx.Node, a: dict) -> None:
+    """conv1d on [N, C, L] as conv2d on [N, C, 1, L]: a reshape, the conv with a [O, C/g, 1, k] weight,
+    and a reshape back (the reshapes are views on every backend)."""
+    (_, ch, length), w = c.shape(a["input"]), c.const(a["weight"], "convolution weight")
+    k, dilation = w.shape[2], _one(a["dilation"])
+    padding = a["padding"]
+    if padding == "valid":
+        padding = (0, 0)
+    elif padding == "same":
+        total = dilation * (k - 1)
+        padding = (total // 2, total - total // 2)
+    else:
+        padding = (_one(padding),) * 2
+    if a.get("output_padding") and any(a["output_padding"]):
+        raise Unsupported(f"output_padding {a['output_padding']} on a conv1d")
+    x2 = c.emit(ir.Reshape, n, (c.value(a["input"]),), out=c.out(n, "_2d"), suffix="_2d", shape=(ch, 1, length))
+    w2 = c.param(a["weight"].name + ".2d", c.labels[a["weight"].name], w.unsqueeze(2))
+    inputs = (x2, w2) + ((c.value(a["bias"]),) if a["bias"] is not None else ())
+    y2 = c.emit(ir.Conv2d, n, inputs, out=c.out(n, "_conv"), suffix="_conv", stride=(1, _one(a["stride"])),
+                padding=(0, padding[0], 0, padding[1]), dilation=(1, dilation), groups=int(a["groups"]))
+    c.emit(ir.Reshape, n, (y2,), shape=c.shape(n)[1:])
+
+
+def _conv_transpose(c: TorchImporter, n: fx.Node, a: dict) -> None:
+    if len(c.shape(a["input"])) != 4:
+        raise Unsupported(f"only 2-D transposed convolution on NCHW input is supported, got {c.shape(a['input'])}")
+    c.const(a["weight"], "convolution weight")
+    if int(a["groups"]) != 1 or _two(a["dilation"]) != (1, 1):
+        raise Unsupported(f"transposed convolution with groups={a['groups']}, dilation={a['dilation']}; edgert "
+                          "supports groups=1 and dilation=1")
+    inputs = (c.value(a["input"]), c.value(a["weight"])) + ((c.value(a["bias"]),) if a["bias"] is not None else ())
+    c.emit(ir.ConvTranspose2d, n, inputs, stride=_two(a["stride"]), padding=_two(a["padding"]),
+           output_padding=_two(a["output_padding"]))
+
+
+def _conv_transpose2d(c: TorchImporter, n: fx.Node) -> None:
+    _conv_transpose(c, n, _args(n))
+
+
+def _upsample(c: TorchImporter, n: fx.Node) -> None:
+    a = _args(n)
+    x = a.get("input", a.get("self"))
+    in_hw, out_hw = c.shape(x)[2:], c.shape(n)[2:]
+    scales = a.get("scale_factors") or [a.get("scales_h"), a.get("scales_w")]
+    for d_in, d_out, s in zip(in_hw, out_hw, scales):
+        if s is not None and d_in * s != d_out:
+            raise Unsupported(f"scale factor {s} from {d_in} gives {d_in * s}, not a whole size; give "
+                              "size=... or a scale factor that makes a whole size")
+    bilinear = "bilinear" in target_name(n.target)
+    c.emit(ir.Upsample, n, (c.value(x),), size=out_hw, mode="bilinear" if bilinear else "nearest",
+           align_corners=bool(a.get("align_corners")) if bilinear else False)
 
 
 def _linear(c: TorchImporter, n: fx.Node) -> None:
@@ -163,13 +224,31 @@ def _adaptive_avg_pool(c: TorchImporter, n: fx.Node) -> None:
     c.emit(ir.AdaptiveAvgPool2d, n, (c.value(n.args[0]),), output_size=out_hw)
 
 
+def _reduce_axes(c: TorchImporter, a: dict) -> tuple[int, ...]:
+    shape = c.shape(a["self"])
+    axes = tuple(sorted(d % len(shape) for d in (a["dim"] or range(len(shape)))))
+    if 0 in axes:
+        raise Unsupported(f"a reduction over dims {a['dim']} of shape {shape} takes in the batch axis 0; "
+                          "reduce over feature axes (dim >= 1)")
+    if a.get("dtype") not in (None, torch.float32):
+        raise Unsupported(f"a reduction to {a['dtype']}; edgert graphs compute in float32")
+    return axes
+
+
+def _sum(c: TorchImporter, n: fx.Node) -> None:
+    a = _args(n)
+    c.emit(ir.Sum, n, (c.value(a["self"]),), axes=_reduce_axes(c, a), keepdim=bool(a["keepdim"]))
+
+
 def _mean(c: TorchImporter, n: fx.Node) -> None:
+    """The mean over H and W of NCHW is global average pooling (what the C backend and adaptation know
+    best); any other mean is a Mean node."""
     a = _args(n)
     shape = c.shape(a["self"])
-    dims = sorted(d % len(shape) for d in (a["dim"] or ()))
-    if len(shape) != 4 or dims != [2, 3]:
-        raise Unsupported(f"mean over dims {a['dim']} of shape {shape}; edgert supports the mean over H and W "
-                          "(dims (2, 3)) of an NCHW tensor, i.e. global average pooling")
+    axes = _reduce_axes(c, a)
+    if len(shape) != 4 or axes != (2, 3):
+        c.emit(ir.Mean, n, (c.value(a["self"]),), axes=axes, keepdim=bool(a["keepdim"]))
+        return
     if a["keepdim"]:
         c.emit(ir.AdaptiveAvgPool2d, n, (c.value(a["self"]),), output_size=(1, 1))
         return
@@ -236,6 +315,56 @@ def _prelu(c: TorchImporter, n: fx.Node) -> None:
     c.emit(ir.Prelu, n, (c.value(x), c.param(w.name + ".vec", c.labels[w.name], slope.reshape(-1))))
 
 
+def _permute(c: TorchImporter, n: fx.Node) -> None:
+    rank = len(c.shape(n.args[0]))
+    if n.target == aten.permute.default:
+        perm = [d % rank for d in n.args[1]]
+    else:  # transpose.int: swap two axes
+        perm = list(range(rank))
+        i, j = n.args[1] % rank, n.args[2] % rank
+        perm[i], perm[j] = perm[j], perm[i]
+    if perm[0] != 0:
+        raise Unsupported(f"a permutation {perm} that moves the batch axis 0; edgert graphs keep it first")
+    if perm == sorted(perm):
+        c.alias(n, n.args[0])
+    else:
+        c.emit(ir.Transpose, n, (c.value(n.args[0]),), perm=tuple(perm))
+
+
+def _pad(c: TorchImporter, n: fx.Node) -> None:
+    a = _args(n)
+    if a.get("mode", "constant") != "constant":
+        raise Unsupported(f"padding mode {a['mode']!r}; edgert pads with a constant (mode='constant')")
+    rank, pad = len(c.shape(a["self"])), list(a["pad"])
+    if len(pad) % 2 or len(pad) // 2 >= rank or min(pad, default=0) < 0:
+        raise Unsupported(f"pad {pad} on a rank-{rank} input; give non-negative (before, after) pairs for "
+                          "feature axes, last axis first (negative pads crop: slice instead)")
+    before, after = [0] * rank, [0] * rank
+    for k in range(len(pad) // 2):  # pairs run from the last axis backwards
+        before[rank - 1 - k], after[rank - 1 - k] = int(pad[2 * k]), int(pad[2 * k + 1])
+    value = a.get("value")
+    c.emit(ir.Pad, n, (c.value(a["self"]),), before=tuple(before), after=tuple(after),
+           value=0.0 if value is None else float(value))
+
+
+def _layer_norm(c: TorchImporter, n: fx.Node) -> None:
+    a = _args(n)
+    k = len(a["normalized_shape"])
+    ins = (c.value(a["input"]),)
+    if a["weight"] is not None:
+        ins += (c.value(a["weight"]),)
+    if a["bias"] is not None:
+        if a["weight"] is None:
+            ones = np.ones(tuple(a["normalized_shape"]), np.float32)
+            ins += (c.param(n.name + ".weight", f"{n.name}.weight", ones),)
+        ins += (c.value(a["bias"]),)
+    if n.target == aten.native_layer_norm.default:  # (out, mean, rstd): only out is supported
+        c.tuples[n.name] = (c.emit(ir.LayerNorm, n, ins, out=c.values(n.name), axes=k, eps=float(a["eps"])),
+                            None, None)
+    else:
+        c.emit(ir.LayerNorm, n, ins, axes=k, eps=float(a["eps"]))
+
+
 def _cat(c: TorchImporter, n: fx.Node) -> None:
     a = _args(n)
     rank = len(c.shape(a["tensors"][0]))
@@ -266,6 +395,13 @@ CONVERTERS: dict[Any, Callable[[TorchImporter, fx.Node], None]] = {
     aten.conv2d.default: _conv,
     aten.conv2d.padding: _conv,
     aten.convolution.default: _conv,
+    aten.conv1d.default: _conv,
+    aten.conv1d.padding: _conv,
+    aten.conv_transpose2d.input: _conv_transpose2d,
+    aten.upsample_nearest2d.vec: _upsample,
+    aten.upsample_nearest2d.default: _upsample,
+    aten.upsample_bilinear2d.vec: _upsample,
+    aten.upsample_bilinear2d.default: _upsample,
     aten.linear.default: _linear,
     aten.addmm.default: _addmm,
     aten.mm.default: _matmul,
@@ -322,6 +458,13 @@ CONVERTERS: dict[Any, Callable[[TorchImporter, fx.Node], None]] = {
     aten.leaky_relu_.default: _leaky_relu,
     aten.prelu.default: _prelu,
     aten._prelu_kernel.default: _prelu,
+    aten.permute.default: _permute,
+    aten.transpose.int: _permute,
+    aten.constant_pad_nd.default: _pad,
+    aten.pad.default: _pad,
+    aten.sum.dim_IntList: _sum,
+    aten.layer_norm.default: _layer_norm,
+    aten.native_layer_norm.default: _layer_norm,
     aten.cat.default: _cat,
     aten.softmax.int: _softmax,
     aten._softmax.default: _softmax,

@@ -33,7 +33,7 @@ CTYPES = {"float32": "float", "int32": "int32_t", "int64": "int64_t", "uint8": "
 FAMILIES = ("float", "binary", "shift", "spiking")
 VIEWS = ("flatten", "reshape", "bit_flatten")  # same bytes, new shape
 IN_PLACE = ("relu", "clip", "sigmoid", "tanh", "binary_sign", "add", "mul", "sub", "div", "silu", "hardswish",
-            "hardsigmoid", "gelu", "leaky_relu", "prelu")  # may write over input 0
+            "hardsigmoid", "gelu", "leaky_relu", "prelu", "layer_norm")  # may write over input 0
 _TOKEN = re.compile("\x01([^\x02]*)\x02")
 
 

@@ -253,6 +253,68 @@ def _prelu(n: ir.Prelu, ctx) -> str:
             f"{ctx.numel(n.output) // planes});")
 
 
+def _merged(dims: list[int], *strides: list[int]) -> tuple[list[int], list[list[int]]]:
+    """Drop size-1 dims and merge neighbours every stride list steps alike (as broadcast_strides)."""
+    keep = [i for i, d in enumerate(dims) if d != 1] or [len(dims) - 1]
+    dims = [dims[i] for i in keep]
+    strides = [[st[i] for i in keep] for st in strides]
+    i = len(dims) - 1
+    while i > 0:
+        if all(st[i - 1] == st[i] * dims[i] for st in strides):
+            dims[i - 1] *= dims[i]
+            for st in strides:
+                st[i - 1] = st[i]
+                del st[i]
+            del dims[i]
+        i -= 1
+    if len(dims) > MAX_RANK:
+        raise UnsupportedOpError(f"a layout over {len(dims)} dims; the C backend takes up to {MAX_RANK}")
+    return dims, strides
+
+
+def _c_order(shape) -> list[int]:
+    return [math.prod(shape[i + 1:]) for i in range(len(shape))]
+
+
+def _transpose(n: ir.Transpose, ctx) -> str:
+    shape = ctx.shape(n.inputs[0])
+    st = _c_order(shape)
+    dims, (strides,) = _merged([shape[a] for a in n.perm], [st[a] for a in n.perm])
+    return (f"  ek_permute({ctx.ptr(n.inputs[0])}, {ctx.ptr(n.output)}, {len(dims)}, {_ints(dims)}, "
+            f"{_ints(strides)});")
+
+
+def _pad(n: ir.Pad, ctx) -> str:
+    shape, out = ctx.shape(n.inputs[0]), ctx.shape(n.output)
+    ys = _c_order(out)
+    offset = sum(b * s for b, s in zip(n.before, ys))
+    keep = [i for i, d in enumerate(shape) if d != 1] or [len(shape) - 1]
+    dims, strides = [shape[i] for i in keep], [ys[i] for i in keep]
+    if strides[-1] != 1:  # the input's last dim has size 1: its rows are single values
+        dims, strides = dims + [1], strides + [1]
+    return (f"  ek_pad({ctx.ptr(n.inputs[0])}, {ctx.ptr(n.output)}, {_f(n.value)}, {ctx.numel(n.output)}, "
+            f"{len(dims)}, {_ints(dims)}, {_ints(strides)}, {offset});")
+
+
+def _reduce(n: ir.Node, ctx) -> str:
+    shape = list(ctx.shape(n.inputs[0]))
+    kept = [1 if i in n.axes else d for i, d in enumerate(shape)]
+    ys = [0 if i in n.axes else s for i, s in enumerate(_c_order(kept))]
+    dims, (xs, ys) = _merged(shape, _c_order(shape), ys)
+    scale = 1.0 / math.prod(shape[a] for a in n.axes) if isinstance(n, ir.Mean) else 1.0
+    return (f"  ek_reduce_sum({ctx.ptr(n.inputs[0])}, {ctx.ptr(n.output)}, {ctx.numel(n.output)}, {len(dims)}, "
+            f"{_ints(dims)}, {_ints(ys)}, {_f(scale)});")
+
+
+def _layer_norm(n: ir.LayerNorm, ctx) -> str:
+    shape = ctx.shape(n.inputs[0])
+    inner = math.prod(shape[-n.axes:])
+    gamma = ctx.ptr(n.inputs[1]) if len(n.inputs) > 1 else "NULL"
+    beta = ctx.ptr(n.inputs[2]) if len(n.inputs) > 2 else "NULL"
+    return (f"  ek_layer_norm({ctx.ptr(n.inputs[0])}, {gamma}, {beta}, {ctx.ptr(n.output)}, "
+            f"{ctx.numel(n.output) // inner}, {inner}, {_f(n.eps)});")
+
+
 def _concat(n: ir.Concat, ctx) -> str:
     out = ctx.shape(n.output)
     a = n.axis
@@ -294,6 +356,11 @@ EMITTERS = {
     "gelu": lambda n, ctx: _elementwise("ek_gelu_tanh" if n.approximate == "tanh" else "ek_gelu")(n, ctx),
     "leaky_relu": _elementwise("ek_leaky_relu", lambda n: f", {_f(n.slope)}"),
     "prelu": _prelu,
+    "transpose": _transpose,
+    "pad": _pad,
+    "mean": _reduce,
+    "sum": _reduce,
+    "layer_norm": _layer_norm,
     "concat": _concat,
     "softmax": _softmax,
 }

@@ -37,3 +37,29 @@ def test_elementwise_ops(tmp_path):
     t = Cases(7)
     elementwise_cases(t)
     t.check(tmp_path)
+
+
+def layout_cases(t: Cases) -> None:
+    x = t.input((4, 5, 6))
+    t.node(ir.Transpose, [x], perm=(0, 2, 3, 1))
+    t.node(ir.Transpose, [x], perm=(0, 3, 1, 2))
+    t.node(ir.Transpose, [t.input((7, 1, 3))], perm=(0, 3, 2, 1))           # a unit dim in between
+    t.node(ir.Pad, [x], before=(0, 0, 1, 2), after=(0, 0, 0, 1))
+    t.node(ir.Pad, [x], before=(0, 1, 0, 0), after=(0, 2, 1, 0), value=-0.5)
+    t.node(ir.Pad, [t.input((3, 4, 1))], before=(0, 0, 0, 1), after=(0, 0, 1, 1))  # last dim of 1
+    t.node(ir.Pad, [t.input((5, 3))], before=(0, 2, 1), after=(0, 0, 2), value=1.0)
+    for axes in ((1,), (3,), (2, 3), (1, 3), (1, 2, 3)):
+        t.node(ir.Mean, [x], axes=axes)
+        t.node(ir.Sum, [x], axes=axes, keepdim=True)
+    seq = t.input((6, 16))
+    t.node(ir.LayerNorm, [seq])
+    t.node(ir.LayerNorm, [seq, t.param((16,))], eps=1e-3)
+    t.node(ir.LayerNorm, [seq, t.param((16,)), t.param((16,))])
+    t.node(ir.LayerNorm, [x, t.param((5, 6)), t.param((5, 6))], axes=2)
+
+
+@needs_cc
+def test_layout_reduction_and_layer_norm_ops(tmp_path):
+    t = Cases(8)
+    layout_cases(t)
+    t.check(tmp_path)

@@ -691,3 +691,80 @@ void ek_prelu(const float *x, const float *slope, float *y, int planes, int c, i
     for (i = 0; i < inner; i++) y[i] = x[i] >= 0.0f ? x[i] : s * x[i];
   }
 }
+
+/* ---- layout: permute, pad; reductions; layer norm ---- */
+
+/* the odometer step shared below: advance idx over dims[0..rank-2], moving *off by the strides */
+EK_INLINE void ek_step(int rank, const int *dims, const int *st, int *idx, int *off) {
+  int d;
+  for (d = rank - 2; d >= 0; d--) {
+    *off += st[d];
+    if (++idx[d] < dims[d]) return;
+    *off -= st[d] * dims[d];
+    idx[d] = 0;
+  }
+}
+
+static int ek_outer(int rank, const int *dims) {
+  int d, outer = 1;
+  for (d = 0; d < rank - 1; d++) outer *= dims[d];
+  return outer;
+}
+
+void ek_permute(const float *x, float *y, int rank, const int *dims, const int *strides) {
+  const int n = dims[rank - 1], s = strides[rank - 1], outer = ek_outer(rank, dims);
+  int idx[EK_MAX_RANK] = {0};
+  int t, i, off = 0;
+  for (t = 0; t < outer; t++, y += n) {
+    for (i = 0; i < n; i++) y[i] = x[off + i * s];
+    ek_step(rank, dims, strides, idx, &off);
+  }
+}
+
+void ek_pad(const float *x, float *y, float value, int n_out, int rank, const int *dims, const int *ys,
+            int offset) {
+  const int n = dims[rank - 1], outer = ek_outer(rank, dims);
+  int idx[EK_MAX_RANK] = {0};
+  int t, i, off = offset;
+  for (i = 0; i < n_out; i++) y[i] = value;
+  for (t = 0; t < outer; t++, x += n) {
+    memcpy(y + off, x, (size_t)n * sizeof(float));  /* the last dim is contiguous in both */
+    ek_step(rank, dims, ys, idx, &off);
+  }
+}
+
+void ek_reduce_sum(const float *x, float *y, int n_out, int rank, const int *dims, const int *ys, float scale) {
+  const int n = dims[rank - 1], s = ys[rank - 1], outer = ek_outer(rank, dims);
+  int idx[EK_MAX_RANK] = {0};
+  int t, i, off = 0;
+  for (i = 0; i < n_out; i++) y[i] = 0.0f;
+  for (t = 0; t < outer; t++, x += n) {
+    if (s) {
+      for (i = 0; i < n; i++) y[off + i] += x[i];
+    } else {
+      float acc = 0.0f;
+      for (i = 0; i < n; i++) acc += x[i];
+      y[off] += acc;
+    }
+    ek_step(rank, dims, ys, idx, &off);
+  }
+  if (scale != 1.0f)
+    for (i = 0; i < n_out; i++) y[i] *= scale;
+}
+
+void ek_layer_norm(const float *x, const float *gamma, const float *beta, float *y, int rows, int n, float eps) {
+  int r, i;
+  for (r = 0; r < rows; r++, x += n, y += n) {
+    float mean = 0.0f, var = 0.0f, inv;
+    for (i = 0; i < n; i++) mean += x[i];
+    mean /= (float)n;
+    for (i = 0; i < n; i++) var += (x[i] - mean) * (x[i] - mean);
+    inv = 1.0f / sqrtf(var / (float)n + eps);
+    for (i = 0; i < n; i++) {
+      float v = (x[i] - mean) * inv;
+      if (gamma) v *= gamma[i];
+      if (beta) v += beta[i];
+      y[i] = v;
+    }
+  }
+}

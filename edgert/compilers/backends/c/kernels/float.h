@@ -82,4 +82,18 @@ void ek_leaky_relu(const float *x, float *y, int n, float slope);
 /* y = x >= 0 ? x : slope[p % c] * x over planes p of `inner` values (c = 1: one slope) */
 void ek_prelu(const float *x, const float *slope, float *y, int planes, int c, int inner);
 
+/* y[...] = x permuted: y is walked in order over `rank` dims, `strides` are x's element strides along
+ * them; y is not x */
+void ek_permute(const float *x, float *y, int rank, const int *dims, const int *strides);
+/* y (n_out floats) = value, then x (dims, C order) written at y + offset, stepping y by ys per dim;
+ * y is not x */
+void ek_pad(const float *x, float *y, float value, int n_out, int rank, const int *dims, const int *ys,
+            int offset);
+/* y (n_out floats) = scale * sums of x (dims, C order) into y + sum(index * ys): ys is 0 along the
+ * reduced dims; y is not x */
+void ek_reduce_sum(const float *x, float *y, int n_out, int rank, const int *dims, const int *ys, float scale);
+/* layer norm over rows of n values: (x - mean) / sqrt(var + eps) * gamma + beta; gamma and beta are
+ * [n] or NULL; y may be x */
+void ek_layer_norm(const float *x, const float *gamma, const float *beta, float *y, int rows, int n, float eps);
+
 #endif
