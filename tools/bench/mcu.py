@@ -32,16 +32,6 @@ BOARDS = ("stm32h7", "nrf52840")
 RECORDS = 4
 
 
-def _calibrated(model: nn.Module, shape: tuple[int, ...], seed: int = 0) -> nn.Module:
-    """A few training-mode passes set BatchNorm statistics (and shift layers' fixed-point ranges)."""
-    gen = torch.Generator().manual_seed(seed)
-    model.train()
-    with torch.no_grad():
-        for _ in range(5):
-            model(torch.rand((16,) + shape, generator=gen))
-    return model.eval()
-
-
 def _float_twin_of_binary(model: nn.Module) -> nn.Module:
     """The binary digits model with float convs and linears in place of the binary ones."""
     twin = nn.Sequential()
@@ -61,16 +51,17 @@ def models() -> list[tuple[str, str | None, nn.Module, np.ndarray]]:
     from tools.models.digits_cnn import DigitsCNN
     from tools.models.digits_snn import fc_snn
     from tools.models.mlperf_tiny import MODELS
-    from tools.models.shift_digits import ShiftDigitsCNN
+    from tools.models.shift_digits import ShiftDigitsCNN, calibrated
 
     torch.manual_seed(0)
     digits = np.random.default_rng(0).random((1, 1, 8, 8), dtype=np.float32)
-    binary = _calibrated(BinaryDigits(), (1, 8, 8))
+    binary = calibrated(BinaryDigits(), (1, 8, 8), batch=16)
     kws, kws_shape = MODELS["kws_dscnn"]
     return [
-        ("digits CNN (float)", None, _calibrated(DigitsCNN(), (1, 8, 8)), digits),
-        ("digits shift CNN (3-bit)", "digits CNN (float)", _calibrated(ShiftDigitsCNN(bits=3), (1, 8, 8)), digits),
-        ("digits BNN float twin", None, _calibrated(_float_twin_of_binary(BinaryDigits()), (1, 8, 8)), digits),
+        ("digits CNN (float)", None, calibrated(DigitsCNN(), (1, 8, 8), batch=16), digits),
+        ("digits shift CNN (3-bit)", "digits CNN (float)",
+         calibrated(ShiftDigitsCNN(bits=3), (1, 8, 8), batch=16), digits),
+        ("digits BNN float twin", None, calibrated(_float_twin_of_binary(BinaryDigits()), (1, 8, 8), batch=16), digits),
         ("digits BNN", "digits BNN float twin", binary, digits),
         ("digits SNN 64-128-10 (per step)", None, fc_snn().eval(), (digits.reshape(1, 64) > 0.5).astype(np.float32)),
         ("MLPerf Tiny KWS DS-CNN (float)", None, kws(), np.zeros((1,) + kws_shape, np.float32)),

@@ -21,6 +21,17 @@ from tools.models.digits_cnn import fit, save_pt2
 from tools.models.digits_cnn import train as train_float
 
 
+def calibrated(model: nn.Module, shape: tuple[int, ...], seed: int = 0, batch: int = 8) -> nn.Module:
+    """Untrained, made realistic: a few training-mode passes over uniform [0, 1) inputs set the shift
+    layers' fixed-point ranges and the BatchNorm statistics; then eval."""
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    with torch.no_grad():
+        for _ in range(5):
+            model(torch.rand((batch,) + shape, generator=gen))
+    return model.eval()
+
+
 class ShiftDigitsCNN(nn.Module):
     def __init__(self, bits: int = 3, zero: bool = False) -> None:
         super().__init__()

@@ -9,23 +9,13 @@ from edgert.compilers.passes.select_shift_path import select_shift_path
 from edgert.nn import ShiftConv2d, ShiftLinear
 from edgert.runtime.profile import node_costs
 from tools.models.digits_cnn import DigitsCNN
-from tools.models.shift_digits import ShiftDigitsCNN
-
-
-def _calibrated(model: torch.nn.Module, shape, seed=0) -> torch.nn.Module:
-    """A few training-mode passes set the fixed-point ranges and BN statistics; then eval."""
-    gen = torch.Generator().manual_seed(seed)
-    model.train()
-    with torch.no_grad():
-        for _ in range(5):
-            model(torch.rand((8,) + shape, generator=gen))
-    return model.eval()
+from tools.models.shift_digits import ShiftDigitsCNN, calibrated
 
 
 @pytest.mark.parametrize("bits, zero", [(3, False), (4, True), (5, False)])
 def test_all_shift_model_is_bit_exact(bits, zero, tmp_path):
     torch.manual_seed(bits)
-    model = _calibrated(torch.nn.Sequential(
+    model = calibrated(torch.nn.Sequential(
         ShiftConv2d(2, 8, 3, padding=1, bits=bits, zero=zero), torch.nn.ReLU(),
         ShiftConv2d(8, 8, 3, stride=2, groups=2, bits=bits, zero=zero), torch.nn.ReLU(), torch.nn.Flatten(),
         ShiftLinear(8 * 3 * 3, 7, bits=bits, zero=zero)), (2, 7, 7))
@@ -38,7 +28,7 @@ def test_all_shift_model_is_bit_exact(bits, zero, tmp_path):
 
 def test_reference_model_stores_3_bit_weights_and_matches_torch(tmp_path):
     torch.manual_seed(0)
-    model = _calibrated(ShiftDigitsCNN(bits=3), (1, 8, 8))
+    model = calibrated(ShiftDigitsCNN(bits=3), (1, 8, 8))
     pt2 = tmp_path / "shift.pt2"
     torch.export.save(torch.export.export(model, (torch.zeros(2, 1, 8, 8),),
                                           dynamic_shapes=({0: torch.export.Dim("batch", min=1)},)), pt2)
@@ -63,7 +53,7 @@ def test_reference_model_stores_3_bit_weights_and_matches_torch(tmp_path):
 
 def test_select_shift_path_sets_every_shift_node():
     torch.manual_seed(0)
-    model = _calibrated(torch.nn.Sequential(ShiftConv2d(1, 2, 3), torch.nn.Flatten(), ShiftLinear(2, 3)),
+    model = calibrated(torch.nn.Sequential(ShiftConv2d(1, 2, 3), torch.nn.Flatten(), ShiftLinear(2, 3)),
                         (1, 3, 3))
     g = edgert.compilers.compile.import_model(model, np.zeros((1, 1, 3, 3), np.float32))
     before = [n.path for n in g.nodes if n.op.startswith("shift")]
