@@ -17,7 +17,7 @@ import numpy as np
 
 from edgert import ir
 from edgert.errors import UnsupportedOpError
-from edgert.ops.reference import avg_pool_divisor
+from edgert.ops.reference import avg_pool_divisor, upsample_source
 
 FILES = ("kernels/float.h", "kernels/float.c")
 FLAGS: dict[str, list[str]] = {"kernels/float.c": ["-ffp-contract=fast"]}  # one vfma per multiply-add
@@ -315,6 +315,33 @@ def _layer_norm(n: ir.LayerNorm, ctx) -> str:
             f"{ctx.numel(n.output) // inner}, {inner}, {_f(n.eps)});")
 
 
+def _conv_transpose2d(n: ir.ConvTranspose2d, ctx) -> str:
+    w = _param(n, ctx, 1).astype(np.float32)  # [c][o][kh][kw]
+    _, c, h, wd = ctx.shape(n.inputs[0])
+    _, o, oh, ow = ctx.shape(n.output)
+    kh, kw = w.shape[2:]
+    wsym = ctx.const(n.inputs[1] + "_t", w.transpose(1, 2, 3, 0))  # [o][kh][kw][c]: c innermost, as x is read
+    bsym = ctx.ptr(n.inputs[2]) if len(n.inputs) == 3 else "NULL"
+    geom = _geom(c, h, wd, o, oh, ow, kh, kw, *n.stride, 1, 1, *n.padding, 1)
+    return f"  ek_conv_transpose2d({ctx.ptr(n.inputs[0])}, {wsym}, {bsym}, {ctx.ptr(n.output)}, {geom});"
+
+
+def _upsample(n: ir.Upsample, ctx) -> str:
+    _, c, h, w = ctx.shape(n.inputs[0])
+    oh, ow = n.size
+    args = []
+    for axis, n_in, n_out in (("h", h, oh), ("w", w, ow)):
+        i0, i1, f = upsample_source(n_in, n_out, n)
+        args.append(ctx.const(f"{n.name}_{axis}0", i0.astype(np.int32)))
+        if n.mode == "nearest":
+            args += ["NULL", "NULL"]
+        else:
+            args += [ctx.const(f"{n.name}_{axis}1", i1.astype(np.int32)),
+                     ctx.const(f"{n.name}_f{axis}", f.astype(np.float32))]
+    return (f"  ek_upsample({ctx.ptr(n.inputs[0])}, {ctx.ptr(n.output)}, {c}, {h}, {w}, {oh}, {ow}, "
+            f"{', '.join(args)});")
+
+
 def _concat(n: ir.Concat, ctx) -> str:
     out = ctx.shape(n.output)
     a = n.axis
@@ -361,6 +388,8 @@ EMITTERS = {
     "mean": _reduce,
     "sum": _reduce,
     "layer_norm": _layer_norm,
+    "conv_transpose2d": _conv_transpose2d,
+    "upsample": _upsample,
     "concat": _concat,
     "softmax": _softmax,
 }

@@ -1,5 +1,6 @@
 """The C kernels of the modern edge ops against the NumPy reference on the host (ASan/UBSan), all
-cases in one build: broadcasting mul/sub/div, the activations (also in place after a conv)."""
+cases in one build: broadcasting mul/sub/div, the activations (also in place after a conv), layouts, reductions,
+layer norm, transposed convs and upsampling."""
 
 import numpy as np
 import pytest
@@ -62,4 +63,30 @@ def layout_cases(t: Cases) -> None:
 def test_layout_reduction_and_layer_norm_ops(tmp_path):
     t = Cases(8)
     layout_cases(t)
+    t.check(tmp_path)
+
+
+def upsampling_cases(t: Cases) -> None:
+    def tconv(shape, o, k, bias=True, **attrs):
+        kh, kw = (k, k) if isinstance(k, int) else k
+        w = t.param((shape[0], o, kh, kw), 1 / np.sqrt(shape[0] * kh * kw))
+        t.node(ir.ConvTranspose2d, [t.input(shape), w] + ([t.param((o,))] if bias else []), **attrs)
+
+    tconv((3, 5, 4), 4, 2, stride=2)                                            # the U-Net 2x2 up
+    tconv((3, 5, 4), 5, 3, bias=False, stride=2, padding=1, output_padding=1)   # odd kernel, cropped
+    tconv((3, 5, 4), 2, (3, 2), stride=(1, 3), padding=(1, 0))                  # rectangular, stride 1 rows
+    tconv((5, 3, 7), 3, 4, stride=3, padding=(2, 1), output_padding=(2, 0))     # kernel past the stride
+    tconv((1, 4, 4), 6, 1)                                                      # 1x1, one input channel
+    x = t.input((3, 5, 4))
+    for size in ((10, 8), (15, 12), (10, 7), (3, 2), (5, 4)):                   # up, odd, down, identity
+        t.node(ir.Upsample, [x], size=size)
+        t.node(ir.Upsample, [x], size=size, mode="bilinear")
+        t.node(ir.Upsample, [x], size=size, mode="bilinear", align_corners=True)
+    t.node(ir.Upsample, [t.input((2, 1, 1))], size=(3, 4), mode="bilinear", align_corners=True)  # one pixel
+
+
+@needs_cc
+def test_conv_transpose_and_upsample_ops(tmp_path):
+    t = Cases(9)
+    upsampling_cases(t)
     t.check(tmp_path)

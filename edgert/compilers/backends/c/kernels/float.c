@@ -768,3 +768,58 @@ void ek_layer_norm(const float *x, const float *gamma, const float *beta, float 
     }
   }
 }
+
+/* ---- conv_transpose2d, upsample ---- */
+
+/* the kernel taps t (and source index i) with out + pad - t = i * s, 0 <= i < n, t < k: the first tap
+ * is (out + pad) mod s, then every s-th */
+static int ek_tconv_first(int out, int pad, int s, int k, int n, int *i_first) {
+  int t = (out + pad) % s, i = (out + pad) / s;
+  while (t < k && i >= n) t += s, i--;  /* taps whose source is past the input's end */
+  *i_first = i;
+  return t;
+}
+
+void ek_conv_transpose2d(const float *x, const float *w, const float *b, float *y, const ek_conv_geom *g) {
+  const int c = g->c, hw = g->h * g->w, kk = g->kh * g->kw;
+  int o, oy, ox, ci;
+  for (o = 0; o < g->o; o++) {
+    const float *wo = w + (size_t)o * kk * c;
+    const float bias = b ? b[o] : 0.0f;
+    for (oy = 0; oy < g->oh; oy++) {
+      int iy0, ty0 = ek_tconv_first(oy, g->pt, g->sh, g->kh, g->h, &iy0);
+      for (ox = 0; ox < g->ow; ox++, y++) {
+        int ix0, tx0 = ek_tconv_first(ox, g->pl, g->sw, g->kw, g->w, &ix0);
+        float acc = bias;
+        int ty, iy, tx, ix;
+        for (ty = ty0, iy = iy0; ty < g->kh && iy >= 0; ty += g->sh, iy--) {
+          for (tx = tx0, ix = ix0; tx < g->kw && ix >= 0; tx += g->sw, ix--) {
+            const float *xp = x + iy * g->w + ix, *wp = wo + (ty * g->kw + tx) * c;
+            for (ci = 0; ci < c; ci++) acc += xp[(size_t)ci * hw] * wp[ci];
+          }
+        }
+        *y = acc;
+      }
+    }
+  }
+}
+
+void ek_upsample(const float *x, float *y, int c, int h, int w, int oh, int ow, const int *h0, const int *h1,
+                 const float *fh, const int *w0, const int *w1, const float *fw) {
+  int p, i, j;
+  for (p = 0; p < c; p++, x += h * w) {
+    for (i = 0; i < oh; i++, y += ow) {
+      const float *r0 = x + h0[i] * w;
+      if (!fh) {
+        for (j = 0; j < ow; j++) y[j] = r0[w0[j]];
+      } else {
+        const float *r1 = x + h1[i] * w;
+        const float a = fh[i], a1 = 1.0f - a;
+        for (j = 0; j < ow; j++) {
+          const float v0 = r0[w0[j]] * a1 + r1[w0[j]] * a, v1 = r0[w1[j]] * a1 + r1[w1[j]] * a;
+          y[j] = v0 * (1.0f - fw[j]) + v1 * fw[j];
+        }
+      }
+    }
+  }
+}

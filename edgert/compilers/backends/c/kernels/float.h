@@ -96,4 +96,13 @@ void ek_reduce_sum(const float *x, float *y, int n_out, int rank, const int *dim
  * [n] or NULL; y may be x */
 void ek_layer_norm(const float *x, const float *gamma, const float *beta, float *y, int rows, int n, float eps);
 
+/* transposed conv (groups 1, dilation 1) as a gather per output pixel: w is [o][kh*kw][c] (re-laid from
+ * PyTorch's [c][o][kh][kw]), b is [o] or NULL; g->pt, g->pl are the padding cropped off the top and
+ * left (g->dh, g->dw and g->groups are unused) */
+void ek_conv_transpose2d(const float *x, const float *w, const float *b, float *y, const ek_conv_geom *g);
+/* resize c planes of h x w to oh x ow: row i reads source rows h0[i], h1[i] blended by fh[i]
+ * (y = r0 * (1 - f) + r1 * f), columns likewise; fh and fw NULL: nearest (h0, w0 only); y is not x */
+void ek_upsample(const float *x, float *y, int c, int h, int w, int oh, int ow, const int *h0, const int *h1,
+                 const float *fh, const int *w0, const int *w1, const float *fw);
+
 #endif
