@@ -680,6 +680,22 @@ class ConvTranspose2d(Node):
         return TensorSpec((x.shape[0], w.shape[1], *hw), x.dtype)
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MatMul(Node):
+    """y = a @ b of two activations (attention's q k^T and p v): a [..., M, K], b [..., K, N], the same
+    leading dims (no broadcasting); a constant b is a Linear instead."""
+
+    op: ClassVar[str] = "matmul"
+    n_inputs: ClassVar[tuple[int, ...]] = (2,)
+
+    def infer(self, ins: Sequence[TensorSpec]) -> TensorSpec:
+        a, b = ins
+        if a.rank < 2 or a.rank != b.rank or a.shape[:-2] != b.shape[:-2] or a.shape[-1] != b.shape[-2]:
+            self._fail(f"operands {a.shape} and {b.shape} do not fit: they must be [..., M, K] and [..., K, N] "
+                       "with the same leading dims (expand or reshape them to match)")
+        return TensorSpec(a.shape[:-1] + b.shape[-1:], a.dtype)
+
+
 UPSAMPLE_MODES = ("nearest", "bilinear")
 
 
@@ -710,7 +726,7 @@ class Upsample(Node):
 OPS: dict[str, type[Node]] = {cls.op: cls for cls in (
     Conv2d, Linear, BatchNorm, Relu, Clip, Sigmoid, Tanh, MaxPool2d, AvgPool2d, AdaptiveAvgPool2d,
     Flatten, Reshape, Add, Concat, Softmax, Mul, Sub, Div, Silu, Hardswish, Hardsigmoid, Gelu, LeakyRelu,
-    Prelu, Transpose, Pad, Mean, Sum, LayerNorm, ConvTranspose2d, Upsample)}
+    Prelu, Transpose, Pad, Mean, Sum, LayerNorm, ConvTranspose2d, Upsample, MatMul)}
 
 
 def register_op(cls: type[Node]) -> type[Node]:

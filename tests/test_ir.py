@@ -64,3 +64,10 @@ def test_params_are_read_only():
     g = ir.Graph(inputs=X, nodes=(), outputs=("x",), params={"w": np.ones(3, np.float32)})
     with pytest.raises(ValueError):
         g.params["w"][0] = 2
+
+
+def test_matmul_of_operands_that_do_not_fit_names_the_fix():
+    g = ir.Graph(inputs=(("a", ir.TensorSpec((None, 4, 5))), ("b", ir.TensorSpec((None, 6, 3)))),
+                 nodes=(ir.MatMul(name="m", inputs=("a", "b"), output="y"),), outputs=("y",), params={})
+    with pytest.raises(IRValidationError, match=r"\[\.\.\., M, K\] and \[\.\.\., K, N\]"):
+        g.validate()

@@ -15,13 +15,14 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
 def _randomize_batchnorm(model: nn.Module, gen: torch.Generator) -> None:
-    """Give every BatchNorm2d random affine parameters and running statistics."""
+    """Give every BatchNorm1d/2d random affine parameters and running statistics."""
     for m in model.modules():
-        if isinstance(m, nn.BatchNorm2d):
+        if isinstance(m, (nn.BatchNorm1d, nn.BatchNorm2d)):
             c = m.num_features
             with torch.no_grad():
                 m.weight.copy_(1.0 + 0.2 * torch.randn(c, generator=gen))
@@ -178,6 +179,107 @@ class Multibranch(nn.Module):
         return torch.softmax(self.head(self.pool(self.mixed(self.stem(x)))), dim=1)
 
 
+class SqueezeExcite(nn.Module):
+    """MobileNetV3's gate: global mean, 1x1 conv down, ReLU, 1x1 conv up, hardsigmoid, times the input."""
+
+    def __init__(self, c: int, squeezed: int) -> None:
+        super().__init__()
+        self.down, self.up = nn.Conv2d(c, squeezed, 1), nn.Conv2d(squeezed, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        gate = F.hardsigmoid(self.up(F.relu(self.down(x.mean((2, 3), keepdim=True)))))
+        return x * gate
+
+
+class MobileNetV3Block(nn.Module):
+    """Hardswish stem, an inverted residual (1x1 expand, depthwise 3x3, squeeze-excite, 1x1 project,
+    shortcut), a strided one without shortcut, mean-pooled linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        def bn(c): return nn.BatchNorm2d(c)
+        self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), bn(16), nn.Hardswish())
+        self.block1 = nn.Sequential(
+            nn.Conv2d(16, 48, 1, bias=False), bn(48), nn.Hardswish(),
+            nn.Conv2d(48, 48, 3, 1, 1, groups=48, bias=False), bn(48), nn.Hardswish(),
+            SqueezeExcite(48, 12), nn.Conv2d(48, 16, 1, bias=False), bn(16))
+        self.block2 = nn.Sequential(
+            nn.Conv2d(16, 64, 1, bias=False), bn(64), nn.Hardswish(),
+            nn.Conv2d(64, 64, 5, 2, 2, groups=64, bias=False), bn(64), nn.Hardswish(),
+            SqueezeExcite(64, 16), nn.Conv2d(64, 24, 1, bias=False), bn(24))
+        self.head = nn.Linear(24, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        x = self.block2(x + self.block1(x))
+        return self.head(x.mean((2, 3)))
+
+
+class TemporalConvNet(nn.Module):
+    """Audio TCN on [N, 40 mel bands, 100 frames]: 1x1 conv in, three residual blocks of dilated
+    conv1d (dilation 1, 2, 4) with BatchNorm1d and ReLU, a strided conv1d, mean over time, linear."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inp = nn.Conv1d(40, 32, 1)
+        self.blocks = nn.ModuleList(nn.Sequential(
+            nn.Conv1d(32, 32, 3, padding=d, dilation=d, bias=False), nn.BatchNorm1d(32), nn.ReLU(),
+            nn.Conv1d(32, 32, 3, padding=d, dilation=d)) for d in (1, 2, 4))
+        self.down = nn.Conv1d(32, 48, 5, stride=2, padding=2)
+        self.head = nn.Linear(48, 12)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        for block in self.blocks:
+            x = F.relu(x + block(x))
+        return self.head(F.relu(self.down(x)).mean(2))
+
+
+class TinyUNet(nn.Module):
+    """Encoder-decoder on 3x16x16: strided convs down to 4x4; up by ConvTranspose2d (to 8x8) and by
+    nearest upsampling (to 16x16), each concatenated with its encoder skip; a 1x1 head, bilinearly
+    upsampled to 32x32."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.enc1 = _conv_bn_relu(3, 8)
+        self.enc2 = _conv_bn_relu(8, 16, stride=2)
+        self.enc3 = _conv_bn_relu(16, 32, stride=2)
+        self.up3 = nn.ConvTranspose2d(32, 16, 2, stride=2)
+        self.dec2 = _conv_bn_relu(32, 16)
+        self.dec1 = _conv_bn_relu(16 + 8, 8)
+        self.head = nn.Conv2d(8, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e1 = self.enc1(x)
+        e2 = self.enc2(e1)
+        d2 = self.dec2(torch.cat([self.up3(self.enc3(e2)), e2], 1))
+        d1 = self.dec1(torch.cat([F.interpolate(d2, scale_factor=2, mode="nearest"), e1], 1))
+        return F.interpolate(self.head(d1), scale_factor=2, mode="bilinear", align_corners=False)
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm transformer block on [N, L, C]: single-head attention (q k^T / sqrt(C), softmax, times v,
+    output projection) and a GELU MLP, each with a LayerNorm before and a residual add after."""
+
+    def __init__(self, c: int = 32, hidden: int = 64) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(c), nn.LayerNorm(c)
+        self.q, self.k, self.v, self.proj = (nn.Linear(c, c) for _ in range(4))
+        self.mlp = nn.Sequential(nn.Linear(c, hidden), nn.GELU(), nn.Linear(hidden, c))
+        self.scale = c ** -0.5
+        with torch.no_grad():  # LayerNorm weights off 1 and 0, as a trained model's are
+            for m in (self.norm1, self.norm2):
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.norm1(x)
+        scores = (self.q(h) * self.scale) @ self.k(h).transpose(1, 2)
+        x = x + self.proj(torch.softmax(scores, dim=-1) @ self.v(h))
+        return x + self.mlp(self.norm2(x))
+
+
 def plain() -> tuple[nn.Module, torch.Tensor]:
     return _build(10, Plain, (1, 3, 16, 16))
 
@@ -225,9 +327,27 @@ def mlperf_ad() -> tuple[nn.Module, torch.Tensor]:
     return _mlperf("ad_autoencoder", 19)
 
 
+def mobilenet_v3_block() -> tuple[nn.Module, torch.Tensor]:
+    return _build(20, MobileNetV3Block, (1, 3, 16, 16))
+
+
+def temporal_conv() -> tuple[nn.Module, torch.Tensor]:
+    return _build(21, TemporalConvNet, (1, 40, 100))
+
+
+def tiny_unet() -> tuple[nn.Module, torch.Tensor]:
+    return _build(22, TinyUNet, (1, 3, 16, 16))
+
+
+def transformer_block() -> tuple[nn.Module, torch.Tensor]:
+    return _build(23, TransformerBlock, (1, 16, 32))
+
+
 ZOO: dict[str, Callable[[], tuple[nn.Module, torch.Tensor]]] = {
     "plain": plain, "residual": residual, "depthwise": depthwise, "strided": strided,
     "pooled": pooled, "multibranch": multibranch,
-    "mlperf_kws": mlperf_kws, "mlperf_vww": mlperf_vww, "mlperf_ic": mlperf_ic, "mlperf_ad": mlperf_ad}
+    "mlperf_kws": mlperf_kws, "mlperf_vww": mlperf_vww, "mlperf_ic": mlperf_ic, "mlperf_ad": mlperf_ad,
+    "mobilenet_v3_block": mobilenet_v3_block, "temporal_conv": temporal_conv, "tiny_unet": tiny_unet,
+    "transformer_block": transformer_block}
 
 SLOW: frozenset[str] = frozenset({"mlperf_vww"})  # 12-17 s per frontend through TVM

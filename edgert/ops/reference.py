@@ -198,6 +198,8 @@ def _eval(node: ir.Node, args: list[np.ndarray], out: ir.TensorSpec) -> np.ndarr
             return args[0].astype(np.float64) + args[1]
         case ir.Concat():
             return np.concatenate(args, axis=node.axis)
+        case ir.MatMul():
+            return args[0].astype(np.float64) @ args[1].astype(np.float64)
         case ir.Softmax():
             return softmax_ref(x, node.axis)
         case ir.Mul():

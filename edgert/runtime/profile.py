@@ -70,6 +70,8 @@ def count_ops(node: ir.Node, ins: list[ir.TensorSpec], out: ir.TensorSpec, batch
         case ir.Conv2d():
             _, cg, kh, kw = ins[1].shape
             counts = {"fp32_mac": n_out * cg * kh * kw, "elementwise": bias}
+        case ir.MatMul():
+            counts = {"fp32_mac": n_out * ins[0].shape[-1]}
         case ir.Linear():
             counts = {"fp32_mac": n_out * ins[1].shape[1], "elementwise": bias}
         case ir.BatchNorm():

@@ -95,6 +95,15 @@ def linear_te(x, w, b=None):
     return te.compute(shape, lambda *i: y[i] + b[i[-1]], name="bias_add")
 
 
+def batch_matmul_te(a, b):
+    """y[..., m, n] = sum_k a[..., m, k] * b[..., k, n] (not named "matmul": that block is Linear's
+    dense schedule, which assumes a constant [O, K] weight)."""
+    k = te.reduce_axis((0, a.shape[-1]), name="k")
+    shape = tuple(a.shape[:-1]) + (b.shape[-1],)
+    return te.compute(shape, lambda *i: te.sum(a[i[:-1] + (k,)] * b[i[:-2] + (k, i[-1])], axis=k),
+                      name="batch_matmul")
+
+
 def batch_norm_te(x, gamma, beta, mean, var, *, eps: float):
     """(x - mean) * (gamma / sqrt(var + eps)) + beta over axis 1."""
     dt = x.dtype
@@ -347,7 +356,7 @@ def upsample_te(x, *, node: ir.Upsample):
 SUPPORTED = ("conv2d", "linear", "batch_norm", "relu", "clip", "sigmoid", "tanh", "max_pool2d",
              "avg_pool2d", "adaptive_avg_pool2d", "flatten", "reshape", "add", "concat", "softmax", "mul",
              "sub", "div", "silu", "hardswish", "hardsigmoid", "gelu", "leaky_relu", "prelu", "transpose", "pad",
-             "mean", "sum", "layer_norm", "conv_transpose2d", "upsample")
+             "mean", "sum", "layer_norm", "conv_transpose2d", "upsample", "matmul")
 
 
 @dataclass(frozen=True)
@@ -427,6 +436,8 @@ def _emit(bb, node: ir.Node, args: list, out: ir.TensorSpec, hint: str, packed_w
             return e(conv_transpose2d_te, *args, node=node)
         case ir.Upsample():
             return e(upsample_te, args[0], node=node)
+        case ir.MatMul():
+            return e(batch_matmul_te, args[0], args[1])
     raise InternalError(f"tvm lowering has no rule for op {node.op!r} (node {node.name!r})")
 
 

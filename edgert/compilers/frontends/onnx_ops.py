@@ -227,6 +227,11 @@ def _gemm(c: OnnxImporter, node: onnx.NodeProto) -> None:
 
 
 def _matmul(c: OnnxImporter, node: onnx.NodeProto) -> None:
+    """A constant second operand makes a Linear (with a following bias Add fused); two activations
+    (attention) a MatMul."""
+    if node.input[1] not in c.consts:
+        c.emit(ir.MatMul, node, (c.value(node.input[0]), c.value(node.input[1])))
+        return
     b = c.const(node.input[1], "second operand")
     if b.ndim != 2:
         raise Unsupported(f"the constant operand has shape {b.shape}; only 2-D weights are supported")

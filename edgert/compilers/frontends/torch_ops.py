@@ -155,7 +155,11 @@ def _addmm(c: TorchImporter, n: fx.Node) -> None:
 
 
 def _matmul(c: TorchImporter, n: fx.Node) -> None:
+    """A constant second operand makes a Linear; two activations (attention) a MatMul."""
     x, other = n.args[0], n.args[1]
+    if isinstance(other, fx.Node) and not isinstance(c.consts.get(other.name), torch.Tensor):
+        c.emit(ir.MatMul, n, (c.value(x), c.value(other)))
+        return
     c.emit(ir.Linear, n, (c.value(x), _transposed(c, other)))
 
 
@@ -406,6 +410,7 @@ CONVERTERS: dict[Any, Callable[[TorchImporter, fx.Node], None]] = {
     aten.addmm.default: _addmm,
     aten.mm.default: _matmul,
     aten.matmul.default: _matmul,
+    aten.bmm.default: _matmul,
     aten.batch_norm.default: _batch_norm,
     aten._native_batch_norm_legit_no_training.default: _batch_norm,
     aten.relu.default: _unary(ir.Relu),

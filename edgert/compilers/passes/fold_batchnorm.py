@@ -14,7 +14,9 @@ def fold_batchnorm(g: ir.Graph) -> ir.Graph:
 
     Here s = gamma / sqrt(var + eps) per output channel. A BatchNorm is folded only when its producer
     is a conv2d, or a linear with rank-2 output, whose output feeds nothing else and whose weights are
-    used by no other node; others are left in place. Arithmetic is done in float64, then rounded once.
+    used by no other node; others are left in place. A reshape between them that keeps axes 0 and 1
+    (a conv1d's [N, C, 1, L] -> [N, C, L]) stays, after the folded conv. Arithmetic is done in float64,
+    then rounded once.
     """
     producers = g.producers()
     consumers = g.consumers()
@@ -25,7 +27,10 @@ def fold_batchnorm(g: ir.Graph) -> ir.Graph:
     for bn in g.nodes:
         if not isinstance(bn, ir.BatchNorm):
             continue
-        prod = producers.get(bn.inputs[0])
+        prod, view = producers.get(bn.inputs[0]), None
+        if (isinstance(prod, ir.Reshape) and len(consumers[prod.output]) == 1
+                and specs[prod.inputs[0]].shape[:2] == specs[prod.output].shape[:2]):
+            view, prod = prod, producers.get(prod.inputs[0])
         if not isinstance(prod, (ir.Conv2d, ir.Linear)) or len(consumers[prod.output]) != 1:
             continue
         if isinstance(prod, ir.Linear) and specs[prod.output].rank != 2:
@@ -42,7 +47,9 @@ def fold_batchnorm(g: ir.Graph) -> ir.Graph:
         params[w_name] = (w * scale.reshape((-1,) + (1,) * (w.ndim - 1))).astype(np.float32)
         params[b_name] = ((b - mean) * scale + beta).astype(np.float32)
         replaced[prod.name] = dataclasses.replace(prod, inputs=(prod.inputs[0], w_name, b_name),
-                                                  output=bn.output)
+                                                  output=prod.output if view else bn.output)
+        if view:
+            replaced[view.name] = dataclasses.replace(view, output=bn.output)
         dropped[bn.name] = bn.output
     if not replaced:
         return g

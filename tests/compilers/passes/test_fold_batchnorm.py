@@ -58,3 +58,22 @@ def test_leaves_bn_whose_producer_output_is_shared():
     shared = ir.Graph(inputs=g.inputs, nodes=g.nodes + (ir.Add(name="a", inputs=("y", "out"), output="s"),),
                       outputs=("s",), params=g.params)
     assert fold_batchnorm(shared) == shared
+
+
+def test_folds_a_conv1d_batchnorm1d_through_the_reshape_between():
+    import torch
+    from torch import nn
+
+    from edgert.compilers.frontends.torch import from_torch
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(4, 6, 3, padding=2, dilation=2), nn.BatchNorm1d(6), nn.ReLU()).eval()
+    with torch.no_grad():
+        model[1].running_mean.uniform_(-1, 1)
+        model[1].running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 4, 11)
+    folded = fold_batchnorm(from_torch(model, x[:1]))
+    assert [n.op for n in folded.nodes] == ["reshape", "conv2d", "reshape", "relu"]
+    with torch.no_grad():
+        want = model(x).numpy()
+    np.testing.assert_allclose(run_graph_ref(folded, {"input": x.numpy()})[0], want, rtol=1e-5, atol=1e-5)

@@ -342,6 +342,12 @@ def _upsample(n: ir.Upsample, ctx) -> str:
             f"{', '.join(args)});")
 
 
+def _matmul(n: ir.MatMul, ctx) -> str:
+    a, b = ctx.shape(n.inputs[0]), ctx.shape(n.inputs[1])
+    return (f"  ek_matmul({ctx.ptr(n.inputs[0])}, {ctx.ptr(n.inputs[1])}, {ctx.ptr(n.output)}, "
+            f"{math.prod(a[:-2])}, {a[-2]}, {a[-1]}, {b[-1]});")
+
+
 def _concat(n: ir.Concat, ctx) -> str:
     out = ctx.shape(n.output)
     a = n.axis
@@ -390,6 +396,7 @@ EMITTERS = {
     "layer_norm": _layer_norm,
     "conv_transpose2d": _conv_transpose2d,
     "upsample": _upsample,
+    "matmul": _matmul,
     "concat": _concat,
     "softmax": _softmax,
 }

@@ -90,3 +90,31 @@ def test_conv_transpose_and_upsample_ops(tmp_path):
     t = Cases(9)
     upsampling_cases(t)
     t.check(tmp_path)
+
+
+@needs_cc
+def test_matmul_of_two_activations(tmp_path):
+    t = Cases(10)
+    t.node(ir.MatMul, [t.input((5, 7)), t.input((7, 3))])                 # [N, L, C] @ [N, C, L']
+    t.node(ir.MatMul, [t.input((2, 4, 6)), t.input((2, 6, 5))])           # heads as a leading dim
+    t.node(ir.MatMul, [t.input((1, 9)), t.input((9, 1))])                 # a dot product
+    t.check(tmp_path)
+
+
+@needs_cc
+@pytest.mark.parametrize("name", ["tiny_unet", "transformer_block"])
+def test_zoo_model_on_the_host_build_matches_torch(name, tmp_path):
+    """The compile pipeline's graph (as for stm32h7) through the C build, against torch at batch 3."""
+    import torch
+
+    from edgert.compilers.compile import import_model, optimize
+    from tests.compilers.backends.c.harness import run_c
+    from tests.zoo import ZOO
+
+    model, example = ZOO[name]()
+    graph = optimize(import_model(model, example.numpy()))
+    x = torch.randn((3,) + tuple(example.shape[1:]), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        want = model(x).numpy()
+    got = run_c(graph, {"input": x.numpy()}, tmp_path)[0]
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * float(np.abs(want).max()))

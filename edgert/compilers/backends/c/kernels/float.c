@@ -823,3 +823,19 @@ void ek_upsample(const float *x, float *y, int c, int h, int w, int oh, int ow, 
     }
   }
 }
+
+/* ---- matmul of two activations ---- */
+
+void ek_matmul(const float *a, const float *b, float *y, int batch, int m, int k, int n) {
+  int t, i, j, q;
+  for (t = 0; t < batch; t++, a += m * k, b += k * n) {
+    for (i = 0; i < m; i++, y += n) {
+      const float *ar = a + i * k;
+      for (j = 0; j < n; j++) y[j] = 0.0f;
+      for (q = 0; q < k; q++) {  /* row of b by row: contiguous reads of b and y */
+        const float av = ar[q], *br = b + q * n;
+        for (j = 0; j < n; j++) y[j] += av * br[j];
+      }
+    }
+  }
+}

@@ -104,5 +104,7 @@ void ek_conv_transpose2d(const float *x, const float *w, const float *b, float *
  * (y = r0 * (1 - f) + r1 * f), columns likewise; fh and fw NULL: nearest (h0, w0 only); y is not x */
 void ek_upsample(const float *x, float *y, int c, int h, int w, int oh, int ow, const int *h0, const int *h1,
                  const float *fh, const int *w0, const int *w1, const float *fw);
+/* y[t] = a[t] @ b[t] for t < batch: a[t] is m x k, b[t] is k x n, y[t] is m x n; y is neither */
+void ek_matmul(const float *a, const float *b, float *y, int batch, int m, int k, int n);
 
 #endif
