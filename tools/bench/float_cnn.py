@@ -5,7 +5,9 @@
 Models: the digits CNN (tools/models/digits_cnn.py, untrained weights are as costly as trained ones),
 a ResNet basic block at 64 channels, 32x32, and the four MLPerf Tiny reference models
 (tools/models/mlperf_tiny.py: KWS DS-CNN, VWW MobileNetV1 0.25, IC ResNet-8, AD autoencoder; random
-weights, measured BatchNorm statistics). Writes its tables to BENCHMARKS.md.
+weights, measured BatchNorm statistics), and the modern-ops zoo of tests/zoo.py (MobileNetV3 blocks with
+squeeze-excite, an audio TCN, a tiny U-Net, a transformer block with attention). Writes its tables to
+BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ class BasicBlock(nn.Module):
 
 def _models() -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
     from tools.models.digits_cnn import DigitsCNN
+    from tests.zoo import ZOO
     from tools.models.mlperf_tiny import MODELS
 
     torch.manual_seed(0)
@@ -47,7 +50,15 @@ def _models() -> dict[str, tuple[nn.Module, tuple[int, ...]]]:
               "ResNet block (64x32x32)": (BasicBlock().eval(), (64, 32, 32))}
     for name, (build, shape) in MODELS.items():  # each seeds itself
         models[f"MLPerf Tiny {MLPERF_LABELS[name]} ({'x'.join(map(str, shape))})"] = (build(), shape)
+    for name, label in ZOO_LABELS.items():  # the modern-ops zoo (tests/zoo.py), each seeds itself
+        model, example = ZOO[name]()
+        shape = tuple(example.shape[1:])
+        models[f"{label} ({'x'.join(map(str, shape))})"] = (model, shape)
     return models
+
+
+ZOO_LABELS = {"mobilenet_v3_block": "MobileNetV3 blocks, squeeze-excite", "temporal_conv": "audio TCN, conv1d",
+              "tiny_unet": "tiny U-Net", "transformer_block": "transformer block, attention"}
 
 
 MLPERF_LABELS = {"kws_dscnn": "KWS DS-CNN", "vww_mobilenet": "VWW MobileNetV1 0.25",
@@ -110,7 +121,8 @@ def main(rounds: int = 15) -> str:
         "faster than torch eager). The MLPerf Tiny models are the reference architectures with random "
         "weights and measured BatchNorm statistics (tools/models/mlperf_tiny.py), softmax included; their "
         "strided Keras-'same' convs carry one row/column of zero taps, which all three systems compute "
-        "(multiply-adds +1% KWS, +7% VWW, +15% IC).",
+        "(multiply-adds +1% KWS, +7% VWW, +15% IC). The last four models are the modern-ops zoo "
+        "(tests/zoo.py, random weights).",
         "",
         "| model | batch | system | min ms | median ms | vs torch |",
         "|---|---|---|---|---|---|",
