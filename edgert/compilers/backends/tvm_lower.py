@@ -311,8 +311,17 @@ def layer_norm_te(x, *affine, axes: int, eps: float):
 
 
 def conv_transpose2d_te(x, w, b=None, *, node: ir.ConvTranspose2d):
-    y = topi.nn.conv2d_transpose_nchw(x, w, list(node.stride), list(node.padding), x.dtype,
-                                      list(node.output_padding))
+    (sh, sw), (kh, kw) = node.stride, (int(d) for d in w.shape[2:])
+    if (kh, kw) == (sh, sw) and node.padding == (0, 0) and node.output_padding == (0, 0):
+        # kernel == stride (a U-Net's 2x2 up): each output pixel takes one tap of one input pixel, a sum
+        # over channels only; topi's general form convolves a zero-stuffed input, stride^2 times the work
+        c = te.reduce_axis((0, x.shape[1]), name="c")
+        shape = (x.shape[0], w.shape[1], x.shape[2] * sh, x.shape[3] * sw)
+        y = te.compute(shape, lambda n, o, i, j: te.sum(
+            x[n, c, i // sh, j // sw] * w[c, o, i % sh, j % sw], axis=c), name="conv_transpose2d")
+    else:
+        y = topi.nn.conv2d_transpose_nchw(x, w, list(node.stride), list(node.padding), x.dtype,
+                                          list(node.output_padding))
     if b is None:
         return y
     return te.compute(y.shape, lambda n, c, h, v: y[n, c, h, v] + b[c], name="bias_add")
