@@ -15,7 +15,7 @@ from edgert.artifact import Artifact
 from edgert.runtime.mcu import McuRunner
 from edgert.runtime.parity import parity_report
 from tests.compilers.frontends.test_onnx_binary import _model as binary_onnx
-from tests.ops.shift.test_model import _calibrated
+from tools.models.shift_digits import calibrated
 from tests.zoo import _randomize_batchnorm
 from tools.models.digits_cnn import DigitsCNN
 from tools.models.shift_digits import ShiftDigitsCNN
@@ -54,7 +54,7 @@ def test_onnx_bnn_is_exact(target, tmp_path):
 @pytest.mark.parametrize("target", TARGETS)
 def test_shift_cnn(target, tmp_path):
     torch.manual_seed(0)
-    model = _calibrated(ShiftDigitsCNN(bits=3), (1, 8, 8))
+    model = calibrated(ShiftDigitsCNN(bits=3), (1, 8, 8))
     x = torch.rand(3, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         want = model(x).numpy()
