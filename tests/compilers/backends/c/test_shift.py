@@ -219,11 +219,10 @@ def digits() -> ir.Graph:
 
     from edgert.compilers.compile import import_model, optimize
     from edgert.compilers.passes.select_shift_path import select_shift_path
-    from tests.ops.shift.test_model import _calibrated
-    from tools.models.shift_digits import ShiftDigitsCNN
+    from tools.models.shift_digits import ShiftDigitsCNN, calibrated
 
     torch.manual_seed(0)
-    model = _calibrated(ShiftDigitsCNN(bits=3), (1, 8, 8))
+    model = calibrated(ShiftDigitsCNN(bits=3), (1, 8, 8))
     return select_shift_path(optimize(import_model(model, np.zeros((1, 1, 8, 8), np.float32))), "int_mac")
 
 
