@@ -40,6 +40,7 @@ _BOUND_SHAPES = 8  # saved closures kept (one per input shape: batch sizes seen)
 _KBIG = 1                      # config_threadpool's affinity mode kBig: TVM's own default
 _local = threading.local()     # .pool: the thread count edgert configured this thread's pool for
 _written: str | None = None    # the TVM_NUM_THREADS value edgert last wrote
+threads_written: str | None = None  # the thread count the last use_threads call set (None: no call yet)
 _outside: str | None = None    # TVM_NUM_THREADS as it was before edgert first changed it
 
 
@@ -57,8 +58,8 @@ def use_threads(n: int) -> None:
     "runtime.config_threadpool". A pool cannot grow past the size it started with: if it is already
     smaller than ``n`` this warns and runs on what it has.
     """
-    global _written, _outside
-    value = str(n)
+    global _written, _outside, threads_written
+    value = threads_written = str(n)
     if os.environ.get("TVM_NUM_THREADS") != value:
         _outside = tvm_num_threads_setting()
         os.environ["TVM_NUM_THREADS"] = _written = value
@@ -186,6 +187,17 @@ class TvmRunner:
         shared = {np.from_dlpack(a).ctypes.data for a in args if a.shape and 0 not in a.shape}
         return [staging, self._vm[name], shared]
 
+    def bound(self, inputs: Sequence[np.ndarray]) -> list | None:
+        """[staging arrays, saved VM closure, aliasing] for inputs shaped like ``inputs`` (see run), or
+        None when they are too large to stage. Valid until the parameters are repacked (set_params)."""
+        if sum(x.nbytes for x in inputs) > _BOUND_BYTES:
+            return None
+        key = tuple((x.shape, x.dtype) for x in inputs)
+        bound = self._bound.get(key)
+        if bound is None:
+            bound = self._bound[key] = self._bind(inputs)
+        return bound
+
     def _args(self, inputs: Sequence[np.ndarray]) -> list:
         return [self._input(i, x) for i, x in enumerate(inputs)] + self._params
 
@@ -197,11 +209,8 @@ class TvmRunner:
         """
         if self.num_threads is not None:
             use_threads(self.num_threads)
-        if sum(x.nbytes for x in inputs) <= _BOUND_BYTES:
-            key = tuple((x.shape, x.dtype) for x in inputs)
-            bound = self._bound.get(key)
-            if bound is None:
-                bound = self._bound[key] = self._bind(inputs)
+        bound = self.bound(inputs)
+        if bound is not None:
             staging, call, aliased = bound
             for buf, x in zip(staging, inputs):
                 np.copyto(buf, x)
