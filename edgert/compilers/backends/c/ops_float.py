@@ -209,21 +209,7 @@ def broadcast_strides(out: tuple[int, ...], *shapes: tuple[int, ...]) -> tuple[l
         s = (1,) * (len(out) - len(s)) + tuple(s)
         st = [math.prod(s[i + 1:]) for i in range(len(s))]
         strides.append([0 if d == 1 else t for d, t in zip(s, st)])
-    keep = [i for i, d in enumerate(out) if d != 1]
-    dims = [out[i] for i in keep]
-    strides = [[st[i] for i in keep] for st in strides]
-    i = len(dims) - 1
-    while i > 0:  # merge dim i into i - 1 when every input steps dim i - 1 as dims[i] steps of dim i
-        if all(st[i - 1] == st[i] * dims[i] for st in strides):
-            dims[i - 1] *= dims[i]
-            for st in strides:
-                st[i - 1] = st[i]
-                del st[i]
-            del dims[i]
-        i -= 1
-    if not dims:
-        return [1], [[0] for _ in shapes]
-    return dims, strides
+    return _merged(list(out), *strides)
 
 
 def _ints(v: list[int]) -> str:
@@ -236,9 +222,7 @@ def _broadcasting(kernel: str):
         if any(ctx.specs[v].dtype != "float32" for v in (*n.inputs, n.output)):
             raise UnsupportedOpError(f"{n.op} {n.name!r}: the C backend computes on float32 values only")
         dims, (sa, sb) = broadcast_strides(ctx.shape(n.output), ctx.shape(n.inputs[0]), ctx.shape(n.inputs[1]))
-        if len(dims) > MAX_RANK:
-            raise UnsupportedOpError(f"{n.op} {n.name!r}: broadcasting over {len(dims)} dims; the C backend "
-                                     f"takes up to {MAX_RANK}")
+        _check_rank(n, dims)
         assert sa[-1] in (0, 1) and sb[-1] in (0, 1), (dims, sa, sb)
         return (f"  {kernel}({ctx.ptr(n.inputs[0])}, {ctx.ptr(n.inputs[1])}, {ctx.ptr(n.output)}, {len(dims)}, "
                 f"{_ints(dims)}, {_ints(sa)}, {_ints(sb)});")
@@ -254,12 +238,12 @@ def _prelu(n: ir.Prelu, ctx) -> str:
 
 
 def _merged(dims: list[int], *strides: list[int]) -> tuple[list[int], list[list[int]]]:
-    """Drop size-1 dims and merge neighbours every stride list steps alike (as broadcast_strides)."""
+    """Drop size-1 dims and merge neighbours that every stride list steps alike."""
     keep = [i for i, d in enumerate(dims) if d != 1] or [len(dims) - 1]
     dims = [dims[i] for i in keep]
     strides = [[st[i] for i in keep] for st in strides]
     i = len(dims) - 1
-    while i > 0:
+    while i > 0:  # merge dim i into i - 1 when every input steps dim i - 1 as dims[i] steps of dim i
         if all(st[i - 1] == st[i] * dims[i] for st in strides):
             dims[i - 1] *= dims[i]
             for st in strides:
@@ -267,9 +251,13 @@ def _merged(dims: list[int], *strides: list[int]) -> tuple[list[int], list[list[
                 del st[i]
             del dims[i]
         i -= 1
-    if len(dims) > MAX_RANK:
-        raise UnsupportedOpError(f"a layout over {len(dims)} dims; the C backend takes up to {MAX_RANK}")
     return dims, strides
+
+
+def _check_rank(n: ir.Node, dims: list[int]) -> None:
+    if len(dims) > MAX_RANK:
+        raise UnsupportedOpError(f"{n.op} {n.name!r}: a layout over {len(dims)} dims; the C backend takes up "
+                                 f"to {MAX_RANK}")
 
 
 def _c_order(shape) -> list[int]:
@@ -280,6 +268,7 @@ def _transpose(n: ir.Transpose, ctx) -> str:
     shape = ctx.shape(n.inputs[0])
     st = _c_order(shape)
     dims, (strides,) = _merged([shape[a] for a in n.perm], [st[a] for a in n.perm])
+    _check_rank(n, dims)
     return (f"  ek_permute({ctx.ptr(n.inputs[0])}, {ctx.ptr(n.output)}, {len(dims)}, {_ints(dims)}, "
             f"{_ints(strides)});")
 
@@ -301,6 +290,7 @@ def _reduce(n: ir.Node, ctx) -> str:
     kept = [1 if i in n.axes else d for i, d in enumerate(shape)]
     ys = [0 if i in n.axes else s for i, s in enumerate(_c_order(kept))]
     dims, (xs, ys) = _merged(shape, _c_order(shape), ys)
+    _check_rank(n, dims)
     scale = 1.0 / math.prod(shape[a] for a in n.axes) if isinstance(n, ir.Mean) else 1.0
     return (f"  ek_reduce_sum({ctx.ptr(n.inputs[0])}, {ctx.ptr(n.output)}, {ctx.numel(n.output)}, {len(dims)}, "
             f"{_ints(dims)}, {_ints(ys)}, {_f(scale)});")
