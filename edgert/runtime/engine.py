@@ -51,7 +51,7 @@ def _thread_setting(threads: int | None) -> int | None:
 def _finite_dot(x: np.ndarray) -> bool:
     """Whether x . x is finite: always when every value is, unless the sum overflows."""
     v = x.reshape(-1)
-    return math.isfinite(np.dot(v, v)) if x.dtype in (np.float32, np.float64) else bool(np.isfinite(x).all())
+    return math.isfinite(np.dot(v, v)) if x.dtype.char in "fd" else bool(np.isfinite(x).all())  # float32, float64
 
 
 def _macs_per_sample(graph: ir.Graph, names: Sequence[str]) -> int:
@@ -305,8 +305,6 @@ class Engine:
         """``run`` for one input of ``x``'s shape and dtype, checked once already: copy it into the
         staging buffer of the runner's bound VM closure, check finiteness there (one BLAS dot), call.
         None when the input is too large to stage. Dropped by set_params (parameters may be repacked)."""
-        from edgert.runtime import tvm_runner
-
         runner = self._whole._runner(False)
         bound = runner.bound([x])
         if bound is None:
@@ -314,20 +312,17 @@ class Engine:
         if isinstance(bound[2], set):  # the runner finds which outputs alias on its first call
             runner.run([x])
         copy = bound[2] == [True]  # the output is an input or parameter passed through: never share it
-        buf, flat = bound[0][0], bound[0][0].reshape(-1)
-        floating = buf.dtype in (np.float32, np.float64)
+        buf, call = bound[0][0], bound[1]
+        floating = buf.dtype.kind == "f"
         threads = self.threads_for(x.shape[0] if self._batch_input is not None else 1)
-        one = "1"
-        use_threads, call = self._use_threads, bound[1]
-        dot, isfinite, from_dlpack = np.dot, math.isfinite, np.from_dlpack  # locals: no global look-ups per call
+        use_threads = self._use_threads
 
         def fast(x: np.ndarray) -> np.ndarray:
             buf[...] = x
-            if floating and not isfinite(dot(flat, flat)):
-                return self._single(self._forward(self._check((x,))))  # raises, naming the first bad value
-            if threads > 1 or tvm_runner.threads_written != one:  # edgert wrote no other count since
-                use_threads(threads)
-            y = from_dlpack(call()[0])
+            if floating and not _finite_dot(buf):  # the checked path names the first bad value
+                return self._single(self._forward(self._check((x,))))
+            use_threads(threads)
+            y = np.from_dlpack(call()[0])
             return y.copy() if copy else y
 
         return fast

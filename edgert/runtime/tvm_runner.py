@@ -40,7 +40,6 @@ _BOUND_SHAPES = 8  # saved closures kept (one per input shape: batch sizes seen)
 _KBIG = 1                      # config_threadpool's affinity mode kBig: TVM's own default
 _local = threading.local()     # .pool: the thread count edgert configured this thread's pool for
 _written: str | None = None    # the TVM_NUM_THREADS value edgert last wrote
-threads_written: str | None = None  # the thread count the last use_threads call set (None: no call yet)
 _outside: str | None = None    # TVM_NUM_THREADS as it was before edgert first changed it
 
 
@@ -58,8 +57,8 @@ def use_threads(n: int) -> None:
     "runtime.config_threadpool". A pool cannot grow past the size it started with: if it is already
     smaller than ``n`` this warns and runs on what it has.
     """
-    global _written, _outside, threads_written
-    value = threads_written = str(n)
+    global _written, _outside
+    value = str(n)
     if os.environ.get("TVM_NUM_THREADS") != value:
         _outside = tvm_num_threads_setting()
         os.environ["TVM_NUM_THREADS"] = _written = value

@@ -15,10 +15,9 @@ from edgert.artifact import Artifact
 from edgert.runtime.mcu import McuRunner
 from edgert.runtime.parity import parity_report
 from tests.compilers.frontends.test_onnx_binary import _model as binary_onnx
-from tools.models.shift_digits import calibrated
 from tests.zoo import _randomize_batchnorm
 from tools.models.digits_cnn import DigitsCNN
-from tools.models.shift_digits import ShiftDigitsCNN
+from tools.models.shift_digits import ShiftDigitsCNN, calibrated
 
 pytestmark = pytest.mark.skipif(shutil.which("arm-none-eabi-gcc") is None or shutil.which("qemu-system-arm") is None,
                                 reason="needs the ARM toolchain and QEMU (tools/board/setup_mcu.sh)")
