@@ -99,8 +99,8 @@ def kernel_size(cost: NodeCost, target: Target) -> int | None:
     """The size a board's ``size_efficiency`` curve for the node's op is read at (targets.SIZES), or
     None when the curve does not apply to this node."""
     if cost.op == "conv2d" and cost.conv_shape:
-        in_per_group, out_per_group, width = cost.conv_shape
-        if packs_weight(in_per_group, out_per_group, target.cpu["simd_bits"] // 32):
+        _, out_per_group, width = cost.conv_shape
+        if packs_weight(out_per_group, target.cpu["simd_bits"] // 32):
             return conv_tile_columns(width)
     elif cost.op == "adaptive_avg_pool2d" and cost.output_shape:
         outputs = 1

@@ -188,7 +188,8 @@ def test_kernel_tables_scale_compute_and_set_the_call_cost():
     assert estimate_node(conv(16, 32, 6), toy).compute_s == pytest.approx(4000 / 2e9 / 0.75)
     assert kernel_efficiency(conv(16, 32, 32), toy) == pytest.approx(1.0)   # tiles of 8
     assert kernel_efficiency(conv(16, 32, 4), toy) == pytest.approx(0.5)
-    assert kernel_efficiency(conv(1, 32, 4), toy) == 1.0    # one input channel: vectorized over columns instead
+    assert kernel_efficiency(conv(1, 32, 4), toy) == pytest.approx(0.5)  # one input channel: the same tile
+    assert kernel_efficiency(conv(1, 1, 4), toy) == 1.0     # depthwise: vectorized over columns instead
     assert kernel_efficiency(conv(16, 12, 4), toy) == 1.0   # 12 output channels do not fill vectors of 8
     assert kernel_efficiency(conv(16, 32, 4), parse_target(BOARD)) == 1.0  # a board without tables
 

@@ -7,10 +7,11 @@ which prices a convolution by the tile it will really run with.
 from __future__ import annotations
 
 
-def packs_weight(in_per_group: int, out_per_group: int, lanes: int) -> bool:
+def packs_weight(out_per_group: int, lanes: int) -> bool:
     """Whether a convolution vectorizes over output channels (weights packed per ``lanes``): every
-    vector of ``lanes`` output channels must read the same input channel, so stay within a group."""
-    return in_per_group > 1 and out_per_group % lanes == 0
+    vector of ``lanes`` output channels must read the same input channel, so stay within a group.
+    A one-channel input (a first layer) qualifies: each tap broadcasts one value to a vector."""
+    return out_per_group % lanes == 0
 
 
 def conv_tile_columns(out_width: int) -> int:

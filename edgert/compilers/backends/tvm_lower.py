@@ -41,9 +41,7 @@ def _i64(v) -> "tirx.PrimExpr":
 
 def conv2d_te(x, w, b=None, *, node: ir.Conv2d):
     y = topi.nn.conv(x, w, node.stride, node.padding, node.dilation, node.groups, "NCHW", "OIHW")
-    if b is None:
-        return y
-    return te.compute(y.shape, lambda n, c, h, v: y[n, c, h, v] + b[c], name="bias_add")
+    return _bias_te(y, b)
 
 
 def pack_weight_te(w, *, lanes: int):
@@ -53,36 +51,81 @@ def pack_weight_te(w, *, lanes: int):
                       lambda oo, c, h, v, oi: w[oo * lanes + oi, c, h, v], name="packed_weight")
 
 
-def conv2d_packed_te(x, wp, b=None, *, node: ir.Conv2d, out: ir.TensorSpec):
-    """conv2d reading weights packed by pack_weight_te (block ``conv2d_packed``), + bias."""
+def _blocked_index(t, n, c, h, v, lanes: int):
+    """Element (n, c, h, v) of a channel-blocked tensor [N, C/lanes, H, W, lanes]."""
+    return t[n, c // lanes, h, v, c % lanes]
+
+
+def _pad_te(x, t: int, l: int, pb: int, pr: int):
+    """x zero-padded by (top, left, bottom, right) on its spatial axes, NCHW or [N, C/L, H, W, L]."""
+    h_in, w_in = int(x.shape[2]), int(x.shape[3])
+    zero = tirx.const(0.0, x.dtype)
+    shape = (x.shape[0], x.shape[1], h_in + t + pb, w_in + l + pr) + tuple(x.shape[4:])
+
+    def f(n, c, h, v, *lane):
+        inside = tirx.all(h >= t, h < h_in + t, v >= l, v < w_in + l)
+        return tirx.if_then_else(inside, x[(n, c, h - t, v - l) + lane], zero)
+
+    return te.compute(shape, f, name="pad_temp")
+
+
+def _bias_te(y, b, *, lanes: int | None = None):
+    if b is None:
+        return y
+    if lanes is None:
+        return te.compute(y.shape, lambda n, c, h, v: y[n, c, h, v] + b[c], name="bias_add")
+    return te.compute(y.shape, lambda n, c, h, v, i: y[n, c, h, v, i] + b[c * lanes + i], name="bias_add")
+
+
+def conv2d_packed_te(x, wp, b=None, *, node: ir.Conv2d, out: ir.TensorSpec, blocked_in: bool = False,
+                     blocked_out: bool = False):
+    """conv2d reading weights packed by pack_weight_te, + bias. The input and the output may each be
+    channel-blocked ([N, C/lanes, H, W, lanes]); a blocked output is block ``conv2d_blocked``, else
+    ``conv2d_packed``."""
     n_oo, cg, kh, kw, lanes = (int(d) for d in wp.shape)
     per_group = n_oo * lanes // node.groups
     (sh, sw), (dh, dw), (t, l, pb, pr) = node.stride, node.dilation, node.padding
-    h_in, w_in = int(x.shape[2]), int(x.shape[3])
-    zero = tirx.const(0.0, x.dtype)
-    pad = te.compute((x.shape[0], x.shape[1], h_in + t + pb, w_in + l + pr),
-                     lambda n, c, h, v: tirx.if_then_else(
-                         tirx.all(h >= t, h < h_in + t, v >= l, v < w_in + l), x[n, c, h - t, v - l], zero),
-                     name="pad_temp")
+    pad = _pad_te(x, t, l, pb, pr)
     rc = te.reduce_axis((0, cg), name="rc")
     ry = te.reduce_axis((0, kh), name="ry")
     rx = te.reduce_axis((0, kw), name="rx")
-    y = te.compute(
-        (x.shape[0],) + tuple(_i64(d) for d in out.shape[1:]),
-        lambda n, o, h, v: te.sum(
-            pad[n, o // per_group * cg + rc, h * sh + ry * dh, v * sw + rx * dw]
-            * wp[o // lanes, rc, ry, rx, o % lanes], axis=[rc, ry, rx]),
-        name="conv2d_packed")
-    if b is None:
-        return y
-    return te.compute(y.shape, lambda n, c, h, v: y[n, c, h, v] + b[c], name="bias_add")
+
+    def tap(n, o, h, v):
+        c, hh, vv = o // per_group * cg + rc, h * sh + ry * dh, v * sw + rx * dw
+        xv = _blocked_index(pad, n, c, hh, vv, lanes) if blocked_in else pad[n, c, hh, vv]
+        return te.sum(xv * wp[o // lanes, rc, ry, rx, o % lanes], axis=[rc, ry, rx])
+
+    o, oh, ow = (int(d) for d in out.shape[1:])
+    if not blocked_out:
+        y = te.compute((x.shape[0], _i64(o), _i64(oh), _i64(ow)), tap, name="conv2d_packed")
+        return _bias_te(y, b)
+    y = te.compute((x.shape[0], _i64(o // lanes), _i64(oh), _i64(ow), _i64(lanes)),
+                   lambda n, oo, h, v, oi: tap(n, oo * lanes + oi, h, v), name="conv2d_blocked")
+    return _bias_te(y, b, lanes=lanes)
+
+
+def depthwise_blocked_te(x, wp, b=None, *, node: ir.Conv2d):
+    """Depthwise conv (one filter per channel) on a channel-blocked input, weights packed by
+    pack_weight_te ([C/lanes, 1, kh, kw, lanes]); each tap is one vector of lanes channels."""
+    _, _, kh, kw, lanes = (int(d) for d in wp.shape)
+    (sh, sw), (dh, dw), (t, l, pb, pr) = node.stride, node.dilation, node.padding
+    pad = _pad_te(x, t, l, pb, pr)
+    oh = (int(pad.shape[2]) - dh * (kh - 1) - 1) // sh + 1
+    ow = (int(pad.shape[3]) - dw * (kw - 1) - 1) // sw + 1
+    ry = te.reduce_axis((0, kh), name="ry")
+    rx = te.reduce_axis((0, kw), name="rx")
+    y = te.compute((x.shape[0], x.shape[1], _i64(oh), _i64(ow), x.shape[4]),
+                   lambda n, c, h, v, i: te.sum(pad[n, c, h * sh + ry * dh, v * sw + rx * dw, i]
+                                                * wp[c, 0, ry, rx, i], axis=[ry, rx]),
+                   name="depthwise_blocked")
+    return _bias_te(y, b, lanes=lanes)
 
 
 def packs_weight(node: ir.Node, w_shape: tuple, lanes: int | None) -> bool:
     """Whether conv ``node`` vectorizes over output channels (weights packed once, at set_params)."""
     if lanes is None or not isinstance(node, ir.Conv2d):
         return False
-    return cpu_tiles.packs_weight(w_shape[1], w_shape[0] // node.groups, lanes)
+    return cpu_tiles.packs_weight(w_shape[0] // node.groups, lanes)
 
 
 def linear_te(x, w, b=None):
@@ -322,9 +365,7 @@ def conv_transpose2d_te(x, w, b=None, *, node: ir.ConvTranspose2d):
     else:
         y = topi.nn.conv2d_transpose_nchw(x, w, list(node.stride), list(node.padding), x.dtype,
                                           list(node.output_padding))
-    if b is None:
-        return y
-    return te.compute(y.shape, lambda n, c, h, v: y[n, c, h, v] + b[c], name="bias_add")
+    return _bias_te(y, b)
 
 
 def _source(i, n_in: int, n_out: int, node: ir.Upsample):
@@ -368,6 +409,62 @@ SUPPORTED = ("conv2d", "linear", "batch_norm", "relu", "clip", "sigmoid", "tanh"
              "mean", "sum", "layer_norm", "conv_transpose2d", "upsample", "matmul")
 
 
+# ops computed the same way on any layout (one input, elementwise, no channel index)
+LAYOUT_FREE = (ir.Relu, ir.Clip, ir.Sigmoid, ir.Tanh, ir.Silu, ir.Hardswish, ir.Hardsigmoid, ir.Gelu,
+               ir.LeakyRelu)
+
+
+def _is_depthwise(node: ir.Node, specs: dict, lanes: int) -> bool:
+    if not isinstance(node, ir.Conv2d) or node.inputs[1] not in specs:
+        return False
+    o, cg, _, _ = specs[node.inputs[1]].shape
+    return cg == 1 and node.groups == o and o % lanes == 0
+
+
+def blocked_values(graph: ir.Graph, specs: dict, packing: set[str], lanes: int | None) -> set[str]:
+    """Values kept channel-blocked, [N, C/lanes, H, W, lanes] instead of NCHW.
+
+    Between convolutions that layout makes a depthwise conv one vector of channels per tap and lets
+    a channel-vectorized conv store whole vectors. A value is blocked only where its producer and
+    every consumer compute on that layout (packed convs, depthwise convs, LAYOUT_FREE ops, add), so
+    no layout change is ever emitted; graph outputs stay NCHW.
+    """
+    if lanes is None:
+        return set()
+    producer = {n.output: n for n in graph.nodes}
+    consumers: dict[str, list[ir.Node]] = {}
+    for n in graph.nodes:
+        for i in n.inputs:
+            consumers.setdefault(i, []).append(n)
+
+    def candidate(n: ir.Node) -> bool:
+        shape = specs[n.output].shape
+        if len(shape) != 4 or shape[1] % lanes:
+            return False
+        if isinstance(n, ir.Add):
+            return specs[n.inputs[0]].shape == specs[n.inputs[1]].shape == shape
+        return n.name in packing or _is_depthwise(n, specs, lanes) or isinstance(n, LAYOUT_FREE)
+
+    blocked = {n.output for n in graph.nodes if candidate(n)} - set(graph.outputs)
+
+    def reads_blocked(n: ir.Node, value: str) -> bool:  # n, consuming value, works on its blocked form
+        if n.name in packing and value == n.inputs[0]:
+            return True
+        return (_is_depthwise(n, specs, lanes) or isinstance(n, (ir.Add, *LAYOUT_FREE))) and n.output in blocked
+
+    def stays(v: str) -> bool:
+        n = producer[v]
+        if not all(reads_blocked(c, v) for c in consumers.get(v, [])):
+            return False
+        return n.name in packing or all(i in blocked for i in n.inputs[:1 if not isinstance(n, ir.Add) else 2])
+
+    while True:
+        keep = {v for v in blocked if stays(v)}
+        if keep == blocked:
+            return blocked
+        blocked = keep
+
+
 @dataclass(frozen=True)
 class Lowered:
     """The Relax module plus what the build needs to name kernels after nodes."""
@@ -378,15 +475,19 @@ class Lowered:
     packed: tuple[str, ...] = ()  # params that transform_params packs, in its output order
 
 
-def _emit(bb, node: ir.Node, args: list, out: ir.TensorSpec, hint: str, packed_weight: bool = False):
+def _emit(bb, node: ir.Node, args: list, out: ir.TensorSpec, hint: str, packed_weight: bool = False,
+          blocked: set[str] = frozenset()):
     # emit_te converts keyword arguments to TVM objects, so Python-side settings go in via partial.
     # The node attribute keeps BlockBuilder from merging structurally equal PrimFuncs of two nodes.
     def e(fn, *a, **kw):
         return bb.emit_te(partial(fn, **kw), *a, primfunc_name_hint=hint,
                           primfunc_attrs={NODE_ATTR: node.name})
     match node:
+        case ir.Conv2d() if packed_weight and node.groups == out.shape[1] > 1:  # depthwise, blocked
+            return e(depthwise_blocked_te, *args, node=node)
         case ir.Conv2d() if packed_weight:  # weights packed by transform_params
-            return e(conv2d_packed_te, *args, node=node, out=out)
+            return e(conv2d_packed_te, *args, node=node, out=out, blocked_in=node.inputs[0] in blocked,
+                     blocked_out=node.output in blocked)
         case ir.Conv2d():
             return e(conv2d_te, *args, node=node)
         case ir.Linear():
@@ -476,6 +577,10 @@ def lower_graph(graph: ir.Graph, lanes: int | None = None) -> Lowered:
     param_names = tuple(sorted(graph.params))
     packing = {n.name for n in graph.nodes if isinstance(n, ir.Conv2d) and n.inputs[1] in graph.params
                and packs_weight(n, specs[n.inputs[1]].shape, lanes)}
+    blocked = blocked_values(graph, specs, packing, lanes)
+    # a depthwise conv between blocked values reads its weights packed per vector of channels too
+    packing |= {n.name for n in graph.nodes if n.output in blocked and _is_depthwise(n, specs, lanes)
+                and n.inputs[1] in graph.params}
     owner = {n.inputs[1]: n.name for n in graph.nodes if n.name in packing}
     packed = tuple(sorted(owner))
 
@@ -510,7 +615,7 @@ def lower_graph(graph: ir.Graph, lanes: int | None = None) -> Lowered:
                 if node.name in packing:  # this conv reads its weight in packed form
                     args[1] = packed_env[node.inputs[1]]
                 env[node.output] = _emit(bb, node, args, specs[node.output], sanitize(node.name),
-                                         node.name in packing)
+                                         node.name in packing, blocked)
             out = bb.emit_output(relax.Tuple([env[o] for o in graph.outputs]))
         bb.emit_func_output(out)
 

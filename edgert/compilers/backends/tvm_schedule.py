@@ -6,6 +6,9 @@ convolution runs at about 1 GMAC/s. This pass applies a few hand-written s_tir s
 - convolution with packed weights (``conv2d_packed``, see tvm_lower): a register tile of up to 12
   output columns x one vector of output channels; each input value is broadcast and multiplied by
   a contiguous vector of weights; (batch, channel block, row) run in parallel;
+- convolutions with a channel-blocked output (``conv2d_blocked``, ``depthwise_blocked``; see
+  tvm_lower.blocked_values): the same tile, stored as whole vectors; a depthwise tap is one vector
+  multiply of lanes channels; the zero padding is written row by row;
 - other convolutions (``conv2d_nchw`` / ``group_conv2d_nchw``: depthwise, odd channel counts): a
   tile of a few output channels x a vector of output columns, weights broadcast;
 - both keep the tile in registers, move the reduction outside the vector loop and inline the fused
@@ -34,6 +37,7 @@ log = logging.getLogger(__name__)
 
 CONV_BLOCKS = ("conv2d_nchw", "group_conv2d_nchw")  # topi's names; weights broadcast
 PACKED_CONV_BLOCKS = ("conv2d_packed",)  # tvm_lower.conv2d_packed_te; weights packed per lanes
+BLOCKED_CONV_BLOCKS = ("conv2d_blocked", "depthwise_blocked")  # channel-blocked outputs, see tvm_lower
 DENSE_BLOCKS = ("matmul",)
 PARALLEL_MIN_WORK = 1 << 14  # below this many loop iterations a thread hand-off costs more than it saves
 # Scope of register tiles. TVM 0.27's LowerTVMBuiltin turns every "local" buffer on CPU into a
@@ -149,6 +153,39 @@ def _schedule_conv_oc(sch, conv, lanes: int) -> None:
     sch.vectorize(sch.get_loops(init)[-1])
 
 
+def _schedule_conv_blocked(sch, conv, lanes: int) -> None:
+    """A conv whose output is channel-blocked [N, C/lanes, H, W, lanes] (``conv2d_blocked``, or
+    ``depthwise_blocked`` without the channel reduction): a register tile of ``owb`` output columns x
+    ``ocb`` vectors of channels, stored as whole vectors."""
+    loops = sch.get_loops(conv)
+    n, oo, oh, ow, oi = loops[:5]
+    reduction = loops[5:]
+    for pad in sch.get_producers(conv):  # the zero padding, row by row: no index division per vector
+        if not _is_reduction(sch, pad) and len(sch.get_loops(pad)) == 5:
+            p_n, p_c, p_h, _, p_lane = sch.get_loops(pad)
+            sch.parallel(sch.fuse(p_n, p_c, p_h))
+            sch.vectorize(p_lane)
+    owb = conv_tile_columns(_const(sch.get(ow).extent))
+    ocb = 2 if 2 * owb <= 12 and _const(sch.get(oo).extent) % 2 == 0 else 1
+    acc = sch.cache_write(conv, 0, TILE_SCOPE)
+    _fold_epilogue(sch, acc)
+    oo_o, oo_b = sch.split(oo, [None, ocb])
+    ow_o, ow_i = sch.split(ow, [None, owb])
+    sch.reorder(n, oo_o, oh, ow_o, *reduction, ow_i, oo_b, oi)
+    sch.reverse_compute_at(acc, ow_o, preserve_unit_loops=True)
+    # parallel and vectorize before decompose_reduction: TVM's checks want the init still in place
+    sch.parallel(sch.fuse(n, oo_o, oh))
+    sch.unroll(ow_i)
+    sch.unroll(oo_b)
+    sch.vectorize(oi)
+    *outer, lane = sch.get_loops(acc)[-5:]
+    for loop in outer:  # constant indices let LLVM keep the tile in registers
+        sch.unroll(loop)
+    sch.vectorize(lane)
+    init = sch.decompose_reduction(conv, reduction[0])
+    sch.vectorize(sch.get_loops(init)[-1])
+
+
 def _split_column_phases(sch, conv) -> None:
     """A conv with column stride s reads every s-th column of its padded input: as a vector of output
     columns that is a gather of single floats. Store the padding block's output as s planes of
@@ -240,7 +277,10 @@ def schedule_func(func: "tirx.PrimFunc", lanes: int) -> "tirx.PrimFunc":
         if not any(_name(sch, b) == name for b in sch.get_child_blocks(root)):
             continue  # inlined into an earlier block's schedule
         b = sch.get_sblock(name)
-        if _matches(name, PACKED_CONV_BLOCKS) and len(sch.get_loops(b)) == 7:
+        if _matches(name, BLOCKED_CONV_BLOCKS):
+            _schedule_conv_blocked(sch, b, lanes)
+            handled.add(name)
+        elif _matches(name, PACKED_CONV_BLOCKS) and len(sch.get_loops(b)) == 7:
             _schedule_conv_oc(sch, b, lanes)
             handled.add(name)
         elif _matches(name, CONV_BLOCKS) and len(sch.get_loops(b)) == 7:

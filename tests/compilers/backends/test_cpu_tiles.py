@@ -10,7 +10,7 @@ def test_tile_is_the_largest_divisor_from_4_to_12_else_the_short_row_else_8():
     assert conv_tile_columns(13) == 8 and conv_tile_columns(17) == 8  # prime: ragged tiles of 8
 
 
-def test_packs_weight_needs_several_input_channels_and_whole_vectors_of_outputs():
-    assert packs_weight(16, 32, 8) and packs_weight(2, 8, 8) and packs_weight(3, 4, 4)
-    assert not packs_weight(1, 32, 8)   # one input channel per group (first layer, depthwise)
-    assert not packs_weight(16, 12, 8)  # 12 outputs do not fill vectors of 8
+def test_packs_weight_needs_whole_vectors_of_outputs_per_group():
+    assert packs_weight(32, 8) and packs_weight(8, 8) and packs_weight(4, 4)
+    assert not packs_weight(1, 8)   # depthwise: one output per group
+    assert not packs_weight(12, 8)  # 12 outputs do not fill vectors of 8

@@ -146,6 +146,48 @@ def dense_graph() -> ir.Graph:
                     outputs=("probs", "cat_p", "rr"), params=p).validate()
 
 
+def blocked_graph() -> ir.Graph:
+    """A separable-conv chain that the lowering keeps channel-blocked between its convs."""
+    rng = np.random.default_rng(3)
+    p = {"w0": _w(rng, 16, 1, 3, 3), "b0": _w(rng, 16, fan_in=1),
+         "w1": _w(rng, 16, 1, 3, 3), "b1": _w(rng, 16, fan_in=1),
+         "w2": _w(rng, 16, 16, 1, 1), "b2": _w(rng, 16, fan_in=1),
+         "w3": _w(rng, 16, 1, 4, 4), "w4": _w(rng, 16, 16, 1, 1), "w5": _w(rng, 8, 16, 1, 1)}
+    nodes = (
+        ir.Conv2d(name="stem", inputs=("x", "w0", "b0"), output="s", padding=1),  # one input channel
+        ir.Hardswish(name="hs", inputs=("s",), output="s_h"),
+        ir.Conv2d(name="dw", inputs=("s_h", "w1", "b1"), output="d", padding=2, dilation=2, groups=16),
+        ir.Clip(name="relu6", inputs=("d",), output="d6", lo=0.0, hi=6.0),
+        ir.Conv2d(name="pw", inputs=("d6", "w2", "b2"), output="p"),
+        ir.Add(name="res", inputs=("p", "s_h"), output="r"),
+        ir.Relu(name="relu", inputs=("r",), output="r_r"),
+        # strided depthwise with a Keras-'same' style asymmetric pad, odd output width
+        ir.Conv2d(name="dw2", inputs=("r_r", "w3"), output="e", stride=2, padding=(1, 1, 2, 2), groups=16),
+        ir.Conv2d(name="pw2", inputs=("e", "w4"), output="f"),
+        ir.Mean(name="gap", inputs=("f",), output="g", axes=(2, 3), keepdim=True),  # reads NCHW
+        ir.Conv2d(name="pw3", inputs=("r_r", "w5"), output="o"),  # blocked in, an output: NCHW out
+    )
+    return ir.Graph(inputs=(("x", ir.TensorSpec((None, 1, 9, 25))),), nodes=nodes, outputs=("g", "o"),
+                    params=p).validate()
+
+
+def test_blocked_layout_covers_the_conv_chain_and_stops_at_other_ops():
+    from edgert.compilers.backends.tvm_lower import blocked_values
+
+    g = blocked_graph()
+    packing = {"stem", "pw", "pw2", "pw3"}
+    assert blocked_values(g, g.infer_specs(), packing, 8) == {"s", "s_h", "d", "d6", "p", "r", "r_r", "e"}
+    assert blocked_values(g, g.infer_specs(), packing, None) == set()
+
+
+def test_blocked_conv_chain_matches_reference():
+    g = blocked_graph()
+    b = compile_graph(g, HOST)
+    assert set(b.packed_params) == {"w0", "w1", "w2", "w3", "w4", "w5"}  # the depthwise weights too
+    for batch in (1, 3):
+        _check(g, _runner(b, g), batch)
+
+
 @pytest.fixture(scope="module")
 def conv_build():
     g = conv_graph()
