@@ -6,7 +6,8 @@ when some convolution weights are packed for vector code it also holds
 runner packs once per parameter set instead of once per call (see tvm_lower.lower_graph).
 Parameters are converted to TVM tensors once, so ``set_params`` swaps weights without recompiling.
 Small inputs run through a VM closure saved with its arguments bound (staging buffers and parameters),
-so a call converts no arguments.
+so a call converts no arguments; when its outputs are small too, the kernels that closure ran once are
+replayed on the same tensors, without the VM (its argument checks and allocations cost ~0.5 us each).
 """
 
 from __future__ import annotations
@@ -31,6 +32,13 @@ _ALIGN = 64  # TVM kernels assume 64-byte aligned buffers; other inputs are copi
 # DLPack export per input); a copy of a few KB costs far less. Larger inputs are passed zero-copy.
 _BOUND_BYTES = 1 << 18
 _BOUND_SHAPES = 8  # saved closures kept (one per input shape: batch sizes seen)
+# A bound call whose outputs total at most this many bytes replays its kernels instead (see _replay).
+_REPLAY_OUT_BYTES = 1 << 16
+# VM builtins that only check arguments, compute shapes or make views and tuples: a call sequence with
+# nothing else besides the kernels can be replayed on the tensors one call recorded
+_BOOKKEEPING = {"vm.builtin." + b for b in ("alloc_shape_heap", "check_tensor_info", "match_shape", "make_shape",
+                                            "alloc_storage", "alloc_tensor", "null_value", "reshape",
+                                            "make_tuple", "tuple_getitem")} | {"shape_func"}
 
 # TVM's thread pool (src/runtime/thread_pool.cc) is per OS thread and sized once, when it starts; every
 # parallel kernel call asks MaxConcurrency(), which reads TVM_NUM_THREADS anew each time and, when it is
@@ -175,16 +183,53 @@ class TvmRunner:
         return self._tvm.runtime.from_dlpack(x)
 
     def _bind(self, inputs: Sequence[np.ndarray]):
-        """Staging buffers for inputs shaped like ``inputs`` and a saved VM closure that runs the
-        library on them and the current parameters (vm.save_function)."""
+        """Staging buffers for inputs shaped like ``inputs`` and a call that runs the library on them
+        and the current parameters: the kernel replay of _replay, else a saved VM closure
+        (vm.save_function)."""
         staging = [_aligned_empty(x.shape, x.dtype) for x in inputs]
+        for b in staging:
+            b.fill(0)
         args = [self._tvm.runtime.from_dlpack(b) for b in staging] + self._params
         name = f"edgert_bound_{len(self._bound)}"
         self._vm.save_function(self._main_name, name, *args)
         if len(self._bound) >= _BOUND_SHAPES:
             self._bound.clear()
+        closure = self._vm[name]
+        replay = self._replay(closure)
+        if replay is not None:
+            return [staging, replay[0], [True] * replay[1]]  # outputs are reused buffers: copy each out
         shared = {np.from_dlpack(a).ctypes.data for a in args if a.shape and 0 not in a.shape}
-        return [staging, self._vm[name], shared]
+        return [staging, closure, shared]
+
+    def _replay(self, closure):
+        """(call, number of outputs): run the kernels ``closure`` ran, in order, on the tensors it ran
+        them on (its intermediates and outputs, kept), without the VM's per-call argument checks and
+        allocations (~0.5 us per argument and per kernel). None when the VM did anything besides
+        kernels and bookkeeping, or the outputs are too large to copy out on every call."""
+        calls: list[tuple[str, object, tuple]] = []
+
+        def record(func, symbol, before_run, ret_value, *args):  # noqa: ARG001 (VM's signature)
+            if before_run:
+                calls.append((str(symbol), func, args))
+            return 0  # VMInstrumentReturnKind.NO_OP
+
+        self._vm.set_instrument(self._tvm.runtime.convert(record))
+        try:
+            outs = tuple(closure()[:])
+        finally:
+            self._vm.set_instrument(None)
+        if any(s.startswith("vm.") and s not in _BOOKKEEPING for s, _, _ in calls):
+            return None
+        if sum(np.from_dlpack(y).nbytes for y in outs) > _REPLAY_OUT_BYTES:
+            return None
+        kernels = tuple((func, args) for s, func, args in calls if s not in _BOOKKEEPING)
+
+        def call():
+            for func, args in kernels:
+                func(*args)
+            return outs
+
+        return call, len(outs)
 
     def bound(self, inputs: Sequence[np.ndarray]) -> list | None:
         """[staging arrays, saved VM closure, aliasing] for inputs shaped like ``inputs`` (see run), or

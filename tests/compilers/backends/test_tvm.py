@@ -273,6 +273,19 @@ def test_outputs_are_not_shared_with_params():
     np.testing.assert_array_equal(r.run([np.ones((1, 3), np.float32)])[0], [[3, 12]])
 
 
+def test_replayed_calls_hand_out_fresh_outputs(conv_build):
+    """Small inputs replay the kernels of one recorded call on the same buffers: an output kept from
+    one call must not change with the next, and every call must match the reference."""
+    g, b = conv_build
+    r = _runner(b, g)
+    rng = np.random.default_rng(5)
+    feeds = [{name: _x(rng, spec, 1) for name, spec in g.inputs} for _ in range(3)]
+    got = [r.run([f[name] for name, _ in g.inputs]) for f in feeds]
+    for f, outs in zip(feeds, got):
+        for name, y, want in zip(g.outputs, outs, run_graph_ref(g, f)):
+            np.testing.assert_allclose(y, want, **TOL, err_msg=f"output {name!r}")
+
+
 # ---- kernels, names and profiling ------------------------------------------------------------------
 
 def test_kernel_map_names_nodes_and_profile_uses_it(conv_build):
