@@ -56,6 +56,19 @@ def _blocked_index(t, n, c, h, v, lanes: int):
     return t[n, c // lanes, h, v, c % lanes]
 
 
+class _Nchw:
+    """Reads a 4D NCHW tensor or a channel-blocked 5D one by NCHW indices (what a pool reads)."""
+
+    def __init__(self, t):
+        self.t, self.dtype = t, t.dtype
+        self.lanes = int(t.shape[4]) if len(t.shape) == 5 else None
+        c = _i64(int(t.shape[1]) * self.lanes) if self.lanes else t.shape[1]
+        self.shape = (t.shape[0], c, t.shape[2], t.shape[3])
+
+    def __getitem__(self, i):
+        return _blocked_index(self.t, *i, self.lanes) if self.lanes else self.t[i]
+
+
 def _pad_te(x, t: int, l: int, pb: int, pr: int):
     """x zero-padded by (top, left, bottom, right) on its spatial axes, NCHW or [N, C/L, H, W, L]."""
     h_in, w_in = int(x.shape[2]), int(x.shape[3])
@@ -177,6 +190,7 @@ def _pool_geometry(x, out, kernel, stride, padding, dilation):
 
 def max_pool2d_te(x, *, node: ir.MaxPool2d, out: ir.TensorSpec):
     """Max over windows; padding and the ceil_mode overhang read as -inf (never selected)."""
+    x = _Nchw(x)
     rh, rw, at, (oh, ow) = _pool_geometry(x, out, node.kernel, node.stride, node.padding, node.dilation)
     lowest = tirx.const(NEG_INF, x.dtype)
 
@@ -190,6 +204,7 @@ def max_pool2d_te(x, *, node: ir.MaxPool2d, out: ir.TensorSpec):
 
 def avg_pool2d_te(x, *, node: ir.AvgPool2d, out: ir.TensorSpec):
     """Window sum / PyTorch's divisor: the window clipped to input+padding (count_include_pad) or input."""
+    x = _Nchw(x)
     rh, rw, at, (oh, ow) = _pool_geometry(x, out, node.kernel, node.stride, node.padding, (1, 1))
     zero = tirx.const(0.0, x.dtype)
     h_in, w_in = int(x.shape[2]), int(x.shape[3])
@@ -215,6 +230,7 @@ def avg_pool2d_te(x, *, node: ir.AvgPool2d, out: ir.TensorSpec):
 
 def adaptive_avg_pool2d_te(x, *, node: ir.AdaptiveAvgPool2d):
     """Window i spans [floor(i*H/oh), ceil((i+1)*H/oh)), as in PyTorch."""
+    x = _Nchw(x)
     (oh, ow), h_in, w_in = node.output_size, int(x.shape[2]), int(x.shape[3])
     # window bounds are compile-time numbers; the largest window fixes the reduction extent
     hs = [((i * h_in) // oh, -(-((i + 1) * h_in) // oh)) for i in range(oh)]
@@ -412,6 +428,7 @@ SUPPORTED = ("conv2d", "linear", "batch_norm", "relu", "clip", "sigmoid", "tanh"
 # ops computed the same way on any layout (one input, elementwise, no channel index)
 LAYOUT_FREE = (ir.Relu, ir.Clip, ir.Sigmoid, ir.Tanh, ir.Silu, ir.Hardswish, ir.Hardsigmoid, ir.Gelu,
                ir.LeakyRelu)
+POOLS = (ir.MaxPool2d, ir.AvgPool2d, ir.AdaptiveAvgPool2d)  # read either layout, write NCHW
 
 
 def _is_depthwise(node: ir.Node, specs: dict, lanes: int) -> bool:
@@ -426,8 +443,8 @@ def blocked_values(graph: ir.Graph, specs: dict, packing: set[str], lanes: int |
 
     Between convolutions that layout makes a depthwise conv one vector of channels per tap and lets
     a channel-vectorized conv store whole vectors. A value is blocked only where its producer and
-    every consumer compute on that layout (packed convs, depthwise convs, LAYOUT_FREE ops, add), so
-    no layout change is ever emitted; graph outputs stay NCHW.
+    every consumer compute on that layout (packed convs, depthwise convs, LAYOUT_FREE ops, add; pools
+    read it), so no layout change is ever emitted; graph outputs stay NCHW.
     """
     if lanes is None:
         return set()
@@ -448,7 +465,7 @@ def blocked_values(graph: ir.Graph, specs: dict, packing: set[str], lanes: int |
     blocked = {n.output for n in graph.nodes if candidate(n)} - set(graph.outputs)
 
     def reads_blocked(n: ir.Node, value: str) -> bool:  # n, consuming value, works on its blocked form
-        if n.name in packing and value == n.inputs[0]:
+        if (n.name in packing and value == n.inputs[0]) or isinstance(n, POOLS):
             return True
         return (_is_depthwise(n, specs, lanes) or isinstance(n, (ir.Add, *LAYOUT_FREE))) and n.output in blocked
 

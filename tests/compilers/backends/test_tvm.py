@@ -166,9 +166,12 @@ def blocked_graph() -> ir.Graph:
         ir.Conv2d(name="pw2", inputs=("e", "w4"), output="f"),
         ir.Mean(name="gap", inputs=("f",), output="g", axes=(2, 3), keepdim=True),  # reads NCHW
         ir.Conv2d(name="pw3", inputs=("r_r", "w5"), output="o"),  # blocked in, an output: NCHW out
+        ir.MaxPool2d(name="mp", inputs=("r_r",), output="m", kernel=(3, 3), stride=(2, 2), padding=(1, 1, 1, 1)),
+        ir.AvgPool2d(name="ap", inputs=("e",), output="a", kernel=(2, 2), stride=(2, 2), ceil_mode=True),
+        ir.AdaptiveAvgPool2d(name="aap", inputs=("e",), output="aa", output_size=(2, 3)),
     )
-    return ir.Graph(inputs=(("x", ir.TensorSpec((None, 1, 9, 25))),), nodes=nodes, outputs=("g", "o"),
-                    params=p).validate()
+    return ir.Graph(inputs=(("x", ir.TensorSpec((None, 1, 9, 25))),), nodes=nodes,
+                    outputs=("g", "o", "m", "a", "aa"), params=p).validate()
 
 
 def test_blocked_layout_covers_the_conv_chain_and_stops_at_other_ops():
