@@ -206,18 +206,7 @@ class TvmRunner:
         them on (its intermediates and outputs, kept), without the VM's per-call argument checks and
         allocations (~0.5 us per argument and per kernel). None when the VM did anything besides
         kernels and bookkeeping, or the outputs are too large to copy out on every call."""
-        calls: list[tuple[str, object, tuple]] = []
-
-        def record(func, symbol, before_run, ret_value, *args):  # noqa: ARG001 (VM's signature)
-            if before_run:
-                calls.append((str(symbol), func, args))
-            return 0  # VMInstrumentReturnKind.NO_OP
-
-        self._vm.set_instrument(self._tvm.runtime.convert(record))
-        try:
-            outs = tuple(closure()[:])
-        finally:
-            self._vm.set_instrument(None)
+        calls, outs = self._record_calls(closure)
         if any(s.startswith("vm.") and s not in _BOOKKEEPING for s, _, _ in calls):
             return None
         if sum(np.from_dlpack(y).nbytes for y in outs) > _REPLAY_OUT_BYTES:
@@ -283,19 +272,8 @@ class TvmRunner:
         """
         if self.num_threads is not None:
             use_threads(self.num_threads)
-        calls: list[tuple[str, tuple]] = []
-
-        def record(func, symbol, before_run, ret_value, *args):  # noqa: ARG001 (VM's signature)
-            if before_run and not str(symbol).startswith(_NOT_KERNELS):
-                calls.append((str(symbol), args))
-            return 0  # VMInstrumentReturnKind.NO_OP
-
-        args = self._args(inputs)
-        self._vm.set_instrument(self._tvm.runtime.convert(record))
-        try:
-            self._main(*args)
-        finally:
-            self._vm.set_instrument(None)
+        calls, _ = self._record_calls(lambda: self._main(*self._args(inputs)))
+        calls = [(symbol, args) for symbol, _, args in calls if not symbol.startswith(_NOT_KERNELS)]
         out = []
         for symbol, call_args in calls:
             timer = self._module_of(symbol).time_evaluator(symbol, self._dev, number=1,
@@ -303,6 +281,23 @@ class TvmRunner:
             results = timer(*call_args).results
             out.append((symbol, float(min(results) if best else np.median(results))))
         return out
+
+    def _record_calls(self, call):
+        """([(symbol, function, argument tensors)] of every packed call the VM made while running
+        ``call()``, in order; the outputs of that call)."""
+        calls: list[tuple[str, object, tuple]] = []
+
+        def record(func, symbol, before_run, ret_value, *args):  # noqa: ARG001 (VM's signature)
+            if before_run:
+                calls.append((str(symbol), func, args))
+            return 0  # VMInstrumentReturnKind.NO_OP
+
+        self._vm.set_instrument(self._tvm.runtime.convert(record))
+        try:
+            outs = tuple(call()[:])
+        finally:
+            self._vm.set_instrument(None)
+        return calls, outs
 
     def _module_of(self, symbol: str):
         """The (imported) module that defines kernel ``symbol``; time_evaluator does not search imports."""

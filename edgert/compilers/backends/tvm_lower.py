@@ -493,14 +493,14 @@ class Lowered:
 
 
 def _emit(bb, node: ir.Node, args: list, out: ir.TensorSpec, hint: str, packed_weight: bool = False,
-          blocked: set[str] = frozenset()):
+          blocked: set[str] = frozenset(), blocked_depthwise: bool = False):
     # emit_te converts keyword arguments to TVM objects, so Python-side settings go in via partial.
     # The node attribute keeps BlockBuilder from merging structurally equal PrimFuncs of two nodes.
     def e(fn, *a, **kw):
         return bb.emit_te(partial(fn, **kw), *a, primfunc_name_hint=hint,
                           primfunc_attrs={NODE_ATTR: node.name})
     match node:
-        case ir.Conv2d() if packed_weight and node.groups == out.shape[1] > 1:  # depthwise, blocked
+        case ir.Conv2d() if blocked_depthwise:
             return e(depthwise_blocked_te, *args, node=node)
         case ir.Conv2d() if packed_weight:  # weights packed by transform_params
             return e(conv2d_packed_te, *args, node=node, out=out, blocked_in=node.inputs[0] in blocked,
@@ -596,8 +596,9 @@ def lower_graph(graph: ir.Graph, lanes: int | None = None) -> Lowered:
                and packs_weight(n, specs[n.inputs[1]].shape, lanes)}
     blocked = blocked_values(graph, specs, packing, lanes)
     # a depthwise conv between blocked values reads its weights packed per vector of channels too
-    packing |= {n.name for n in graph.nodes if n.output in blocked and _is_depthwise(n, specs, lanes)
-                and n.inputs[1] in graph.params}
+    blocked_depthwise = {n.name for n in graph.nodes if n.output in blocked and _is_depthwise(n, specs, lanes)
+                         and n.inputs[1] in graph.params}
+    packing |= blocked_depthwise
     owner = {n.inputs[1]: n.name for n in graph.nodes if n.name in packing}
     packed = tuple(sorted(owner))
 
@@ -632,7 +633,7 @@ def lower_graph(graph: ir.Graph, lanes: int | None = None) -> Lowered:
                 if node.name in packing:  # this conv reads its weight in packed form
                     args[1] = packed_env[node.inputs[1]]
                 env[node.output] = _emit(bb, node, args, specs[node.output], sanitize(node.name),
-                                         node.name in packing, blocked)
+                                         node.name in packing, blocked, node.name in blocked_depthwise)
             out = bb.emit_output(relax.Tuple([env[o] for o in graph.outputs]))
         bb.emit_func_output(out)
 
