@@ -1,26 +1,58 @@
 """The CLI as a user runs it: compile a .pt2, run an .npy through it, profile it, list targets; compile
 a recurrent NIR graph at a time step and run it."""
 
+import io
 import json
+import os
 import subprocess
 import sys
+import traceback
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from edgert import cli
 from tools.models.digits_cnn import DigitsCNN, save_pt2
 
 EDGERT = [sys.executable, "-m", "edgert.cli"]
 NIR = Path(__file__).resolve().parent / "data" / "nir"
 
 
-def edgert(*args, check=True):
-    out = subprocess.run(EDGERT + [str(a) for a in args], capture_output=True, text=True)
+def edgert(*args, check=True) -> subprocess.CompletedProcess:
+    """The CLI run in this process, as `edgert ARGS` would run: exit code, stdout and stderr (an
+    unexpected exception exits 1 with its traceback on stderr). In-process, because a fresh Python
+    pays ~6 s of torch and TVM imports per call; test_entry_point runs the real command."""
+    argv, env = [str(a) for a in args], dict(os.environ)
+    out, err = io.StringIO(), io.StringIO()
+    saved, sys.argv, code = sys.argv, ["edgert", *argv], 0
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            cli.main()
+    except SystemExit as e:
+        code = e.code if isinstance(e.code, int) else int(e.code is not None)
+    except Exception:  # noqa: BLE001 (reported as the real command would report it)
+        err.write(traceback.format_exc())
+        code = 1
+    finally:
+        sys.argv = saved
+        os.environ.clear()
+        os.environ.update(env)  # the CLI sets EDGERT_THREADS for its own process
+    ran = subprocess.CompletedProcess(["edgert", *argv], code, out.getvalue(), err.getvalue())
     if check:
-        assert out.returncode == 0, out.stdout + out.stderr
-    return out
+        assert ran.returncode == 0, ran.stdout + ran.stderr
+    return ran
+
+
+def test_entry_point():
+    """`python -m edgert.cli` itself: a listing, and a user error's one line and exit code 2."""
+    out = subprocess.run(EDGERT + ["targets"], capture_output=True, text=True)
+    assert out.returncode == 0 and "x86-host" in out.stdout, out.stderr
+    out = subprocess.run(EDGERT + ["run", "nope.edgert", "--input", "x.npy"], capture_output=True, text=True)
+    assert out.returncode == 2 and "error:" in out.stderr and "no such artifact" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 @pytest.fixture(scope="module")

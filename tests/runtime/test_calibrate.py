@@ -1,8 +1,6 @@
 """Calibration: a fused kernel is one roofline unit, and the host comparison covers every layer."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -12,6 +10,7 @@ from edgert.compilers.compile import build_artifact
 from edgert.runtime.calibrate import kernel_cost, slope_through
 from edgert.runtime.profile import node_costs
 from tests.runtime.test_profile import residual_graph
+from tests.test_cli import edgert
 
 
 def test_fused_kernel_moves_only_its_boundary_bytes():
@@ -40,9 +39,7 @@ def test_slope_through_the_measured_call_cost():
 @pytest.mark.slow
 def test_cli_calibrate_compares_every_layer(tmp_path):
     path = build_artifact(residual_graph(), "x86-host").save(tmp_path / "r.edgert")
-    out = subprocess.run([sys.executable, "-m", "edgert.cli", "profile", str(path), "--calibrate", "--json",
-                          "--repeat", "5"], capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr
+    out = edgert("profile", path, "--calibrate", "--json", "--repeat", "5")
     report = json.loads(out.stdout)
     m = report["measured"]
     assert set(m["throughput"]) == {"fp32_mac", "int8_mac", "binary_mac", "shift_add", "accumulate", "elementwise"}
