@@ -12,6 +12,7 @@ import numba
 import numpy as np
 from llvmlite import ir as llvm_ir
 from numba.core import types
+from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
 from edgert.ops.spiking.nodes import (RESET_CODE, Delay, Leaky, LeakyIntegrator, LinearLeaky, Reset, RLeaky,
@@ -374,24 +375,67 @@ def _add_rows(acc, wt, idx, val, n):
         acc[o] = a
 
 
+def _mask_of(vectors: int):
+    """An intrinsic mask(bits, k): a uint64 whose bit i (i < LANES * vectors) is set when bits[k + i],
+    a float32's bit pattern, is nonzero sign aside (-0.0 is no event). One vector compare and one
+    movemask per LANES inputs (vpcmpeqd/vmovmskps on AVX2), no branch."""
+
+    @intrinsic
+    def mask(typingctx, bits, k):
+        def codegen(context, builder, signature, args):
+            a_bits = context.make_array(signature.args[0])(context, builder, args[0])
+            i32, i64 = llvm_ir.IntType(32), llvm_ir.IntType(64)
+            vec = llvm_ir.VectorType(i32, LANES)
+            base = builder.gep(a_bits.data, [args[1]])
+            out = llvm_ir.Constant(i64, 0)
+            for v in range(vectors):
+                ptr = builder.bitcast(builder.gep(base, [llvm_ir.Constant(i64, LANES * v)]), vec.as_pointer())
+                magnitude = builder.shl(builder.load(ptr, align=4), llvm_ir.Constant(vec, [1] * LANES))
+                nonzero = builder.icmp_unsigned("!=", magnitude, llvm_ir.Constant(vec, [0] * LANES))
+                lanes = builder.zext(builder.bitcast(nonzero, llvm_ir.IntType(LANES)), i64)
+                out = builder.or_(out, builder.shl(lanes, llvm_ir.Constant(i64, LANES * v)))
+            return out
+
+        return types.uint64(bits, k), codegen
+
+    return mask
+
+
+_mask_wide = _mask_of(64 // LANES)  # 64 inputs: one uint64
+_mask_vector = _mask_of(1)
+
+
+def events_ref(xrow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The events of one row of input: indices of its nonzero entries (ascending) and their values."""
+    idx = np.flatnonzero(xrow)
+    return idx, xrow[idx]
+
+
 @numba.njit(**_JIT)
-def _events(xrow, bits, idx, val):
-    """List xrow's nonzero entries: their indices in idx[:n], their values in val[:n]; returns n. bits
-    is xrow's float32 bit patterns as uint32: a block of 8 inputs whose bits, sign aside, are all zero
-    (-0.0 is no event) is skipped with one test; inside other blocks every index is written and the
-    count advanced by the comparison's result, so a spike costs no mispredicted branch."""
+def _append_events(xrow, bits, idx, val, n):
+    """Append xrow's nonzero entries to the event list: indices to idx[n:], values to val[n:]; returns
+    the new length. bits is xrow's float32 bit patterns as uint32. Masks of 64 inputs (then of LANES,
+    then one by one) are made without branches; only the set bits are visited."""
     K = xrow.shape[0]
-    n = 0
     k = 0
-    while k + 8 <= K:
-        any_bits = (bits[k] | bits[k + 1] | bits[k + 2] | bits[k + 3] | bits[k + 4] | bits[k + 5] |
-                    bits[k + 6] | bits[k + 7])
-        if any_bits << np.uint32(1):
-            for i in range(k, k + 8):
-                idx[n] = i
-                val[n] = xrow[i]
-                n += xrow[i] != 0
-        k += 8
+    while k + 64 <= K:
+        m = _mask_wide(bits, k)
+        while m:
+            i = k + np.int64(trailing_zeros(m))
+            idx[n] = i
+            val[n] = xrow[i]
+            n += 1
+            m &= m - np.uint64(1)
+        k += 64
+    while k + LANES <= K:
+        m = _mask_vector(bits, k)
+        while m:
+            i = k + np.int64(trailing_zeros(m))
+            idx[n] = i
+            val[n] = xrow[i]
+            n += 1
+            m &= m - np.uint64(1)
+        k += LANES
     for i in range(k, K):
         idx[n] = i
         val[n] = xrow[i]
@@ -400,38 +444,49 @@ def _events(xrow, bits, idx, val):
 
 
 @numba.njit(**_JIT)
-def linear_leaky_events(x, bits, wt, bias, beta, thr, mem, out, idx, val, acc, mode, delay, instant, graded):
-    """Fused Linear + Leaky over a whole sequence in one call, event-driven: for each time step and
-    sample the inputs that spiked are listed (idx, val), their weight rows (wt [K, O]: one contiguous
-    row per input) added in input order to acc after the bias, and the neurons updated from acc.
-    x [T, B, K] (bits: x viewed as uint32) -> out [T, B, O]; mem [B, O] in place; idx ([K] int64),
-    val ([K] float32) and acc ([O] float32) are the caller's scratch, so nothing is allocated.
-    Returns (input events, spikes)."""
+def events(x, bits, idx, val, ptr, most):
+    """Event lists of x [T, B, K] (bits: x viewed as uint32), time step by time step: the events of
+    (t, b) are idx[ptr[s]:ptr[s + 1]] and val[...], s = t * B + b, inputs ascending. Stops once there
+    are more than ``most`` events; returns their number (then > most, and ptr is not filled). idx and
+    val need room for most + K events (the row that crosses the limit is listed in full)."""
     T, B, K = x.shape
-    O = wt.shape[1]
-    events = 0
-    spikes = 0
+    n = 0
+    ptr[0] = 0
     for t in range(T):
         for b in range(B):
-            n = _events(x[t, b], bits[t, b], idx, val)
-            events += n
-            for o in range(O):
-                acc[o] = bias[o]
-            _add_rows(acc, wt, idx, val, n)
-            spikes += _leaky_row(acc, beta, thr, mem[b], out[t, b], mode, delay, instant, graded)
-    return events, spikes
+            n = _append_events(x[t, b], bits[t, b], idx, val, n)
+            if n > most:
+                return n
+            ptr[t * B + b + 1] = n
+    return n
 
 
 @numba.njit(**_JIT)
-def count_nonzero(x):
-    """Number of nonzero entries of a [T, B, K] array (a single pass, for the path choice)."""
+def linear_leaky_events(x, bits, wt, bias, beta, thr, mem, out, idx, val, ptr, acc, most, mode, delay,
+                        instant, graded):
+    """Fused Linear + Leaky over a whole sequence in one call, event-driven: the inputs that spiked are
+    listed for all time steps first (``events``), then for each time step and sample their weight rows
+    (wt [K, O]: one contiguous row per input) are added in input order to acc after the bias, and the
+    neurons updated from acc. x [T, B, K] (bits: x viewed as uint32) -> out [T, B, O]; mem [B, O] in
+    place. Scratch from the caller, so nothing is allocated: idx (int64) and val (float32) with room
+    for most + K events, ptr ([T * B + 1] int64), acc ([O] float32).
+
+    Returns (input events, spikes). When the input holds more than ``most`` events (the dense path is
+    then the faster), returns (a count above most, 0) at once, leaving mem and out untouched."""
     T, B, K = x.shape
-    n = 0
+    O = wt.shape[1]
+    n = events(x, bits, idx, val, ptr, most)
+    if n > most:
+        return n, 0
+    spikes = 0
     for t in range(T):
         for b in range(B):
-            for k in range(K):
-                n += x[t, b, k] != 0
-    return n
+            s = t * B + b
+            for o in range(O):
+                acc[o] = bias[o]
+            _add_rows(acc, wt, idx[ptr[s]:], val[ptr[s]:], ptr[s + 1] - ptr[s])
+            spikes += _leaky_row(acc, beta, thr, mem[b], out[t, b], mode, delay, instant, graded)
+    return n, spikes
 
 
 def describe() -> str:

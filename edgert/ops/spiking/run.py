@@ -9,6 +9,8 @@ out_features) and "path" (the last path taken: "event" or "dense").
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from edgert import ir
@@ -129,13 +131,15 @@ def linear_leaky_sequence(node: LinearLeaky, args: list[np.ndarray], state: dict
     o = wt.shape[1]
     beta, thr, mem = _vec(args[3]), _vec(args[4]), _zeros(state, "mem", b, o)
     out = np.empty((t, b, o), _F)
-    nnz = int(K.count_nonzero(x))
-    if nnz < node.event_below * x.size:
-        idx, val, acc = np.empty(k, np.int64), np.empty(k, _F), np.empty(o, _F)  # the kernel's scratch
-        _, spikes = K.linear_leaky_events(x, x.view(np.uint32), wt, bias, beta, thr, mem, out, idx, val, acc,
-                                          *K.codes(node))
+    most = math.ceil(node.event_below * x.size) - 1  # the most input events the event path takes
+    room = min(most, x.size) + k  # the kernel's event lists (it lists the row that crosses the limit)
+    idx, val = np.empty(room, np.int64), np.empty(room, _F)
+    nnz, spikes = K.linear_leaky_events(x, x.view(np.uint32), wt, bias, beta, thr, mem, out, idx, val,
+                                        np.empty(t * b + 1, np.int64), np.empty(o, _F), most, *K.codes(node))
+    if nnz <= most:
         state["path"] = "event"
     else:
+        nnz = int(np.count_nonzero(x))
         cur = (x.reshape(t * b, k) @ wt + bias).reshape(t, b, o)
         spikes = K.leaky_seq(cur, beta, thr, mem, out, *K.codes(node))
         state["path"] = "dense"

@@ -173,11 +173,35 @@ def test_linear_leaky_events_graded_input_against_float64_reference():
     beta, thr = np.full(9, 0.8, F), np.full(9, 1.0, F)
     want, (mem,) = _run_ref(K.linear_leaky_step_ref, node, x, wt, bias, beta, thr)
     out, got_mem = np.empty((30, 3, 9), F), np.zeros((3, 9), F)
+    most = x.size
     events, spikes = K.linear_leaky_events(x, x.view(np.uint32), wt, bias, beta, thr, got_mem, out,
-                                           np.empty(50, np.int64), np.empty(50, F), np.empty(9, F), *K.codes(node))
+                                           np.empty(most + 50, np.int64), np.empty(most + 50, F),
+                                           np.empty(30 * 3 + 1, np.int64), np.empty(9, F), most, *K.codes(node))
     assert events == np.count_nonzero(x) and spikes == np.count_nonzero(out) > 0
     np.testing.assert_array_equal(out, want)
     np.testing.assert_allclose(got_mem, mem, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 7, 8, 63, 64, 65, 130, 700])  # masks of 64, of 8, and one by one
+@pytest.mark.parametrize("density", [0.0, 0.05, 0.5, 1.0])
+def test_event_lists_match_reference(k, density):
+    rng = np.random.default_rng(k)
+    x = (rng.random((6, 2, k)) < density).astype(F) * rng.choice(np.array([1, -2.5, 0.25], F), (6, 2, k))
+    x[0, 0, :: 3] = -0.0  # a negative zero is no event
+    idx, val, ptr = np.empty(x.size + k, np.int64), np.empty(x.size + k, F), np.empty(13, np.int64)
+    n = K.events(x, x.view(np.uint32), idx, val, ptr, x.size)
+    assert n == np.count_nonzero(x) == ptr[12]
+    for s in range(12):
+        want_idx, want_val = K.events_ref(x[s // 2, s % 2])
+        np.testing.assert_array_equal(idx[ptr[s]:ptr[s + 1]], want_idx)
+        np.testing.assert_array_equal(val[ptr[s]:ptr[s + 1]], want_val)
+
+
+def test_event_lists_stop_past_the_limit():
+    x = np.ones((4, 1, 10), F)
+    idx, val, ptr = np.empty(25 + 10, np.int64), np.empty(25 + 10, F), np.empty(5, np.int64)
+    assert K.events(x, x.view(np.uint32), idx, val, ptr, 25) == 30  # stops after the third row
+    assert K.events(x, x.view(np.uint32), idx, val, ptr, 40) == 40
 
 
 def test_node_checks_name_the_fix():
