@@ -448,8 +448,12 @@ def events(x, bits, idx, val, ptr, most):
     """Event lists of x [T, B, K] (bits: x viewed as uint32), time step by time step: the events of
     (t, b) are idx[ptr[s]:ptr[s + 1]] and val[...], s = t * B + b, inputs ascending. Stops once there
     are more than ``most`` events; returns their number (then > most, and ptr is not filled). idx and
-    val need room for most + K events (the row that crosses the limit is listed in full)."""
+    val need room for min(most + K, x.size) events (the row that crosses the limit is listed in full,
+    and a row's tail writes one slot past its last event)."""
     T, B, K = x.shape
+    if most < 0 or min(idx.shape[0], val.shape[0]) < min(most + K, T * B * K) or ptr.shape[0] <= T * B:
+        raise ValueError("events: most must be >= 0, idx and val need room for min(most + K, x.size) "
+                         "events, ptr for T * B + 1 offsets")
     n = 0
     ptr[0] = 0
     for t in range(T):
@@ -469,7 +473,7 @@ def linear_leaky_events(x, bits, wt, bias, beta, thr, mem, out, idx, val, ptr, a
     (wt [K, O]: one contiguous row per input) are added in input order to acc after the bias, and the
     neurons updated from acc. x [T, B, K] (bits: x viewed as uint32) -> out [T, B, O]; mem [B, O] in
     place. Scratch from the caller, so nothing is allocated: idx (int64) and val (float32) with room
-    for most + K events, ptr ([T * B + 1] int64), acc ([O] float32).
+    for min(most + K, x.size) events, ptr ([T * B + 1] int64), acc ([O] float32).
 
     Returns (input events, spikes). When the input holds more than ``most`` events (the dense path is
     then the faster), returns (a count above most, 0) at once, leaving mem and out untouched."""

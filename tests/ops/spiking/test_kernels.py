@@ -147,10 +147,10 @@ def test_rsynaptic_kernel_matches_reference(kw):
     np.testing.assert_array_equal(state["mem"], mem)
 
 
-@pytest.mark.parametrize("density", [0.05, 0.9])  # event-driven and dense paths
+@pytest.mark.parametrize("density, below", [(0.05, 0.15), (0.9, 0.15), (0.05, 0.0)])  # event, dense, forced dense
 @pytest.mark.parametrize("k,o", [(1, 1), (37, 11), (53, 77)])  # 77: a span of 64, a vector, 5 single
-def test_linear_leaky_kernel_matches_reference(density, k, o):
-    node = _node(LinearLeaky)
+def test_linear_leaky_kernel_matches_reference(density, below, k, o):
+    node = _node(LinearLeaky, event_below=below)
     x = (RNG.random((25, 4, k)) < density).astype(F)
     wt, bias = _dyadic((k, o), 0.5), _dyadic(o, 0.25)
     beta, thr = np.full(o, 0.75, F), np.full(o, 0.5, F)
@@ -197,11 +197,23 @@ def test_event_lists_match_reference(k, density):
         np.testing.assert_array_equal(val[ptr[s]:ptr[s + 1]], want_val)
 
 
-def test_event_lists_stop_past_the_limit():
+@pytest.mark.parametrize("most, listed", [(25, 30), (40, 40), (0, 10)])
+def test_event_lists_stop_past_the_limit_and_stay_in_their_room(most, listed):
+    """The lists get exactly the room the docstring asks; a sentinel past it must survive (the kernel
+    writes by index without bounds checks)."""
     x = np.ones((4, 1, 10), F)
-    idx, val, ptr = np.empty(25 + 10, np.int64), np.empty(25 + 10, F), np.empty(5, np.int64)
-    assert K.events(x, x.view(np.uint32), idx, val, ptr, 25) == 30  # stops after the third row
-    assert K.events(x, x.view(np.uint32), idx, val, ptr, 40) == 40
+    room = min(most + 10, x.size)
+    idx, val = np.full(room + 16, -7, np.int64), np.full(room + 16, -7.0, F)
+    assert K.events(x, x.view(np.uint32), idx[:room], val[:room], np.empty(5, np.int64), most) == listed
+    assert (idx[room:] == -7).all() and (val[room:] == -7.0).all()
+
+
+def test_event_lists_refuse_too_little_room():
+    x = np.ones((4, 1, 10), F)
+    with pytest.raises(ValueError, match="need room"):
+        K.events(x, x.view(np.uint32), np.empty(35, np.int64), np.empty(35, F), np.empty(5, np.int64), 40)
+    with pytest.raises(ValueError, match="most must be >= 0"):
+        K.events(x, x.view(np.uint32), np.empty(40, np.int64), np.empty(40, F), np.empty(5, np.int64), -1)
 
 
 def test_node_checks_name_the_fix():
