@@ -11,7 +11,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 from llvmlite import ir as llvm_ir
-from numba.core import types
+from numba.core import cgutils, types
 from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
@@ -294,22 +294,31 @@ LANES = 8  # floats per vector in the row add: AVX2 ymm on x86 (two xmm on SSE-o
 SPAN = 8  # vectors of sums held in registers across all rows of a time step (64 outputs; 16 ymm exist)
 
 
-def _span_adder(vectors: int):
-    """An intrinsic add(acc, wt, idx, val, n, o0): acc[o0 : o0 + LANES * vectors] += val[j] *
+PREFETCH = 8  # events ahead whose weight-row span is prefetched (rows come from L3: the matrix outgrows L2)
+
+
+def _span_adder(vectors: int, unit: bool):
+    """An intrinsic add(acc, wt, idx, val, n, m, o0): acc[o0 : o0 + LANES * vectors] += val[j] *
     wt[idx[j], same span] for j = 0 .. n-1 in that order (a multiply, then an add: the rounding of the
     plain loop, no fused multiply-add). The span's sums stay in <LANES x float> registers across all n
     rows, so each row costs one load and one add per vector, not a load, add and store of acc; LLVM
-    emits the host's vector instructions (vmulps/vaddps on ymm with AVX2)."""
+    emits the host's vector instructions (vmulps/vaddps on ymm with AVX2). While adding row j it
+    prefetches the span of row idx[j + PREFETCH] when j + PREFETCH < m (idx's entries past n, the next
+    time steps' events, are listed too). With ``unit`` every val[j] is 1.0, whose product is the row
+    itself exactly, so the multiply is left out."""
 
     @intrinsic
-    def add(typingctx, acc, wt, idx, val, n, o0):
+    def add(typingctx, acc, wt, idx, val, n, m, o0):
         def codegen(context, builder, signature, args):
             a_acc, a_wt, a_idx, a_val = (context.make_array(ty)(context, builder, v)
                                          for ty, v in zip(signature.args[:4], args[:4]))
-            n_, o0_ = args[4], args[5]
-            i32, i64 = llvm_ir.IntType(32), llvm_ir.IntType(64)
+            n_, m_, o0_ = args[4], args[5], args[6]
+            i8, i32, i64 = llvm_ir.IntType(8), llvm_ir.IntType(32), llvm_ir.IntType(64)
             vec = llvm_ir.VectorType(llvm_ir.FloatType(), LANES)
             vptr = vec.as_pointer()
+            prefetch = cgutils.get_or_insert_function(
+                builder.module, llvm_ir.FunctionType(llvm_ir.VoidType(), [i8.as_pointer(), i32, i32, i32]),
+                "llvm.prefetch.p0")
 
             def vector_at(base, v):
                 return builder.bitcast(builder.gep(base, [llvm_ir.Constant(i64, LANES * v)]), vptr)
@@ -318,6 +327,12 @@ def _span_adder(vectors: int):
             sums = [builder.load(vector_at(acc_span, v), align=4) for v in range(vectors)]
             row_bytes = builder.extract_value(a_wt.strides, 0)
             wt_base = builder.ptrtoint(a_wt.data, i64)
+
+            def span_of(j):
+                k = builder.load(builder.gep(a_idx.data, [j]))
+                row = builder.inttoptr(builder.add(wt_base, builder.mul(k, row_bytes)), a_wt.data.type)
+                return builder.gep(row, [o0_])
+
             entry = builder.block
             head, body, done = (builder.append_basic_block(name) for name in ("rows", "row", "rows_done"))
             builder.branch(head)
@@ -329,15 +344,22 @@ def _span_adder(vectors: int):
                 phi.add_incoming(s0, entry)
             builder.cbranch(builder.icmp_signed("<", j, n_), body, done)
             builder.position_at_end(body)
-            k = builder.load(builder.gep(a_idx.data, [j]))
-            xv = builder.load(builder.gep(a_val.data, [j]))
-            xs = builder.insert_element(llvm_ir.Constant(vec, llvm_ir.Undefined), xv, llvm_ir.Constant(i32, 0))
-            xs = builder.shuffle_vector(xs, llvm_ir.Constant(vec, llvm_ir.Undefined),
-                                        llvm_ir.Constant(llvm_ir.VectorType(i32, LANES), [0] * LANES))
-            row = builder.inttoptr(builder.add(wt_base, builder.mul(k, row_bytes)), a_wt.data.type)
-            row_span = builder.gep(row, [o0_])
-            new = [builder.fadd(phi, builder.fmul(xs, builder.load(vector_at(row_span, v), align=4)))
-                   for v, phi in enumerate(carried)]
+            ahead = builder.add(j, llvm_ir.Constant(i64, PREFETCH))
+            ahead = builder.select(builder.icmp_signed("<", ahead, m_), ahead, j)
+            later = span_of(ahead)
+            for line in range(max(1, vectors * LANES * 4 // 64)):  # one prefetch per 64-byte line
+                at = builder.bitcast(builder.gep(later, [llvm_ir.Constant(i64, 16 * line)]), i8.as_pointer())
+                builder.call(prefetch, [at, llvm_ir.Constant(i32, 0), llvm_ir.Constant(i32, 3),
+                                        llvm_ir.Constant(i32, 1)])
+            row_span = span_of(j)
+            rows = [builder.load(vector_at(row_span, v), align=4) for v in range(vectors)]
+            if not unit:
+                xv = builder.load(builder.gep(a_val.data, [j]))
+                xs = builder.insert_element(llvm_ir.Constant(vec, llvm_ir.Undefined), xv, llvm_ir.Constant(i32, 0))
+                xs = builder.shuffle_vector(xs, llvm_ir.Constant(vec, llvm_ir.Undefined),
+                                            llvm_ir.Constant(llvm_ir.VectorType(i32, LANES), [0] * LANES))
+                rows = [builder.fmul(xs, r) for r in rows]
+            new = [builder.fadd(phi, r) for phi, r in zip(carried, rows)]
             j.add_incoming(builder.add(j, llvm_ir.Constant(i64, 1)), builder.block)
             for phi, s1 in zip(carried, new):
                 phi.add_incoming(s1, builder.block)
@@ -347,26 +369,33 @@ def _span_adder(vectors: int):
                 builder.store(phi, vector_at(acc_span, v), align=4)
             return context.get_dummy_value()
 
-        return types.void(acc, wt, idx, val, n, o0), codegen
+        return types.void(acc, wt, idx, val, n, m, o0), codegen
 
     return add
 
 
-_add_span = _span_adder(SPAN)
-_add_vector = _span_adder(1)
+_add_span, _add_span_unit = _span_adder(SPAN, False), _span_adder(SPAN, True)
+_add_vector, _add_vector_unit = _span_adder(1, False), _span_adder(1, True)
 
 
 @numba.njit(**_JIT)
-def _add_rows(acc, wt, idx, val, n):
+def _add_rows(acc, wt, idx, val, n, m, unit):
     """acc += val[j] * wt[idx[j]] for j < n, rows in order: spans of SPAN vectors, then single vectors,
-    then the outputs left over one by one (the same order of roundings for every output)."""
+    then the outputs left over one by one (the same order of roundings for every output). idx has m
+    valid entries (n and the later events, for the prefetch); ``unit``: every val[j] is 1.0."""
     O = acc.shape[0]
     o0 = 0
     while o0 + SPAN * LANES <= O:
-        _add_span(acc, wt, idx, val, n, o0)
+        if unit:
+            _add_span_unit(acc, wt, idx, val, n, m, o0)
+        else:
+            _add_span(acc, wt, idx, val, n, m, o0)
         o0 += SPAN * LANES
     while o0 + LANES <= O:
-        _add_vector(acc, wt, idx, val, n, o0)
+        if unit:
+            _add_vector_unit(acc, wt, idx, val, n, m, o0)
+        else:
+            _add_vector(acc, wt, idx, val, n, m, o0)
         o0 += LANES
     for o in range(o0, O):
         a = acc[o]
@@ -482,13 +511,16 @@ def linear_leaky_events(x, bits, wt, bias, beta, thr, mem, out, idx, val, ptr, a
     n = events(x, bits, idx, val, ptr, most)
     if n > most:
         return n, 0
+    unit = True
+    for j in range(n):
+        unit &= val[j] == 1.0
     spikes = 0
     for t in range(T):
         for b in range(B):
             s = t * B + b
             for o in range(O):
                 acc[o] = bias[o]
-            _add_rows(acc, wt, idx[ptr[s]:], val[ptr[s]:], ptr[s + 1] - ptr[s])
+            _add_rows(acc, wt, idx[ptr[s]:], val[ptr[s]:], ptr[s + 1] - ptr[s], n - ptr[s], unit)
             spikes += _leaky_row(acc, beta, thr, mem[b], out[t, b], mode, delay, instant, graded)
     return n, spikes
 
