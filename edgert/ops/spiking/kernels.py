@@ -495,20 +495,21 @@ def events(x, bits, idx, val, ptr, most):
 
 
 @numba.njit(**_JIT)
-def linear_leaky_events(x, bits, wt, bias, beta, thr, mem, out, idx, val, ptr, acc, most, mode, delay,
-                        instant, graded):
+def linear_leaky_events(x, wt, bias, beta, thr, mem, out, most, mode, delay, instant, graded):
     """Fused Linear + Leaky over a whole sequence in one call, event-driven: the inputs that spiked are
     listed for all time steps first (``events``), then for each time step and sample their weight rows
-    (wt [K, O]: one contiguous row per input) are added in input order to acc after the bias, and the
-    neurons updated from acc. x [T, B, K] (bits: x viewed as uint32) -> out [T, B, O]; mem [B, O] in
-    place. Scratch from the caller, so nothing is allocated: idx (int64) and val (float32) with room
-    for min(most + K, x.size) events, ptr ([T * B + 1] int64), acc ([O] float32).
+    (wt [K, O]: one contiguous row per input) are added in input order after the bias, and the
+    neurons updated from those sums. x [T, B, K] (C-contiguous) -> out [T, B, O]; mem [B, O] in place.
+    The event lists are allocated here, in compiled code, once per call.
 
-    Returns (input events, spikes). When the input holds more than ``most`` events (the dense path is
-    then the faster), returns (a count above most, 0) at once, leaving mem and out untouched."""
+    Returns (input events, spikes). When the input holds more than ``most`` (>= 0) events (the dense
+    path is then the faster), returns (a count above most, 0) at once, leaving mem and out untouched."""
     T, B, K = x.shape
     O = wt.shape[1]
-    n = events(x, bits, idx, val, ptr, most)
+    room = min(most + K, T * B * K)
+    idx, val, ptr, acc = np.empty(room, np.int64), np.empty(room, np.float32), np.empty(T * B + 1, np.int64), \
+        np.empty(O, np.float32)
+    n = events(x, x.view(np.uint32), idx, val, ptr, most)
     if n > most:
         return n, 0
     unit = True

@@ -134,11 +134,7 @@ def linear_leaky_sequence(node: LinearLeaky, args: list[np.ndarray], state: dict
     most = math.ceil(node.event_below * x.size) - 1  # the most input events the event path takes
     nnz = spikes = 0
     if most >= 0:  # event_below 0 (or an empty input) is always dense
-        room = min(most + k, x.size)  # the kernel's event lists (it lists the row that crosses the limit)
-        idx, val = np.empty(room, np.int64), np.empty(room, _F)
-        nnz, spikes = K.linear_leaky_events(x, x.view(np.uint32), wt, bias, beta, thr, mem, out, idx, val,
-                                            np.empty(t * b + 1, np.int64), np.empty(o, _F), most,
-                                            *K.codes(node))
+        nnz, spikes = K.linear_leaky_events(x, wt, bias, beta, thr, mem, out, most, *K.codes(node))
     if nnz <= most:
         state["path"] = "event"
     else:

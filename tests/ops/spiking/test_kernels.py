@@ -173,10 +173,7 @@ def test_linear_leaky_events_graded_input_against_float64_reference():
     beta, thr = np.full(9, 0.8, F), np.full(9, 1.0, F)
     want, (mem,) = _run_ref(K.linear_leaky_step_ref, node, x, wt, bias, beta, thr)
     out, got_mem = np.empty((30, 3, 9), F), np.zeros((3, 9), F)
-    most = x.size
-    events, spikes = K.linear_leaky_events(x, x.view(np.uint32), wt, bias, beta, thr, got_mem, out,
-                                           np.empty(most + 50, np.int64), np.empty(most + 50, F),
-                                           np.empty(30 * 3 + 1, np.int64), np.empty(9, F), most, *K.codes(node))
+    events, spikes = K.linear_leaky_events(x, wt, bias, beta, thr, got_mem, out, x.size, *K.codes(node))
     assert events == np.count_nonzero(x) and spikes == np.count_nonzero(out) > 0
     np.testing.assert_array_equal(out, want)
     np.testing.assert_allclose(got_mem, mem, rtol=1e-5, atol=1e-5)
