@@ -121,9 +121,10 @@ class _KernelStage:
     """One node run by a kernel backend (Numba), with its own state across steps."""
 
     def __init__(self, node: ir.Node, params: dict[str, np.ndarray]):
-        from edgert.runtime.kernels import kernel_for
+        from edgert.runtime.kernels import SEQUENCE_KERNELS, kernel_for
 
         self.node, self.fn, self.params, self.state = node, kernel_for(node), params, {}
+        self.seq = SEQUENCE_KERNELS.get(node.op)
 
     def __call__(self, env: dict[str, np.ndarray], taps: bool = False) -> None:
         args = [env[i] if i in env else self.params[i] for i in self.node.inputs]
@@ -131,13 +132,10 @@ class _KernelStage:
 
     def run_sequence(self, env: dict[str, np.ndarray], steps: int) -> None:
         """All ``steps`` time steps at once; activations in ``env`` are shaped [T, batch, ...]."""
-        from edgert.runtime.kernels import SEQUENCE_KERNELS
-
         acts = [i in env for i in self.node.inputs]
         args = [env[i] if a else self.params[i] for i, a in zip(self.node.inputs, acts)]
-        seq = SEQUENCE_KERNELS.get(self.node.op)
-        if seq is not None:
-            y = seq(self.node, args, self.state)
+        if self.seq is not None:
+            y = self.seq(self.node, args, self.state)
         elif not self.node.stateful:  # a stateless kernel node: time folds into the batch
             y = self.fn(self.node, [x.reshape((-1,) + x.shape[2:]) if a else x for x, a in zip(args, acts)],
                         self.state)
