@@ -297,7 +297,7 @@ SPAN = 8  # vectors of sums held in registers across all rows of a time step (64
 PREFETCH = 8  # events ahead whose weight-row span is prefetched (rows come from L3: the matrix outgrows L2)
 
 
-def _span_adder(vectors: int, unit: bool):
+def _span_adder(vectors: int, unit: bool, masked: bool = False):
     """An intrinsic add(acc, wt, idx, val, n, m, o0): acc[o0 : o0 + LANES * vectors] += val[j] *
     wt[idx[j], same span] for j = 0 .. n-1 in that order (a multiply, then an add: the rounding of the
     plain loop, no fused multiply-add). The span's sums stay in <LANES x float> registers across all n
@@ -305,7 +305,8 @@ def _span_adder(vectors: int, unit: bool):
     emits the host's vector instructions (vmulps/vaddps on ymm with AVX2). While adding row j it
     prefetches the span of row idx[j + PREFETCH] when j + PREFETCH < m (idx's entries past n, the next
     time steps' events, are listed too). With ``unit`` every val[j] is 1.0, whose product is the row
-    itself exactly, so the multiply is left out."""
+    itself exactly, so the multiply is left out. ``masked`` (one vector): the lanes past acc's end are
+    neither loaded nor stored (a masked load/store), for the outputs after the last whole vector."""
 
     @intrinsic
     def add(typingctx, acc, wt, idx, val, n, m, o0):
@@ -323,8 +324,30 @@ def _span_adder(vectors: int, unit: bool):
             def vector_at(base, v):
                 return builder.bitcast(builder.gep(base, [llvm_ir.Constant(i64, LANES * v)]), vptr)
 
+            if masked:
+                mask_ty = llvm_ir.VectorType(llvm_ir.IntType(1), LANES)
+                left = builder.sub(builder.extract_value(a_acc.shape, 0), o0_)
+                splat = builder.insert_element(llvm_ir.Constant(llvm_ir.VectorType(i64, LANES), llvm_ir.Undefined),
+                                               left, llvm_ir.Constant(i32, 0))
+                splat = builder.shuffle_vector(splat, llvm_ir.Constant(llvm_ir.VectorType(i64, LANES), llvm_ir.Undefined),
+                                               llvm_ir.Constant(llvm_ir.VectorType(i32, LANES), [0] * LANES))
+                lane_mask = builder.icmp_signed("<", llvm_ir.Constant(llvm_ir.VectorType(i64, LANES), list(range(LANES))),
+                                                splat)
+                masked_load = cgutils.get_or_insert_function(
+                    builder.module, llvm_ir.FunctionType(vec, [vptr, i32, mask_ty, vec]),
+                    f"llvm.masked.load.v{LANES}f32.p0")
+                masked_store = cgutils.get_or_insert_function(
+                    builder.module, llvm_ir.FunctionType(llvm_ir.VoidType(), [vec, vptr, i32, mask_ty]),
+                    f"llvm.masked.store.v{LANES}f32.p0")
+
+            def load(at):
+                if masked:
+                    return builder.call(masked_load, [at, llvm_ir.Constant(i32, 4), lane_mask,
+                                                      llvm_ir.Constant(vec, [0.0] * LANES)])
+                return builder.load(at, align=4)
+
             acc_span = builder.gep(a_acc.data, [o0_])
-            sums = [builder.load(vector_at(acc_span, v), align=4) for v in range(vectors)]
+            sums = [load(vector_at(acc_span, v)) for v in range(vectors)]
             row_bytes = builder.extract_value(a_wt.strides, 0)
             wt_base = builder.ptrtoint(a_wt.data, i64)
 
@@ -352,7 +375,7 @@ def _span_adder(vectors: int, unit: bool):
                 builder.call(prefetch, [at, llvm_ir.Constant(i32, 0), llvm_ir.Constant(i32, 3),
                                         llvm_ir.Constant(i32, 1)])
             row_span = span_of(j)
-            rows = [builder.load(vector_at(row_span, v), align=4) for v in range(vectors)]
+            rows = [load(vector_at(row_span, v)) for v in range(vectors)]
             if not unit:
                 xv = builder.load(builder.gep(a_val.data, [j]))
                 xs = builder.insert_element(llvm_ir.Constant(vec, llvm_ir.Undefined), xv, llvm_ir.Constant(i32, 0))
@@ -366,7 +389,10 @@ def _span_adder(vectors: int, unit: bool):
             builder.branch(head)
             builder.position_at_end(done)
             for v, phi in enumerate(carried):
-                builder.store(phi, vector_at(acc_span, v), align=4)
+                if masked:
+                    builder.call(masked_store, [phi, vector_at(acc_span, v), llvm_ir.Constant(i32, 4), lane_mask])
+                else:
+                    builder.store(phi, vector_at(acc_span, v), align=4)
             return context.get_dummy_value()
 
         return types.void(acc, wt, idx, val, n, m, o0), codegen
@@ -376,13 +402,14 @@ def _span_adder(vectors: int, unit: bool):
 
 _add_span, _add_span_unit = _span_adder(SPAN, False), _span_adder(SPAN, True)
 _add_vector, _add_vector_unit = _span_adder(1, False), _span_adder(1, True)
+_add_tail, _add_tail_unit = _span_adder(1, False, masked=True), _span_adder(1, True, masked=True)
 
 
 @numba.njit(**_JIT)
 def _add_rows(acc, wt, idx, val, n, m, unit):
     """acc += val[j] * wt[idx[j]] for j < n, rows in order: spans of SPAN vectors, then single vectors,
-    then the outputs left over one by one (the same order of roundings for every output). idx has m
-    valid entries (n and the later events, for the prefetch); ``unit``: every val[j] is 1.0."""
+    then the outputs left over in one masked vector (the same order of roundings for every output).
+    idx has m valid entries (n and the later events, for the prefetch); ``unit``: every val[j] is 1.0."""
     O = acc.shape[0]
     o0 = 0
     while o0 + SPAN * LANES <= O:
@@ -397,11 +424,11 @@ def _add_rows(acc, wt, idx, val, n, m, unit):
         else:
             _add_vector(acc, wt, idx, val, n, m, o0)
         o0 += LANES
-    for o in range(o0, O):
-        a = acc[o]
-        for j in range(n):
-            a += val[j] * wt[idx[j], o]
-        acc[o] = a
+    if o0 < O:
+        if unit:
+            _add_tail_unit(acc, wt, idx, val, n, m, o0)
+        else:
+            _add_tail(acc, wt, idx, val, n, m, o0)
 
 
 def _mask_of(vectors: int):
