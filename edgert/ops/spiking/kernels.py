@@ -468,6 +468,18 @@ def events_ref(xrow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @numba.njit(**_JIT)
+def _append_set_bits(m, k, xrow, idx, val, n):
+    """Append input k + i for each set bit i of mask m (lowest first); returns the new length."""
+    while m:
+        i = k + np.int64(trailing_zeros(m))
+        idx[n] = i
+        val[n] = xrow[i]
+        n += 1
+        m &= m - np.uint64(1)
+    return n
+
+
+@numba.njit(**_JIT)
 def _append_events(xrow, bits, idx, val, n):
     """Append xrow's nonzero entries to the event list: indices to idx[n:], values to val[n:]; returns
     the new length. bits is xrow's float32 bit patterns as uint32. Masks of 64 inputs (then of LANES,
@@ -475,22 +487,10 @@ def _append_events(xrow, bits, idx, val, n):
     K = xrow.shape[0]
     k = 0
     while k + 64 <= K:
-        m = _mask_wide(bits, k)
-        while m:
-            i = k + np.int64(trailing_zeros(m))
-            idx[n] = i
-            val[n] = xrow[i]
-            n += 1
-            m &= m - np.uint64(1)
+        n = _append_set_bits(_mask_wide(bits, k), k, xrow, idx, val, n)
         k += 64
     while k + LANES <= K:
-        m = _mask_vector(bits, k)
-        while m:
-            i = k + np.int64(trailing_zeros(m))
-            idx[n] = i
-            val[n] = xrow[i]
-            n += 1
-            m &= m - np.uint64(1)
+        n = _append_set_bits(_mask_vector(bits, k), k, xrow, idx, val, n)
         k += LANES
     for i in range(k, K):
         idx[n] = i
