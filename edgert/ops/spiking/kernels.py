@@ -561,8 +561,9 @@ def describe() -> str:
     features = llvm.get_host_cpu_features()
     isa = next((f for f in ("avx512f", "avx2", "sse4.2", "neon") if features.get(f)), "scalar")
     return (f"Numba for {llvm.get_host_cpu_name()} ({isa}); event path: one call per layer over all steps, "
-            f"spike rows added in register spans of {SPAN} x <{LANES} x float>; dense path: one BLAS matmul "
-            "over all steps; Leaky update vectorized")
+            f"events listed by {LANES}-lane compare masks, spike rows added in register spans of {SPAN} x "
+            f"<{LANES} x float> with the row {PREFETCH} events ahead prefetched and a masked last vector; "
+            "dense path: one BLAS matmul over all steps; Leaky update vectorized")
 
 
 def codes(node) -> tuple[int, bool, int, np.float32]:
