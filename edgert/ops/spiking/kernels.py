@@ -158,7 +158,16 @@ def _after(new, th, r, mode, delay, instant, graded):
 @numba.njit(**_JIT)
 def _leaky_row(cur, beta, thr, mem, out, mode, delay, instant, graded):
     """One Leaky step of one sample's N neurons (cur, mem, out are [N] rows; mem in place); returns the
-    spike count. Nothing branches on a neuron's value, so LLVM vectorizes the loop."""
+    spike count. Nothing branches on a neuron's value, so LLVM vectorizes the loop; for snntorch's
+    default reset (subtract, delayed) the settings are passed as constants so the other resets' code
+    drops out of the loop."""
+    if mode == SUB and delay:
+        return _leaky_loop(cur, beta, thr, mem, out, SUB, True, NONE, graded)
+    return _leaky_loop(cur, beta, thr, mem, out, mode, delay, instant, graded)
+
+
+@numba.njit(inline="always", **_JIT)  # inlined, so the constant settings reach LLVM
+def _leaky_loop(cur, beta, thr, mem, out, mode, delay, instant, graded):
     n = 0
     for i in range(cur.shape[0]):
         m = mem[i]
