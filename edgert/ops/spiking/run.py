@@ -132,15 +132,16 @@ def linear_leaky_sequence(node: LinearLeaky, args: list[np.ndarray], state: dict
     beta, thr, mem = _vec(args[3]), _vec(args[4]), _zeros(state, "mem", b, o)
     out = np.empty((t, b, o), _F)
     most = math.ceil(node.event_below * x.size) - 1  # the most input events the event path takes
+    codes = K.codes(node)
     nnz = spikes = 0
     if most >= 0:  # event_below 0 (or an empty input) is always dense
-        nnz, spikes = K.linear_leaky_events(x, wt, bias, beta, thr, mem, out, most, *K.codes(node))
+        nnz, spikes = K.linear_leaky_events(x, wt, bias, beta, thr, mem, out, most, *codes)
     if nnz <= most:
         state["path"] = "event"
     else:
         nnz = int(np.count_nonzero(x))
         cur = (x.reshape(t * b, k) @ wt + bias).reshape(t, b, o)
-        spikes = K.leaky_seq(cur, beta, thr, mem, out, *K.codes(node))
+        spikes = K.leaky_seq(cur, beta, thr, mem, out, *codes)
         state["path"] = "dense"
     state["events"] = state.get("events", 0) + nnz
     state["synops"] = state.get("synops", 0) + nnz * o
