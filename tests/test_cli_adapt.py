@@ -45,7 +45,7 @@ def test_compile_adapt_memory_plans_the_entropy_step(tmp_path):
     assert small.returncode != 0 and "too small for the entropy step" in small.stdout + small.stderr
 
 
-@pytest.mark.slow  # three compiles through the CLI (~40 s on a shared machine)
+@pytest.mark.slow  # three compiles through the CLI (~11 s in-process)
 def test_compile_adapters_then_run_the_adapter_policy(tmp_path):
     from tools.models.digits_cnn import digits_split
 

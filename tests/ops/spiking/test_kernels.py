@@ -148,7 +148,7 @@ def test_rsynaptic_kernel_matches_reference(kw):
 
 
 @pytest.mark.parametrize("density, below", [(0.05, 0.15), (0.9, 0.15), (0.05, 0.0)])  # event, dense, forced dense
-@pytest.mark.parametrize("k,o", [(1, 1), (37, 11), (53, 77)])  # 77: a span of 64, a vector, 5 single
+@pytest.mark.parametrize("k,o", [(1, 1), (37, 11), (53, 77)])  # 77: a span of 64, a vector, a masked 5
 def test_linear_leaky_kernel_matches_reference(density, below, k, o):
     node = _node(LinearLeaky, event_below=below)
     x = (RNG.random((25, 4, k)) < density).astype(F)
