@@ -7,7 +7,7 @@ runs its binary conv with the fused threshold writing packed bits (the path betw
 and, separately, with float output; both include the padded copy of the input and the epilogue, with the
 kernel variant isa.py picks for this CPU, and the bits output once more with the generic (Numba) kernels.
 The ISA's micro-kernel peak is measured in the same run: the variant's register-blocked XOR-popcount
-micro-kernel streaming over L1-resident words (simd.stream_peak, several block shapes), beside two
+micro-kernel streaming over L1-resident words (simd.stream_peak or lanes.stream_peak, several block shapes), beside two
 streaming Numba kernels (scalar POPCNT, and the bit-sliced kernel's carry-save step); peak = the fastest.
 
 Optional third runtime, Larq Compute Engine's interpreter on the same four layers (its .tflite files
@@ -25,6 +25,7 @@ import os
 
 os.environ.setdefault("NUMBA_NUM_THREADS", "1")
 
+import functools
 import json
 import statistics
 import subprocess
@@ -34,7 +35,7 @@ import numba
 import numpy as np
 import torch
 
-from edgert.ops.binary import bits, conv, isa, simd, sliced
+from edgert.ops.binary import bits, conv, isa, lanes, simd, sliced
 from edgert.ops.binary.bits import popcount
 from tools.bench.report import machine, time_interleaved, write_section
 
@@ -58,7 +59,8 @@ def _stream_csa(e, w, st, reps):
     return st[0]
 
 
-PEAK_BLOCKS = [(2, 4), (2, 3), (3, 4), (4, 2)]  # output pixels x channels of the streaming micro-kernel
+# pixels x output channels (avx2) or x 8-channel vectors (avx512) of the streaming micro-kernel
+PEAK_BLOCKS = {"avx2": [(2, 4), (2, 3), (3, 4), (4, 2)], "avx512": [(7, 2), (4, 2), (2, 4), (4, 4), (6, 3)]}
 
 
 def _peak_fns(variant: str) -> dict:
@@ -73,9 +75,9 @@ def _peak_fns(variant: str) -> dict:
     fns = {"peak popcnt": ((lambda: _stream(a, b, reps)), PEAK_WORDS * reps * 64),
            "peak csa": ((lambda: _stream_csa(a, b[:sliced.CHUNK], st, csa_reps)),
                         csa_reps * sliced.CHUNK * sliced.LANES * 64)}
-    if variant in simd.SHAPES:
-        for p, q in PEAK_BLOCKS:
-            fns[f"peak {variant} {p}x{q}"] = simd.stream_peak(variant, p, q)
+    for p, q in PEAK_BLOCKS.get(variant, []):
+        stream = lanes.stream_peak if variant == "avx512" else functools.partial(simd.stream_peak, variant)
+        fns[f"peak {variant} {p}x{q}"] = stream(p, q)
     return fns
 
 
@@ -125,8 +127,16 @@ def main() -> str:
         args = (c, (1, 1), (1, 1, 1, 1), "one", 1)
         w_t = conv.transpose_weight(wb)  # the runtime keeps these per node
         prepared = sliced.prepare(wb, c, thr, flip)
-        simd_w = simd.Prepared(variant, wb, 1) if simd.supports(variant, wb.shape, 1) else None
-        fns = {name: fn for name, (fn, _) in peak_fns.items()}
+        simd_w = conv.simd_weights(wb, 1) if conv.simd_kind(wb.shape, 1) else None
+        layer_peak = dict(peak_fns)
+        if isinstance(simd_w, lanes.Prepared):  # the layer's own kernel without its wrapper (no padding copy,
+            xp = np.zeros((1, hw + 2, hw + 2, xb.shape[-1]), np.uint64)  # allocation or epilogue set-up)
+            xp[:, 1:-1, 1:-1] = xb
+            out = simd_w.bits(xp, (1, 1), hw, hw, 9 * c, thr, flip)
+            kern, (v0, v1) = next(iter(simd_w._kernels.values())), simd_w._vectors(thr, flip, 9 * c, True)
+            layer_peak[f"peak {variant} layer kernel"] = (
+                lambda: kern.call(xp, simd_w.weights[0], out, v0, v1, 1, xp[0].size), hw * hw * c * c * 9)
+        fns = {name: fn for name, (fn, _) in layer_peak.items()}
         fns.update({
             "edgert bits": lambda: conv.binary_conv2d(xb, wb, *args, "bits", thr, flip, w_t=w_t, prepared=prepared,
                                                       simd_w=simd_w),
@@ -142,7 +152,7 @@ def main() -> str:
             samples["LCE 0.16 float"] = lce
         med = {k: statistics.median(v) for k, v in samples.items()}
         best = {k: min(v) for k, v in samples.items()}
-        rates = {name: macs / med[name] for name, (_, macs) in peak_fns.items()}
+        rates = {name: macs / med[name] for name, (_, macs) in layer_peak.items()}
         peak = max(rates.values())
         peaks.append((peak, max(rates, key=rates.get)))
         simd_peaks.append(max([r for k, r in rates.items() if variant in k], default=0.0))
@@ -165,12 +175,13 @@ def main() -> str:
         f"{machine()}; {isa.describe()}; batch 1, one thread; stride 1, +1 padding, in = out channels. "
         "MAC/s counts binary MACs for edgert and fp32 MACs for torch (the same conv on +-1 floats). "
         "ISA peak: the fastest streaming XOR-popcount kernel over L1-resident words measured in the same rounds "
-        f"as each layer: the {variant} register-blocked micro-kernel (block shapes {PEAK_BLOCKS}, median of its best "
+        f"as each layer: the {variant} register-blocked micro-kernel (block shapes {PEAK_BLOCKS.get(variant)}, median of its best "
         f"{statistics.median(simd_peaks) / 1e9:.0f} G binary MAC/s), scalar POPCNT and the bit-sliced carry-save "
-        f"step in Numba; peak median {statistics.median(peak_g):.0f} (range {min(peak_g):.0f}-{max(peak_g):.0f}; "
+        f"step in Numba{'; on avx512 also the layer' + chr(39) + 's own kernel called without its wrapper (no padding copy, no allocation), which reuses each broadcast input word across the 3 taps of a row and beats the row stream' if variant == 'avx512' else ''}; peak median {statistics.median(peak_g):.0f} (range {min(peak_g):.0f}-{max(peak_g):.0f}; "
         f"fastest: {', '.join(sorted({n for _, n in peaks}))}). \"of ISA peak\" is the row's median rate over "
         "its layer's peak. The kernel column names what conv.kernel_kind picks (the SIMD variant and its "
-        "register block, or a generic Numba kernel: below 256 channels the SIMD records would be part-filled); "
+        "register block in output pixels x output channels, or a generic Numba kernel; on avx2 below 256 channels "
+        "the SIMD records would be part-filled); "
         "\"edgert bits, generic\" forces the generic kernels. LCE: its interpreter (indirect BGEMM, one thread) on LCE's own model of the "
         "layer, run in a subprocess right after the other rows (omitted when its venv is missing; see "
         "tools/bench/binary.py).",

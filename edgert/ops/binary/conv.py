@@ -11,7 +11,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from edgert.ops.binary import isa, simd, sliced
+from edgert.ops.binary import isa, lanes, simd, sliced
 from edgert.ops.binary.bits import popcount, unpack_last_ref
 
 
@@ -259,14 +259,24 @@ SLICED_MIN_WIDTH = 40  # 28x28x128 measured slightly slower than the popcount ke
 
 
 def kernel_kind(w_shape, in_channels: int, groups: int, output_kind: str, ow: int, mst: bool = False) -> str:
-    """Which kernel binary_conv2d runs for this conv on this CPU: "simd" (isa.variant()'s micro-kernel),
-    "mst" (a channel-reuse schedule), "sliced" (bit-sliced), "popcount" (Numba, output channels vectorized)
-    or "per-group" (Numba, one group at a time: small groups, depthwise)."""
-    o, kh, kw, _ = w_shape
+    """Which kernel binary_conv2d runs for this conv on this CPU: "lanes" (AVX-512, lanes.py), "simd" (AVX2,
+    simd.py), "mst" (a channel-reuse schedule), "sliced" (bit-sliced), "popcount" (Numba, output channels
+    vectorized) or "per-group" (Numba, one group at a time: small groups, depthwise)."""
     if mst:
         return "mst"
-    if simd.supports(isa.variant(), w_shape, groups):
-        return "simd"
+    return simd_kind(w_shape, groups) or _generic_kind(w_shape, in_channels, groups, output_kind, ow)
+
+
+def simd_kind(w_shape, groups: int) -> str | None:
+    """"lanes" or "simd" where isa.variant()'s SIMD kernel takes this conv, else None."""
+    variant = isa.variant()
+    if variant == "avx512":
+        return "lanes" if lanes.supports(w_shape, groups) else None
+    return "simd" if simd.supports(variant, w_shape, groups) else None
+
+
+def _generic_kind(w_shape, in_channels: int, groups: int, output_kind: str, ow: int) -> str:
+    o, kh, kw, _ = w_shape
     if output_kind == "bits" and use_sliced(groups, in_channels, kh * kw, ow):
         return "sliced"
     return "popcount" if groups == 1 or o // groups >= 8 else "per-group"
@@ -275,24 +285,35 @@ def kernel_kind(w_shape, in_channels: int, groups: int, output_kind: str, ow: in
 def describe_kernel(w_shape, in_channels: int, groups: int, output_kind: str, ow: int) -> str:
     """The kernel binary_conv2d runs, by name and ISA variant (for a bench table or a profile)."""
     kind = kernel_kind(w_shape, in_channels, groups, output_kind, ow)
+    if kind == "lanes":
+        o, kh, kw, wpg = w_shape
+        p, q = lanes.block(ow, -(-o // groups // lanes.LANES), kh * kw * wpg)
+        return f"avx512 {p}x{8 * q}"  # pixels x output channels
     if kind != "simd":
         return f"generic {kind}"
     p, q = simd.block(isa.variant(), ow)
     return f"{isa.variant()} {p}x{q}"
 
 
+def simd_weights(w: np.ndarray, groups: int) -> simd.Prepared | lanes.Prepared:
+    """The weights as isa.variant()'s SIMD kernel reads them (made once per weight array by the runtime)."""
+    variant = isa.variant()
+    return lanes.Prepared(w, groups) if variant == "avx512" else simd.Prepared(variant, w, groups)
+
+
 def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, padding, pad_mode: str, groups: int,
                   output_kind: str, p0: np.ndarray, p1: np.ndarray, out_groups: int = 1,
                   schedule: tuple[np.ndarray, ...] | None = None, w_t: np.ndarray | None = None,
-                  prepared: tuple | None = None, simd_w: simd.Prepared | None = None) -> np.ndarray:
+                  prepared: tuple | None = None, simd_w: simd.Prepared | lanes.Prepared | None = None) -> np.ndarray:
     """Binary conv on packed input [N, H, W, words]: float32 NCHW or packed bits [N, oh, ow, words].
 
     ``schedule`` (groups == 1 only): an MST plan's (order, parent, diff_ptr, diff_idx), see mst.py.
     ``w_t``: ``transpose_weight(w)``, ``prepared``: ``sliced.prepare(...)``, when the caller keeps them (the
-    runtime caches them per node), ``simd_w``: ``simd.Prepared(isa.variant(), w, groups)`` likewise. Where the
-    CPU has AVX2 or AVX-512 VPOPCNTDQ (isa.variant()), groups 1 and groups of 8 or more output channels take
-    the register-blocked SIMD kernel (simd.py); otherwise packed-bits output of a groups-1 conv on wide
-    images takes the bit-sliced kernel (sliced.py), the rest the Numba popcount kernels here.
+    runtime caches them per node), ``simd_w``: :func:`simd_weights` likewise. Where the CPU has AVX-512
+    VPOPCNTDQ (isa.variant()), groups 1 and groups of whole 8-channel vectors take the channels-across-lanes
+    kernel (lanes.py); with AVX2, groups 1 and groups of 8 or more output channels the register-blocked
+    record kernel (simd.py); otherwise packed-bits output of a groups-1 conv on wide images takes the
+    bit-sliced kernel (sliced.py), the rest the Numba popcount kernels here.
     """
     n, h, wd, nw = x.shape
     o, kh, kw, wpg = w.shape
@@ -310,14 +331,16 @@ def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, paddin
     og = o // groups
     variant = isa.variant()
     kind = kernel_kind(w.shape, in_channels, groups, output_kind, ow, schedule is not None)
-    simd_kernel = kind == "simd"
+    simd_kernel = kind in ("simd", "lanes")
     if simd_kernel and (simd_w is None or simd_w.variant != variant):
-        simd_w = simd.Prepared(variant, w, groups)
+        simd_w = simd_weights(w, groups)
+    if kind == "lanes" and not use_corr and (out_groups == 1 or not bits):  # the epilogue fused in the kernel
+        return (simd_w.bits if bits else simd_w.float)(xp, stride, oh, ow, kh * kw * cg, p0, p1)
     if kind == "sliced":
         prepared = sliced.prepare(w, in_channels, p0, p1, out_groups) if prepared is None else prepared
         return sliced.sliced_conv2d(x, prepared, (kh, kw), stride, padding, corr if use_corr else None)
     k = kh * kw * cg
-    if simd_kernel and not bits:  # counts channels-first, so the float epilogue reads and writes in order
+    if kind == "simd" and not bits:  # counts channels-first, so the float epilogue reads and writes in order
         acc = simd_w.counts(xp, stride, oh, ow, channels_first=True)
         c32 = corr.astype(np.int32).transpose(2, 0, 1).copy() if use_corr else np.zeros((o, 1, 1), np.int32)
         yf = np.empty((n, o, oh, ow), np.float32)

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from edgert import ir
-from edgert.ops.binary import bits, conv, isa, simd, sliced
+from edgert.ops.binary import bits, conv, isa, sliced
 from edgert.ops.binary.nodes import BinaryConv2d, BinaryDense, BinaryMaxPool2d, BinarySign, BitFlatten, BitPack
 from edgert.ops.reference import EXTRA_RULES
 from edgert.runtime.kernels import register_kernel
@@ -26,9 +26,9 @@ def _conv(node: BinaryConv2d, args, state):
     x, w, p0, p1 = args[:4]
     w_t = prepared = simd_w = None
     variant = isa.variant()
-    if len(args) == 4 and simd.supports(variant, w.shape, node.groups):  # records once per weight array
+    if len(args) == 4 and conv.simd_kind(w.shape, node.groups):  # SIMD layout once per weight array
         if state.get("simd_weight") is not w or state["simd"].variant != variant:
-            state["simd_weight"], state["simd"] = w, simd.Prepared(variant, w, node.groups)
+            state["simd_weight"], state["simd"] = w, conv.simd_weights(w, node.groups)
         simd_w = state["simd"]
     elif node.groups == 1 and len(args) == 4:
         if state.get("weight") is not w:  # transposed once per weight array (set_params replaces it)

@@ -1,16 +1,15 @@
-"""Register-blocked XOR-popcount conv micro-kernels generated as LLVM IR with x86 SIMD intrinsics.
+"""Register-blocked AVX2 XOR-popcount conv micro-kernels generated as LLVM IR with x86 SIMD intrinsics.
 
 Numba's vectorizer turns ``popcount(x ^ w)`` over 4 channels' words into a ``vpshufb`` popcount followed
 by ``vpsadbw`` and a 64-bit add per word, with the accumulators in memory; these kernels keep P output
 pixels x Q output channels of accumulators in registers and each loaded word is used P or Q times.
 
-``avx2`` (no vector popcount): the nibble-table method (Mula) with the nibbles split ahead of time.
+AVX2 has no vector popcount: the nibble-table method (Mula) with the nibbles split ahead of time.
 Since ``(x ^ w) & 15 == (x & 15) ^ (w & 15)``, the input (once per call) and the weights (once per
 weight array) are stored as a record of two 32-byte vectors, low nibbles and high nibbles, so a 256-bit
 word costs 2 ``vpxor``, 2 ``vpshufb`` (the 16-entry table of bit counts) and 2 ``vpaddb`` into byte
 counters, which ``vpsadbw`` folds into 64-bit sums every 31 words (a byte counter gains at most 8 per word).
-``avx512`` (VPOPCNTDQ): a record is one 256- or 512-bit word, ``llvm.ctpop.v4i64``/``v8i64`` lowers to
-``vpopcntq``, and 64-bit counters add it directly.
+AVX-512 VPOPCNTDQ has its own kernel, with the output channels across the lanes (lanes.py).
 
 Each kernel writes the popcounts ``a`` (int32) of every (pixel, output channel); conv.py turns them into
 ``dot = K - 2a`` and the layer's epilogue. Compiled once per process for the host CPU (llvmlite MCJIT)
@@ -33,9 +32,8 @@ FLUSH_WORDS = 31  # byte counters (avx2) gain <= 8 per 256-bit word: 31 words st
 I8, I32, I64 = ir.IntType(8), ir.IntType(32), ir.IntType(64)
 
 
-def record_bytes(method: str, lanes: int) -> int:
-    """Bytes per reduction step: a split word (two 32-byte nibble vectors) or one word of ``lanes`` x 64 bits."""
-    return 64 if method == "nibble" else 8 * lanes
+WORDS = 4  # 64-bit words per record
+RECORD = 64  # bytes per reduction step: a 256-bit word split into two 32-byte nibble vectors
 
 
 def _loop(b: ir.IRBuilder, start, stop, step, body):
@@ -56,14 +54,13 @@ def _loop(b: ir.IRBuilder, start, stop, step, body):
     b.position_at_end(done)
 
 
-def build_ir(method: str, p: int, q: int, lanes: int = 4) -> ir.Module:
+def build_ir(p: int, q: int) -> ir.Module:
     """IR of ``void binary_conv_counts(i8* x, i8* w, i32* out, i64* params)``.
 
     x: records [n, rows, cols, ...] addressed with the strides in params (in records); w: records
     [o, kh, kw, nv]; out[nn * out_img + oy * out_row + ox * out_pix + o * out_ch] = popcount sum (int32).
-    ``method``: "nibble" (AVX2 vpshufb) or "ctpop" (a vector popcount, ``lanes`` x 64 bits per word).
     """
-    mod = ir.Module(name=f"binary_{method}_{p}x{q}")
+    mod = ir.Module(name=f"binary_nibble_{p}x{q}")
     fnty = ir.FunctionType(ir.VoidType(), [I8.as_pointer(), I8.as_pointer(), I32.as_pointer(), I64.as_pointer()])
     fn = ir.Function(mod, fnty, name="binary_conv_counts")
     for a in fn.args:
@@ -72,22 +69,14 @@ def build_ir(method: str, p: int, q: int, lanes: int = 4) -> ir.Module:
     b = ir.IRBuilder(fn.append_basic_block("entry"))
     prm = {name: b.load(b.gep(pa, [ir.Constant(I64, i)]), name=name) for i, name in enumerate(PARAMS)}
     c = lambda v: ir.Constant(I64, v)  # noqa: E731
-    rec = record_bytes(method, lanes)
-
-    if method == "nibble":
-        v8 = ir.VectorType(I8, 32)
-        v4 = ir.VectorType(I64, 4)
-        pshufb = mod.declare_intrinsic("llvm.x86.avx2.pshuf.b", fnty=ir.FunctionType(v8, [v8, v8]))
-        psadbw = mod.declare_intrinsic("llvm.x86.avx2.psad.bw", fnty=ir.FunctionType(v4, [v8, v8]))
-        table = ir.Constant(v8, [bin(i).count("1") for i in range(16)] * 2)
-        acc_t, sum_t = v8, v4
-    else:
-        vw = ir.VectorType(I64, lanes)
-        ctpop = mod.declare_intrinsic(f"llvm.ctpop.v{lanes}i64", fnty=ir.FunctionType(vw, [vw]))
-        acc_t = sum_t = vw
-    accs = [[b.alloca(acc_t) for _ in range(q)] for _ in range(p)]
-    sums = [[b.alloca(sum_t) for _ in range(q)] for _ in range(p)] if method == "nibble" else accs
-    reduce_add = mod.declare_intrinsic(f"llvm.vector.reduce.add.v{sum_t.count}i64", fnty=ir.FunctionType(I64, [sum_t]))
+    v8 = ir.VectorType(I8, 32)
+    v4 = ir.VectorType(I64, 4)
+    pshufb = mod.declare_intrinsic("llvm.x86.avx2.pshuf.b", fnty=ir.FunctionType(v8, [v8, v8]))
+    psadbw = mod.declare_intrinsic("llvm.x86.avx2.psad.bw", fnty=ir.FunctionType(v4, [v8, v8]))
+    table = ir.Constant(v8, [bin(i).count("1") for i in range(16)] * 2)
+    accs = [[b.alloca(v8) for _ in range(q)] for _ in range(p)]  # byte counters
+    sums = [[b.alloca(v4) for _ in range(q)] for _ in range(p)]  # their 64-bit lane sums
+    reduce_add = mod.declare_intrinsic("llvm.vector.reduce.add.v4i64", fnty=ir.FunctionType(I64, [v4]))
 
     def flush():
         for pi in range(p):
@@ -111,11 +100,11 @@ def build_ir(method: str, p: int, q: int, lanes: int = 4) -> ir.Module:
         return [b.zext(b.extract_element(h, c(j)), I32) for j in range(4)]
 
     def vec_at(base, index, offset, ty):
-        ptr = b.gep(base, [b.add(b.mul(index, c(rec)), c(offset))])
+        ptr = b.gep(base, [b.add(b.mul(index, c(RECORD)), c(offset))])
         return b.load(b.bitcast(ptr, ty.as_pointer()), align=8)  # NumPy aligns to 16 bytes, not 32
 
     def block(nn, o0, oy, ox0):
-        for row in accs + (sums if method == "nibble" else []):
+        for row in accs + sums:
             for a in row:
                 b.store(ir.Constant(a.type.pointee, None), a)
         last = b.sub(prm["ow"], c(1))
@@ -134,31 +123,21 @@ def build_ir(method: str, p: int, q: int, lanes: int = 4) -> ir.Module:
                       for qi in range(q)]
 
                 def word(v):
-                    if method == "nibble":
-                        xl = [vec_at(xa, b.add(xi, v), 0, v8) for xi in xs]
-                        xh = [vec_at(xa, b.add(xi, v), 32, v8) for xi in xs]
-                        for qi in range(q):
-                            wl, wh = vec_at(wa, b.add(ws[qi], v), 0, v8), vec_at(wa, b.add(ws[qi], v), 32, v8)
-                            for pi in range(p):
-                                lo = b.call(pshufb, [table, b.xor(xl[pi], wl)])
-                                hi = b.call(pshufb, [table, b.xor(xh[pi], wh)])
-                                a = accs[pi][qi]
-                                b.store(b.add(b.add(b.load(a), lo), hi), a)
-                    else:
-                        xv = [vec_at(xa, b.add(xi, v), 0, vw) for xi in xs]
-                        for qi in range(q):
-                            wv = vec_at(wa, b.add(ws[qi], v), 0, vw)
-                            for pi in range(p):
-                                a = accs[pi][qi]
-                                b.store(b.add(b.load(a), b.call(ctpop, [b.xor(xv[pi], wv)])), a)
+                    xl = [vec_at(xa, b.add(xi, v), 0, v8) for xi in xs]
+                    xh = [vec_at(xa, b.add(xi, v), 32, v8) for xi in xs]
+                    for qi in range(q):
+                        wl, wh = vec_at(wa, b.add(ws[qi], v), 0, v8), vec_at(wa, b.add(ws[qi], v), 32, v8)
+                        for pi in range(p):
+                            lo = b.call(pshufb, [table, b.xor(xl[pi], wl)])
+                            hi = b.call(pshufb, [table, b.xor(xh[pi], wh)])
+                            a = accs[pi][qi]
+                            b.store(b.add(b.add(b.load(a), lo), hi), a)
                 _loop(b, c(0), prm["nv"], c(1), word)
             _loop(b, c(0), prm["kw"], c(1), tap)
-            if method == "nibble":  # K over 31 words: fold the byte counters after each kernel row
-                with b.if_then(b.icmp_signed("!=", prm["row_flush"], c(0))):
-                    flush()
+            with b.if_then(b.icmp_signed("!=", prm["row_flush"], c(0))):  # K over 31 words: fold the byte
+                flush()                                                  # counters after each kernel row
         _loop(b, c(0), prm["kh"], c(1), tap_row)
-        if method == "nibble":
-            flush()
+        flush()
         out0 = b.add(b.mul(nn, prm["out_img"]), b.mul(oy, prm["out_row"]))
         for pi in range(p):
             ox = b.add(ox0, c(pi))
@@ -166,7 +145,7 @@ def build_ir(method: str, p: int, q: int, lanes: int = 4) -> ir.Module:
                 base = b.add(out0, b.mul(ox, prm["out_pix"]))
                 totals = []
                 for q0 in range(0, q, 4):
-                    if method == "nibble" and q0 + 4 <= q:
+                    if q0 + 4 <= q:
                         totals += four_totals([b.load(sums[pi][q0 + j]) for j in range(4)])
                     else:
                         totals += [b.trunc(b.call(reduce_add, [b.load(sums[pi][qi])]), I32)
@@ -184,7 +163,7 @@ def build_ir(method: str, p: int, q: int, lanes: int = 4) -> ir.Module:
 
 # ---- compiling ----
 
-FEATURES = {"avx2": "+avx2,+ssse3,+popcnt", "avx512": "+avx2,+avx512f,+avx512bw,+avx512vl,+avx512vpopcntdq,+popcnt"}
+FEATURES = {"avx2": "+avx2,+ssse3,+popcnt"}
 
 
 @functools.cache
@@ -222,23 +201,18 @@ def optimize(mod: ir.Module, tm):
 
 def assembly(variant: str, p: int, q: int, cpu: str | None = None) -> str:
     """The kernel's x86 assembly (tests check the instructions; ``cpu`` compiles for a CPU not this one)."""
-    method, lanes = SHAPES[variant]
     tm = target_machine(variant, cpu)
-    return tm.emit_assembly(optimize(build_ir(method, p, q, lanes), tm))
+    return tm.emit_assembly(optimize(build_ir(p, q), tm))
 
 
 class Kernel:
     """One compiled micro-kernel: ``kernel(x, w, out, **params)`` with uint8/uint64 record arrays."""
 
-    def __init__(self, variant: str, p: int, q: int, lanes: int | None = None):
+    def __init__(self, variant: str, p: int, q: int):
         llvm = _llvm()
-        method, default_lanes = SHAPES[variant]
         self.variant, self.p, self.q = variant, p, q
-        self.lanes = lanes or default_lanes
-        self.method = method
-        self.record = record_bytes(method, self.lanes)
         tm = target_machine(variant)
-        self._engine = llvm.create_mcjit_compiler(optimize(build_ir(method, p, q, self.lanes), tm), tm)
+        self._engine = llvm.create_mcjit_compiler(optimize(build_ir(p, q), tm), tm)
         self._engine.finalize_object()
         addr = self._engine.get_function_address("binary_conv_counts")
         self._fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(addr)
@@ -249,10 +223,10 @@ class Kernel:
         self._fn(x, w, out, params.ctypes.data)
 
 
-SHAPES = {"avx2": ("nibble", 4), "avx512": ("ctpop", 8)}  # method, 64-bit lanes per word
+VARIANTS = ("avx2",)
 # Output pixels x output channels per register block, the first preferred: a row of odd width takes the
 # one-pixel block (7x7x512 measured 1.2x faster at 1 x 8 than at 2 x 4; 14x14x256 1.1x slower).
-BLOCKS = {"avx2": [(2, 4), (1, 8)], "avx512": [(2, 8), (1, 8)]}  # avx2: 16 ymm registers, avx512: 32
+BLOCKS = {"avx2": [(2, 4), (1, 8)]}  # 16 ymm registers
 
 
 def block(variant: str, ow: int) -> tuple[int, int]:
@@ -261,29 +235,16 @@ def block(variant: str, ow: int) -> tuple[int, int]:
 
 
 @functools.cache
-def kernel(variant: str, p: int, q: int, lanes: int | None = None) -> Kernel:
+def kernel(variant: str, p: int, q: int) -> Kernel:
     """The variant's conv micro-kernel for p x q blocks, compiled on first use."""
-    return Kernel(variant, p, q, lanes)
+    return Kernel(variant, p, q)
 
 
 # ---- layouts: packed uint64 words -> the kernels' records ----
 
-def words_per_record(variant: str, wpg: int) -> int:
-    """64-bit words per record: 4 (avx2; avx512 when a group's words are not a multiple of 8), else 8."""
-    return 8 if variant == "avx512" and wpg % 8 == 0 else 4
-
-
-def _records(words: np.ndarray, variant: str, per: int) -> np.ndarray:
-    """uint64 [..., m * per] -> records [..., m, record bytes] (avx2: low nibbles then high nibbles)."""
-    by = words.view(np.uint8).reshape(*words.shape[:-1], words.shape[-1] // per, per * 8)
-    if variant != "avx2":
-        return by
-    return np.concatenate([by & 15, by >> 4], axis=-1)
-
-
 @numba.njit(cache=True, nogil=True, boundscheck=False)
 def _split_nibbles(by, out):
-    """Bytes -> avx2 records: each 32 bytes become their 32 low nibbles then their 32 high nibbles (one
+    """Bytes -> records: each 32 bytes become their 32 low nibbles then their 32 high nibbles (one
     vectorized pass; NumPy's & / >> / concatenate took 5x longer at 14x14x256)."""
     for r in range(by.size // 32):
         src, dst = by[r * 32: r * 32 + 32], out[r * 64: r * 64 + 64]
@@ -292,18 +253,24 @@ def _split_nibbles(by, out):
             dst[32 + i] = src[i] >> 4
 
 
+def _records(words: np.ndarray) -> np.ndarray:
+    """uint64 [..., m * 4] -> records uint8 [..., m, 64]."""
+    out = np.empty((*words.shape[:-1], words.shape[-1] // WORDS, RECORD), np.uint8)
+    _split_nibbles(np.ascontiguousarray(words).reshape(-1).view(np.uint8), out.reshape(-1))
+    return out
+
+
 def supports(variant: str, w_shape, groups: int) -> bool:
-    """Whether the variant's kernel takes this conv: a SIMD variant; a group's channels fill whole records
+    """Whether the variant's kernel takes this conv: avx2; a group's channels fill whole records
     (multiples of 256: below that, part-filled records or kernel rows gathered into records measured slower
-    than the generic kernels at 56x56x64 and 28x28x128); groups 1 or of 8 or more output channels; on avx2
-    a kernel row the byte counters hold and per-lane sums below 2**16."""
-    if variant not in SHAPES:
+    than the generic kernels at 56x56x64 and 28x28x128); groups 1 or of 8 or more output channels; a kernel
+    row the byte counters hold and per-lane sums below 2**16."""
+    if variant not in VARIANTS:
         return False
     o, kh, kw, wpg = w_shape
-    per = words_per_record(variant, wpg)
-    if wpg % per or (groups > 1 and o // groups < 8):
+    if wpg % WORDS or (groups > 1 and o // groups < 8):
         return False
-    return variant != "avx2" or (kw * wpg // per <= FLUSH_WORDS and kh * kw * wpg * 16 < 2 ** 16)
+    return kw * wpg // WORDS <= FLUSH_WORDS and kh * kw * wpg * 16 < 2 ** 16
 
 
 class Prepared:
@@ -312,24 +279,18 @@ class Prepared:
     def __init__(self, variant: str, w: np.ndarray, groups: int):
         o, kh, kw, wpg = w.shape
         self.variant, self.groups, self.kernel_shape = variant, groups, (kh, kw)
-        self.per = words_per_record(variant, wpg)
-        self.kernels = [kernel(variant, p, q, self.per if variant == "avx512" else None) for p, q in BLOCKS[variant]]
+        self.kernels = [kernel(variant, p, q) for p, q in BLOCKS[variant]]
         q = max(k.q for k in self.kernels)
         og = o // groups
         self.og, self.og_pad = og, -(-og // q) * q
-        self.nv = wpg // self.per
+        self.nv = wpg // WORDS
         ww = np.zeros((groups, self.og_pad, kh, kw, wpg), np.uint64)
         ww[:, :og] = w.reshape(groups, og, kh, kw, wpg)
-        self.records = np.ascontiguousarray(_records(ww, variant, self.per))
+        self.records = _records(ww)
 
     def input_records(self, xp: np.ndarray) -> np.ndarray:
         """Padded packed input [N, Hp, Wp, words] -> records [N, Hp, Wp, groups * nv, record bytes]."""
-        n, hp, wp, nw = xp.shape
-        if self.variant != "avx2":
-            return xp.view(np.uint8).reshape(n, hp, wp, nw // self.per, self.per * 8)
-        out = np.empty((n, hp, wp, nw // 4, 64), np.uint8)
-        _split_nibbles(xp.reshape(-1).view(np.uint8), out.reshape(-1))
-        return out
+        return _records(xp)
 
     def counts(self, xp: np.ndarray, stride, oh: int, ow: int, channels_first: bool = False) -> np.ndarray:
         """Popcounts of x ^ w summed per output: int32 [N, oh, ow, O], or [N, O, oh, ow] when
@@ -365,10 +326,8 @@ def stream_peak(variant: str, p: int, q: int, rows: int = 4, reps: int = 200):
     nv = 15  # byte counters folded every 15 words, as after a conv's kernel row
     records = rows * nv
     rng = np.random.default_rng(0)
-    x = rng.integers(0, 256, (p, records, k.record), dtype=np.uint8)
-    w = rng.integers(0, 256, (q, records, k.record), dtype=np.uint8)
-    if variant == "avx2":  # records hold nibbles
-        x, w = x & 15, w & 15
+    x = rng.integers(0, 16, (p, records, RECORD), dtype=np.uint8)  # records hold nibbles
+    w = rng.integers(0, 16, (q, records, RECORD), dtype=np.uint8)
     out = np.empty(p * q, np.int32)
     params = np.array([reps, 1, p, q, rows, 1, nv, 1, 1, 0, nv, records, 0, 0, q, 1, 1], np.int64)
-    return (lambda: k.call(x.ctypes.data, w.ctypes.data, out.ctypes.data, params)), reps * p * q * records * 64 * k.lanes
+    return (lambda: k.call(x.ctypes.data, w.ctypes.data, out.ctypes.data, params)), reps * p * q * records * 64 * WORDS

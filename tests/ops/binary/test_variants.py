@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from numpy.testing import assert_array_equal
 
-from edgert.ops.binary import bits, conv, isa, simd
+from edgert.ops.binary import bits, conv, isa, lanes, simd
 from tests.ops.binary.test_kernels import CONV_CASES
 
 CASES = CONV_CASES + [  # C, O, H, W, k, stride, padding, pad_mode, groups
@@ -16,6 +16,8 @@ CASES = CONV_CASES + [  # C, O, H, W, k, stride, padding, pad_mode, groups
     (512, 16, 5, 5, 3, 1, (1, 1, 1, 1), "zero", 2),  # groups of whole records
     (256, 16, 6, 6, 3, 1, (1, 1, 1, 1), "zero", 1),  # even width: the 2-pixel block
     (1, 3, 5, 5, 3, 1, (1, 1, 1, 1), "zero", 1),
+    (1024, 20, 3, 4, 3, 1, (1, 1, 1, 1), "one", 1),  # 144 words: avx512 loops over kernel rows, bits fused
+    (96, 24, 5, 9, 3, 1, (1, 1, 1, 1), "one", 3),  # avx512: groups of one 8-channel vector
 ]
 
 
@@ -47,12 +49,20 @@ def test_variant_matches_reference(variant, c, o, h, w, k, stride, padding, pad_
                            conv.epilogue_ref(dot, "bits", thr, flip, out_groups))
 
 
-def test_simd_variants_take_whole_records():
-    for variant in simd.SHAPES:
-        assert simd.supports(variant, (256, 3, 3, 4), 1) and simd.supports(variant, (512, 3, 3, 8), 1)
-        assert not simd.supports(variant, (64, 3, 3, 1), 1)  # part-filled records: the generic kernels
+def test_simd_kernels_take_their_convs():
+    assert simd.supports("avx2", (256, 3, 3, 4), 1) and simd.supports("avx2", (512, 3, 3, 8), 1)
+    assert not simd.supports("avx2", (64, 3, 3, 1), 1)  # part-filled records: the generic kernels
     assert not simd.supports("generic", (256, 3, 3, 4), 1)
     assert not simd.supports("avx2", (16, 3, 3, 4), 4)  # groups of 4 output channels
+    assert lanes.supports((64, 3, 3, 1), 1) and lanes.supports((24, 3, 3, 1), 3)  # any width; whole vectors
+    assert not lanes.supports((16, 3, 3, 1), 4)
+
+
+def test_lanes_block_keeps_weights_in_l1():
+    assert lanes.block(7, 64, 72) == (7, 2)  # 7x7x512: 2 vectors x 72 words = 9 KB of weights
+    assert lanes.block(16, 32, 36) == (4, 2)  # no recomputed pixel
+    p, q = lanes.block(14, 128, 1000)
+    assert q == 1 and 14 % p == 0
 
 
 def test_choice_is_the_best_supported(monkeypatch):
@@ -73,7 +83,9 @@ def test_choice_is_the_best_supported(monkeypatch):
 def test_kernels_emit_the_isa_popcount():
     avx2 = simd.assembly("avx2", *simd.BLOCKS["avx2"][0], cpu="znver3")
     assert "vpshufb" in avx2 and "vpsadbw" in avx2 and "popcnt" not in avx2
-    avx512 = simd.assembly("avx512", *simd.BLOCKS["avx512"][0], cpu="sapphirerapids")  # compiled, not run, here
+    shape = dict(kh=3, kw=3, wpg=4, nw=4, sh=1, sw=1, wp=16, oh=14, ow=14, vectors=32, og=256, out_pix=32,
+                 out_img=0, k=0)
+    avx512 = lanes.assembly(shape, 7, 2, "bits", cpu="sapphirerapids")  # compiled, not run, on an AVX2 host
     assert "vpopcntq" in avx512 and "zmm" in avx512
 
 
@@ -82,7 +94,10 @@ def test_kernel_named_for_bench_and_profile(variant):
     if variant == "generic":
         assert name == "generic popcount"
         assert conv.describe_kernel((64, 3, 3, 1), 64, 1, "bits", 56) == "generic sliced"
-    else:
-        assert name == f"{variant} {simd.BLOCKS[variant][0][0]}x{simd.BLOCKS[variant][0][1]}"
-        assert conv.describe_kernel((512, 3, 3, 8), 512, 1, "float", 7) == f"{variant} 1x8"  # odd width
+    elif variant == "avx2":
+        assert name == f"avx2 {simd.BLOCKS['avx2'][0][0]}x{simd.BLOCKS['avx2'][0][1]}"
+        assert conv.describe_kernel((512, 3, 3, 8), 512, 1, "float", 7) == "avx2 1x8"  # odd width
+    else:  # pixels x output channels
+        assert name == "avx512 7x16"
+        assert conv.describe_kernel((64, 3, 3, 1), 64, 1, "bits", 16) == "avx512 4x16"
     assert conv.describe_kernel((12, 3, 3, 1), 12, 12, "float", 5) == "generic per-group"  # depthwise
