@@ -170,7 +170,7 @@ def main() -> str:
                         f"{lce_ratio} |")
     peak_g = [p / 1e9 for p, _ in peaks]
     md = "\n".join([
-        "## Binary 3x3 conv (LCE's reference layers)",
+        f"## Binary 3x3 conv (LCE's reference layers), {variant} kernels",
         "",
         f"{machine()}; {isa.describe()}; batch 1, one thread; stride 1, +1 padding, in = out channels. "
         "MAC/s counts binary MACs for edgert and fp32 MACs for torch (the same conv on +-1 floats). "
@@ -190,7 +190,7 @@ def main() -> str:
         "|---|---|---|---|---|---|---|---|---|",
         *rows,
     ])
-    write_section("binary", md)
+    write_section(f"binary-{variant}", md)  # one table per ISA variant: the machines change between runs
     return md
 
 

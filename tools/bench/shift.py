@@ -76,7 +76,7 @@ def main(rounds: int = 11, head_rounds: int = 101) -> str:
             head.append(f"| {hw}x{hw}x{c} | {name} | {mn:.3f} | {med:.3f} | {ratio:.2f}x | "
                         f"{macs / (med / 1e3) / 1e9:.1f} |")
     table = "\n".join([
-        "## Shift conv layers: edgert vs torch fp32 vs a per-element shift loop",
+        f"## Shift conv layers: edgert vs torch fp32 vs a per-element shift loop, {variant} int8 path",
         "",
         f"`python -m tools.bench shift` on {machine()}; batch 1, one thread, {rounds} interleaved rounds "
         f"(load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs at the end: a shared machine). "
@@ -103,7 +103,7 @@ def main(rounds: int = 11, head_rounds: int = 101) -> str:
         "",
         onnx_line(),
     ])
-    write_section("shift", table)
+    write_section(f"shift-{variant}", table)  # one table per int8 variant: the machines change between runs
     return table
 
 

@@ -105,7 +105,7 @@ def main(rounds: int = 9) -> str:
                 rows.append(f"| {name} | {batch} | ({flips} of {want.size} output spikes differ, "
                             f"{int(want.sum())} spikes; compile {compile_s:.1f} s) | | | | |")
     table = "\n".join([
-        "## Spiking networks: edgert vs snntorch eager",
+        f"## Spiking networks: edgert vs snntorch eager, {spiking_kernels.host_isa()} host",
         "",
         f"`python -m tools.bench spiking` on {machine()}; one thread each; {rounds} interleaved rounds, "
         "each the mean of enough calls to fill 50 ms. A call runs all T time steps for the batch (snntorch: "
@@ -125,7 +125,7 @@ def main(rounds: int = 9) -> str:
         "| model | layer | spike rate | sparsity | synaptic ops | path |",
         "|---|---|---|---|---|---|",
         *activity])
-    write_section("spiking", table)
+    write_section(f"spiking-{spiking_kernels.host_isa()}", table)  # one table per host vector ISA
     return table
 
 

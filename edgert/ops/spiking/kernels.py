@@ -562,14 +562,20 @@ def linear_leaky_events(x, wt, bias, beta, thr, mem, out, most, mode, delay, ins
     return n, spikes
 
 
-def describe() -> str:
-    """The spiking kernels' variant on this host, for bench tables. Numba compiles them for the host
-    CPU when first used (never stored in an artifact), so the vector ISA is the host's."""
+def host_isa() -> str:
+    """The widest vector ISA of this host that the kernels use: Numba compiles them for the host CPU when
+    first used (never stored in an artifact)."""
     import llvmlite.binding as llvm
 
     features = llvm.get_host_cpu_features()
-    isa = next((f for f in ("avx512f", "avx2", "sse4.2", "neon") if features.get(f)), "scalar")
-    return (f"Numba for {llvm.get_host_cpu_name()} ({isa}); event path: one call per layer over all steps, "
+    return next((f for f in ("avx512f", "avx2", "sse4.2", "neon") if features.get(f)), "scalar")
+
+
+def describe() -> str:
+    """The spiking kernels' variant on this host, for bench tables."""
+    import llvmlite.binding as llvm
+
+    return (f"Numba for {llvm.get_host_cpu_name()} ({host_isa()}); event path: one call per layer over all steps, "
             f"events listed by {LANES}-lane compare masks, spike rows added in register spans of {SPAN} x "
             f"<{LANES} x float> with the row {PREFETCH} events ahead prefetched and a masked last vector; "
             "dense path: one BLAS matmul over all steps; Leaky update vectorized")
