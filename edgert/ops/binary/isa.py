@@ -30,14 +30,19 @@ def cpu_features() -> frozenset[str]:
 
 def supported() -> list[str]:
     """The variants this CPU can run, best first."""
+    return list(_supported())
+
+
+@functools.cache
+def _supported() -> tuple[str, ...]:  # read once: variant() is called on every conv (2 us uncached)
     import platform
     x86 = platform.machine() in ("x86_64", "AMD64")
-    return [v for v in VARIANTS if v == "generic" or (x86 and all(f in cpu_features() for f in NEEDS[v]))]
+    return tuple(v for v in VARIANTS if v == "generic" or (x86 and all(f in cpu_features() for f in NEEDS[v])))
 
 
 def force(variant: str | None) -> None:
     """Run ``variant`` from now on (None: back to the best supported one)."""
-    if variant is not None and variant not in supported():
+    if variant is not None and variant not in _supported():
         raise ValueError(f"binary kernel variant {variant!r} does not run on this CPU (it lacks "
                          f"{[f for f in NEEDS.get(variant, ('unknown variant',)) if f not in cpu_features()]}); "
                          f"choose one of {supported()}")
@@ -51,9 +56,10 @@ def variant() -> str:
         return _forced
     env = os.environ.get("EDGERT_BINARY_VARIANT")
     if env:
-        force(env)  # validates it
+        if env not in _supported():
+            force(env)  # raises, naming what the CPU lacks
         return env
-    return supported()[0]
+    return _supported()[0]
 
 
 def describe() -> str:

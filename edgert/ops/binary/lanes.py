@@ -190,9 +190,9 @@ class Kernel:
         addr = self._engine.get_function_address("binary_lanes_conv")
         self._fn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 5, ctypes.c_int64, ctypes.c_int64)(addr)
 
-    def call(self, x, w, out, p0, p1, n: int, x_img: int) -> None:
-        """Addresses (ints) or arrays; the caller keeps the arrays alive and the layout :func:`build_ir` says."""
-        self._fn(*[a if isinstance(a, int) else a.ctypes.data for a in (x, w, out, p0, p1)], n, x_img)
+    def call(self, x: int, w: int, out: int, p0: int, p1: int, n: int, x_img: int) -> None:
+        """Addresses; the caller keeps the arrays alive and in the layout :func:`build_ir` says."""
+        self._fn(x, w, out, p0, p1, n, x_img)
 
 
 @functools.cache
@@ -220,11 +220,13 @@ class Prepared:
         wp[:, :self.og] = w.reshape(groups, self.og, kh, kw, wpg)
         self.weights = np.ascontiguousarray(
             wp.reshape(groups, self.vectors, LANES, kh, kw, wpg).transpose(0, 1, 3, 4, 5, 2))
+        self._w_at = [self.weights[g].ctypes.data for g in range(groups)]  # (.ctypes costs ~1 us a call)
         self._kernels: dict = {}
-        self._epilogue: tuple = ()  # (p0, p1, k, their kernel vectors)
+        self._epilogue: tuple = ()  # (p0, p1, k, their kernel vectors, their addresses)
 
-    def _run(self, mode: str, xp: np.ndarray, stride, oh: int, ow: int, out: np.ndarray, v0, v1, k: int = 0):
+    def _run(self, mode: str, xp: np.ndarray, stride, oh: int, ow: int, out: np.ndarray, vectors, k: int = 0):
         xp = np.ascontiguousarray(xp)
+        v0, v1, at0, at1 = vectors
         key = (mode, xp.shape, tuple(stride), oh, ow, k)
         kern = self._kernels.get(key)
         if kern is None:
@@ -237,14 +239,15 @@ class Prepared:
         step = {"bits": self.vectors, "counts": self.vectors * LANES * 4, "float": self.og * oh * ow * 4}[mode]
         step0 = self.vectors * LANES * v0.itemsize
         step1 = self.vectors * (1 if mode == "bits" else LANES * v1.itemsize)  # bits: one flip byte per vector
+        x_at, out_at, n = xp.ctypes.data, out.ctypes.data, xp.shape[0]
         for g in range(self.groups):  # one group's words, weights, outputs and epilogue vectors at a time
-            kern.call(xp.ctypes.data + g * self.wpg * 8, self.weights[g].ctypes.data, out.ctypes.data + g * step,
-                      v0.ctypes.data + g * step0, v1.ctypes.data + g * step1, xp.shape[0], xp[0].size)
+            kern.call(x_at + g * self.wpg * 8, self._w_at[g], out_at + g * step, at0 + g * step0, at1 + g * step1,
+                      n, xp.size // n)
 
-    def _vectors(self, p0: np.ndarray, p1: np.ndarray, k: int, bits: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _vectors(self, p0: np.ndarray, p1: np.ndarray, k: int, bits: bool) -> tuple:
         """The per-channel epilogue as the kernel reads it, padded to whole vectors per group, cached for
         the arrays last passed: bits, int64 limits k - thr (padded channels never fire) and one byte of flip
-        bits per 8 channels; float, float32 scale and bias."""
+        bits per 8 channels; float, float32 scale and bias. Returns them and their addresses."""
         last = self._epilogue
         if last and last[0] is p0 and last[1] is p1 and last[2] == k:
             return last[3]
@@ -258,7 +261,8 @@ class Prepared:
         else:
             v0, v1 = np.zeros((g, padded), np.float32), np.zeros((g, padded), np.float32)
             v0[:, :og], v1[:, :og] = p0.reshape(g, og), p1.reshape(g, og)
-        self._epilogue = (p0, p1, k, (v0.reshape(-1), v1))
+        v0 = v0.reshape(-1)
+        self._epilogue = (p0, p1, k, (v0, v1, v0.ctypes.data, v1.ctypes.data))
         return self._epilogue[3]
 
     def counts(self, xp: np.ndarray, stride, oh: int, ow: int) -> np.ndarray:
@@ -266,19 +270,19 @@ class Prepared:
         padded = self.groups * self.vectors * LANES
         out = np.empty((xp.shape[0], oh, ow, padded), np.int32)
         none = np.zeros(padded, np.int64)
-        self._run("counts", xp, stride, oh, ow, out, none, none)
+        self._run("counts", xp, stride, oh, ow, out, (none, none, none.ctypes.data, none.ctypes.data))
         return out if padded == self.o else np.ascontiguousarray(out[..., :self.o])
 
     def bits(self, xp: np.ndarray, stride, oh: int, ow: int, k: int, thr: np.ndarray, flip: np.ndarray) -> np.ndarray:
         """Packed output bits [N, oh, ow, ceil(O / 64)]: dot = k - 2 * count < thr, XOR flip."""
         out = np.zeros((xp.shape[0], oh, ow, -(-self.o // 64)), np.uint64)  # bytes past the last vector stay 0
-        self._run("bits", xp, stride, oh, ow, out, *self._vectors(thr, flip, k, True))
+        self._run("bits", xp, stride, oh, ow, out, self._vectors(thr, flip, k, True))
         return out
 
     def float(self, xp: np.ndarray, stride, oh: int, ow: int, k: int, scale: np.ndarray, bias: np.ndarray) -> np.ndarray:
         """float32 NCHW [N, O, oh, ow]: (k - 2 * count) * scale + bias."""
         out = np.empty((xp.shape[0], self.o, oh, ow), np.float32)
-        self._run("float", xp, stride, oh, ow, out, *self._vectors(scale, bias, k, False), k=k)
+        self._run("float", xp, stride, oh, ow, out, self._vectors(scale, bias, k, False), k=k)
         return out
 
 
@@ -294,4 +298,5 @@ def stream_peak(p: int, q: int, words: int = 8, reps: int = 100):
     w = rng.integers(0, 2**63, q * 9 * words * LANES, dtype=np.int64)
     lim, flip = np.zeros(q * LANES, np.int64), np.zeros(q, np.uint8)
     out = np.empty(reps * p * q, np.uint8)
-    return (lambda: k.call(x, w, out, lim, flip, reps, 0)), reps * p * q * LANES * 9 * words * 64
+    at = [a.ctypes.data for a in (x, w, out, lim, flip)]
+    return (lambda: k.call(*at, reps, 0)), reps * p * q * LANES * 9 * words * 64

@@ -48,7 +48,9 @@ def _conv(node: BinaryConv2d, args, state):
 @register_kernel(BinaryDense.op)
 def _dense(node: BinaryDense, args, state):
     x, w, p0, p1 = args
-    return conv.binary_dense(np.ascontiguousarray(x), w, node.in_features, node.output_kind, p0, p1)
+    if state.get("weight") is not w or state.get("variant") != isa.variant():  # once per weight array
+        state["weight"], state["variant"], state["simd"] = w, isa.variant(), conv.dense_weights(w)
+    return conv.binary_dense(np.ascontiguousarray(x), w, node.in_features, node.output_kind, p0, p1, state["simd"])
 
 
 @register_kernel(BinaryMaxPool2d.op)

@@ -49,6 +49,19 @@ def test_variant_matches_reference(variant, c, o, h, w, k, stride, padding, pad_
                            conv.epilogue_ref(dot, "bits", thr, flip, out_groups))
 
 
+@pytest.mark.parametrize("k,o", [(1, 1), (63, 5), (64, 64), (1001, 70), (512, 24)])
+def test_dense_variant_matches_reference(variant, k, o, monkeypatch):
+    monkeypatch.setattr(conv, "LANES_DENSE_WORDS", 0)  # the AVX-512 kernel on every size
+    rng = np.random.default_rng(k + o)
+    x, w = rng.standard_normal((3, k)).astype(np.float32), rng.standard_normal((o, k)).astype(np.float32)
+    xb, wb = bits.bitpack(x), bits.pack_dense_weight(w)
+    dot = conv.binary_dense_dot_ref(xb, wb, k)
+    scale, bias = rng.standard_normal(o).astype(np.float32), rng.standard_normal(o).astype(np.float32)
+    assert_array_equal(conv.binary_dense(xb, wb, k, "float", scale, bias), conv.epilogue_ref(dot, "float", scale, bias))
+    thr, flip = rng.integers(-k, k + 1, o).astype(np.int32), rng.integers(0, 2, o).astype(np.uint8)
+    assert_array_equal(conv.binary_dense(xb, wb, k, "bits", thr, flip), conv.epilogue_ref(dot, "bits", thr, flip))
+
+
 def test_simd_kernels_take_their_convs():
     assert simd.supports("avx2", (256, 3, 3, 4), 1) and simd.supports("avx2", (512, 3, 3, 8), 1)
     assert not simd.supports("avx2", (64, 3, 3, 1), 1)  # part-filled records: the generic kernels
