@@ -155,7 +155,7 @@ def _after(new, th, r, mode, delay, instant, graded):
     return new, s
 
 
-@numba.njit(**_JIT)
+@numba.njit(inline="always", **_JIT)
 def _leaky_row(cur, beta, thr, mem, out, mode, delay, instant, graded):
     """One Leaky step of one sample's N neurons (cur, mem, out are [N] rows; mem in place); returns the
     spike count. Nothing branches on a neuron's value, so LLVM vectorizes the loop; for snntorch's
@@ -414,7 +414,7 @@ _add_vector, _add_vector_unit = _span_adder(1, False), _span_adder(1, True)
 _add_tail, _add_tail_unit = _span_adder(1, False, masked=True), _span_adder(1, True, masked=True)
 
 
-@numba.njit(**_JIT)
+@numba.njit(inline="always", **_JIT)
 def _add_rows(acc, wt, idx, val, n, m, unit):
     """acc += val[j] * wt[idx[j]] for j < n, rows in order: spans of SPAN vectors, then single vectors,
     then the outputs left over in one masked vector (the same order of roundings for every output).
@@ -476,7 +476,7 @@ def events_ref(xrow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return idx, xrow[idx]
 
 
-@numba.njit(**_JIT)
+@numba.njit(inline="always", **_JIT)
 def _append_set_bits(m, k, xrow, idx, val, n):
     """Append input k + i for each set bit i of mask m (lowest first); returns the new length."""
     while m:
@@ -488,7 +488,7 @@ def _append_set_bits(m, k, xrow, idx, val, n):
     return n
 
 
-@numba.njit(**_JIT)
+@numba.njit(inline="always", **_JIT)
 def _append_events(xrow, bits, idx, val, n):
     """Append xrow's nonzero entries to the event list: indices to idx[n:], values to val[n:]; returns
     the new length. bits is xrow's float32 bit patterns as uint32. Masks of 64 inputs (then of LANES,
