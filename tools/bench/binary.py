@@ -132,10 +132,8 @@ def main() -> str:
         if isinstance(simd_w, lanes.Prepared):  # the layer's own kernel without its wrapper (no padding copy,
             xp = np.zeros((1, hw + 2, hw + 2, xb.shape[-1]), np.uint64)  # allocation or epilogue set-up)
             xp[:, 1:-1, 1:-1] = xb
-            out = simd_w.bits(xp, (1, 1), hw, hw, 9 * c, thr, flip)
-            kern, (_, _, at0, at1) = next(iter(simd_w._kernels.values())), simd_w._vectors(thr, flip, 9 * c, True)
-            at = (xp.ctypes.data, simd_w.weights.ctypes.data, out.ctypes.data, at0, at1)
-            layer_peak[f"peak {variant} layer kernel"] = (lambda: kern.call(*at, 1, xp[0].size), hw * hw * c * c * 9)
+            layer_peak[f"peak {variant} layer kernel"] = (simd_w.bound_bits(xp, (1, 1), hw, hw, 9 * c, thr, flip),
+                                                          hw * hw * c * c * 9)
         fns = {name: fn for name, (fn, _) in layer_peak.items()}
         fns.update({
             "edgert bits": lambda: conv.binary_conv2d(xb, wb, *args, "bits", thr, flip, w_t=w_t, prepared=prepared,

@@ -279,6 +279,16 @@ class Prepared:
         self._run("bits", xp, stride, oh, ow, out, self._vectors(thr, flip, k, True))
         return out
 
+    def bound_bits(self, xp: np.ndarray, stride, oh: int, ow: int, k: int, thr: np.ndarray, flip: np.ndarray):
+        """The bits kernel alone on fixed arrays (groups 1): no padding, allocation or Python around it, for
+        the bench's peak. The returned call holds the arrays it reads and writes."""
+        xp = np.ascontiguousarray(xp)
+        out = self.bits(xp, stride, oh, ow, k, thr, flip)
+        kern = self._kernels[("bits", xp.shape, tuple(stride), oh, ow, 0)]
+        vectors = self._vectors(thr, flip, k, True)
+        at = (xp.ctypes.data, self._w_at[0], out.ctypes.data, vectors[2], vectors[3], xp.shape[0], xp.size // xp.shape[0])
+        return lambda held=(xp, out, vectors): kern.call(*at)
+
     def float(self, xp: np.ndarray, stride, oh: int, ow: int, k: int, scale: np.ndarray, bias: np.ndarray) -> np.ndarray:
         """float32 NCHW [N, O, oh, ow]: (k - 2 * count) * scale + bias."""
         out = np.empty((xp.shape[0], self.o, oh, ow), np.float32)
@@ -298,5 +308,6 @@ def stream_peak(p: int, q: int, words: int = 8, reps: int = 100):
     w = rng.integers(0, 2**63, q * 9 * words * LANES, dtype=np.int64)
     lim, flip = np.zeros(q * LANES, np.int64), np.zeros(q, np.uint8)
     out = np.empty(reps * p * q, np.uint8)
-    at = [a.ctypes.data for a in (x, w, out, lim, flip)]
-    return (lambda: k.call(*at, reps, 0)), reps * p * q * LANES * 9 * words * 64
+    held = (x, w, out, lim, flip)
+    at = [a.ctypes.data for a in held]
+    return (lambda held=held: k.call(*at, reps, 0)), reps * p * q * LANES * 9 * words * 64
