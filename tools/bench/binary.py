@@ -81,6 +81,9 @@ def _peak_fns(variant: str) -> dict:
     return fns
 
 
+LAYER_PEAK = "; on avx512 also the layer's own kernel called without its wrapper (no padding copy, no allocation)"
+
+
 def _generic(fn):
     """fn run with the generic (Numba) kernels."""
     def run():
@@ -175,7 +178,7 @@ def main() -> str:
         "ISA peak: the fastest streaming XOR-popcount kernel over L1-resident words measured in the same rounds "
         f"as each layer: the {variant} register-blocked micro-kernel (block shapes {PEAK_BLOCKS.get(variant)}, median of its best "
         f"{statistics.median(simd_peaks) / 1e9:.0f} G binary MAC/s), scalar POPCNT and the bit-sliced carry-save "
-        f"step in Numba{'; on avx512 also the layer' + chr(39) + 's own kernel called without its wrapper (no padding copy, no allocation), which reuses each broadcast input word across the 3 taps of a row and beats the row stream' if variant == 'avx512' else ''}; peak median {statistics.median(peak_g):.0f} (range {min(peak_g):.0f}-{max(peak_g):.0f}; "
+        f"step in Numba{LAYER_PEAK if variant == 'avx512' else ''}; peak median {statistics.median(peak_g):.0f} (range {min(peak_g):.0f}-{max(peak_g):.0f}; "
         f"fastest: {', '.join(sorted({n for _, n in peaks}))}). \"of ISA peak\" is the row's median rate over "
         "its layer's peak. The kernel column names what conv.kernel_kind picks (the SIMD variant and its "
         "register block in output pixels x output channels, or a generic Numba kernel; on avx2 below 256 channels "

@@ -162,19 +162,9 @@ def build_ir(shape: dict, p: int, q: int, mode: str) -> ir.Module:
 FEATURES = "+avx2,+avx512f,+avx512bw,+avx512vl,+avx512vpopcntdq,+popcnt"
 
 
-def _target_machine(cpu: str | None = None):
-    llvm = simd._llvm()
-    target = llvm.Target.from_triple("x86_64-unknown-linux-gnu")
-    host = cpu is None
-    feats = ",".join(f for f in (llvm.get_host_cpu_features().flatten() if host else "", FEATURES) if f)
-    # 512-bit vectors are what the IR asks for; "prefer-vector-width" only steers LLVM's own vectorizer
-    return target.create_target_machine(cpu=llvm.get_host_cpu_name() if host else cpu, features=feats, opt=3,
-                                        codemodel="jitdefault")
-
-
 def assembly(shape: dict, p: int, q: int, mode: str, cpu: str | None = None) -> str:
     """The kernel's x86 assembly (tests check the instructions; ``cpu`` compiles for a CPU not this one)."""
-    tm = _target_machine(cpu)
+    tm = simd.target_machine(FEATURES, cpu)
     return tm.emit_assembly(simd.optimize(build_ir(shape, p, q, mode), tm))
 
 
@@ -183,8 +173,7 @@ class Kernel:
 
     def __init__(self, shape: dict, p: int, q: int, mode: str):
         llvm = simd._llvm()
-        tm = _target_machine()
-        self.p, self.q = p, q
+        tm = simd.target_machine(FEATURES)
         self._engine = llvm.create_mcjit_compiler(simd.optimize(build_ir(shape, p, q, mode), tm), tm)
         self._engine.finalize_object()
         addr = self._engine.get_function_address("binary_lanes_conv")
@@ -224,9 +213,7 @@ class Prepared:
         self._kernels: dict = {}
         self._epilogue: tuple = ()  # (p0, p1, k, their kernel vectors, their addresses)
 
-    def _run(self, mode: str, xp: np.ndarray, stride, oh: int, ow: int, out: np.ndarray, vectors, k: int = 0):
-        xp = np.ascontiguousarray(xp)
-        v0, v1, at0, at1 = vectors
+    def _kernel_for(self, mode: str, xp: np.ndarray, stride, oh: int, ow: int, out: np.ndarray, k: int) -> Kernel:
         key = (mode, xp.shape, tuple(stride), oh, ow, k)
         kern = self._kernels.get(key)
         if kern is None:
@@ -236,6 +223,12 @@ class Prepared:
                          oh=oh, ow=ow, vectors=self.vectors, og=self.og, out_pix=out_pix, out_img=self.o * oh * ow, k=k)
             kern = self._kernels[key] = _kernel(tuple(sorted(shape.items())),
                                                 *block(ow, self.vectors, kh * kw * self.wpg), mode)
+        return kern
+
+    def _run(self, mode: str, xp: np.ndarray, stride, oh: int, ow: int, out: np.ndarray, vectors, k: int = 0):
+        xp = np.ascontiguousarray(xp)
+        v0, v1, at0, at1 = vectors
+        kern = self._kernel_for(mode, xp, stride, oh, ow, out, k)
         step = {"bits": self.vectors, "counts": self.vectors * LANES * 4, "float": self.og * oh * ow * 4}[mode]
         step0 = self.vectors * LANES * v0.itemsize
         step1 = self.vectors * (1 if mode == "bits" else LANES * v1.itemsize)  # bits: one flip byte per vector
@@ -284,7 +277,7 @@ class Prepared:
         the bench's peak. The returned call holds the arrays it reads and writes."""
         xp = np.ascontiguousarray(xp)
         out = self.bits(xp, stride, oh, ow, k, thr, flip)
-        kern = self._kernels[("bits", xp.shape, tuple(stride), oh, ow, 0)]
+        kern = self._kernel_for("bits", xp, stride, oh, ow, out, 0)
         vectors = self._vectors(thr, flip, k, True)
         at = (xp.ctypes.data, self._w_at[0], out.ctypes.data, vectors[2], vectors[3], xp.shape[0], xp.size // xp.shape[0])
         return lambda held=(xp, out, vectors): kern.call(*at)

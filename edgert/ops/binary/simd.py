@@ -174,13 +174,13 @@ def _llvm():
     return llvm
 
 
-def target_machine(variant: str, cpu: str | None = None):
-    """An x86-64 target machine with the variant's features (``cpu``: None = the host's)."""
+def target_machine(features: str, cpu: str | None = None):
+    """An x86-64 target machine with these LLVM features added (``cpu``: None = the host's, with its own)."""
     llvm = _llvm()
     target = llvm.Target.from_triple("x86_64-unknown-linux-gnu")
     host = cpu is None
     feats = llvm.get_host_cpu_features().flatten() if host else ""
-    feats = ",".join(f for f in (feats, FEATURES[variant]) if f)
+    feats = ",".join(f for f in (feats, features) if f)
     return target.create_target_machine(cpu=llvm.get_host_cpu_name() if host else cpu, features=feats, opt=3,
                                         codemodel="jitdefault")
 
@@ -201,7 +201,7 @@ def optimize(mod: ir.Module, tm):
 
 def assembly(variant: str, p: int, q: int, cpu: str | None = None) -> str:
     """The kernel's x86 assembly (tests check the instructions; ``cpu`` compiles for a CPU not this one)."""
-    tm = target_machine(variant, cpu)
+    tm = target_machine(FEATURES[variant], cpu)
     return tm.emit_assembly(optimize(build_ir(p, q), tm))
 
 
@@ -211,7 +211,7 @@ class Kernel:
     def __init__(self, variant: str, p: int, q: int):
         llvm = _llvm()
         self.variant, self.p, self.q = variant, p, q
-        tm = target_machine(variant)
+        tm = target_machine(FEATURES[variant])
         self._engine = llvm.create_mcjit_compiler(optimize(build_ir(p, q), tm), tm)
         self._engine.finalize_object()
         addr = self._engine.get_function_address("binary_conv_counts")
