@@ -12,7 +12,8 @@ import numpy as np
 
 from edgert import ir
 from edgert.artifact import Artifact
-from edgert.errors import ArtifactSchemaError, ArtifactTargetError, EdgertError, InputError
+from edgert.errors import ArtifactSchemaError, ArtifactTargetError, EdgertError, InputError, InternalError
+from edgert.runtime.kernels import NonFinite
 
 BACKENDS = ("tvm", "numba")
 # Left to edgert, a run uses 1 + (its MACs in TVM stages) // MACS_PER_THREAD threads, at most the cores.
@@ -189,6 +190,7 @@ class Engine:
         self._stages: list = [
             _TvmStage(s, artifact) if s["backend"] == "tvm" else _KernelStage(nodes[s["nodes"][0]], artifact.params)
             for s in m["stages"]]
+        self._kernel_checked = self._inputs_checked_by_kernel()
         self._use_threads = None
         if any(isinstance(s, _TvmStage) for s in self._stages):
             from edgert.runtime.tvm_runner import cpu_cores, use_threads
@@ -206,6 +208,18 @@ class Engine:
         # the input whose first axis is the batch (None: every input has a fixed size)
         self._batch_input = next((i for i, (_, spec) in enumerate(self.inputs)
                                   if spec.rank and spec.shape[0] is None), None)
+
+    def _inputs_checked_by_kernel(self) -> tuple[bool, ...]:
+        """Per model input: whether only the first stage reads it, as the current of a sequence kernel
+        that checks it for NaN and Inf itself (runtime.kernels.CHECKS_FINITE); run skips its own pass."""
+        from edgert.runtime.kernels import CHECKS_FINITE
+
+        first = self._stages[0] if self._stages else None
+        if not (isinstance(first, _KernelStage) and first.seq is not None and first.node.op in CHECKS_FINITE):
+            return (False,) * len(self.inputs)
+        read = [i for s in self._stages[1:] for i in (s.node.inputs if isinstance(s, _KernelStage) else s.inputs)]
+        read += list(first.node.inputs[1:]) + [n for n, _ in self.outputs]
+        return tuple(name == first.node.inputs[0] and name not in read for name, _ in self.inputs)
 
     def threads_for(self, samples: int = 1) -> int:
         """TVM threads for a run on ``samples`` samples: the setting, else one per MACS_PER_THREAD MACs
@@ -225,13 +239,15 @@ class Engine:
     def params(self) -> dict[str, np.ndarray]:
         return dict(self.artifact.params)
 
-    def _check(self, xs: Sequence[np.ndarray]) -> list[np.ndarray]:
+    def _check(self, xs: Sequence[np.ndarray], unchecked: Sequence[bool] = ()) -> list[np.ndarray]:
+        """xs validated against the model's inputs (contiguous); the finite check is left to the kernel
+        for inputs flagged in ``unchecked``."""
         if len(xs) != len(self.inputs):
             raise InputError(f"model takes {len(self.inputs)} inputs "
                              f"({', '.join(n for n, _ in self.inputs)}), got {len(xs)}")
         out = []
         batch = None
-        for x, (name, spec), dtype in zip(xs, self.inputs, self._input_dtypes):
+        for j, (x, (name, spec), dtype) in enumerate(zip(xs, self.inputs, self._input_dtypes)):
             if not isinstance(x, np.ndarray):
                 raise InputError(f"input {name!r} must be a numpy array, got {type(x).__name__}")
             if x.dtype != dtype:
@@ -250,7 +266,8 @@ class Engine:
             # a sum of squares is NaN or Inf when any value is; one BLAS dot, no temporary array and no
             # ufunc reduction (each costs microseconds at batch 1). Only when it is not finite (or
             # finite values overflow it) look value by value
-            if dtype.kind == "f" and not _finite_dot(x) and not np.isfinite(x).all():
+            skip = j < len(unchecked) and unchecked[j]
+            if dtype.kind == "f" and not skip and not _finite_dot(x) and not np.isfinite(x).all():
                 bad = np.argwhere(~np.isfinite(x))[0]
                 raise InputError(f"input {name!r} holds NaN or Inf (first at index {tuple(bad.tolist())}); "
                                  "clean the sensor data before inference")
@@ -346,7 +363,7 @@ class Engine:
                        taps: dict[str, np.ndarray] | None = None) -> list[np.ndarray]:
         """Stage by stage over all time steps: state lives inside nodes and stages are in topological
         order, so this equals stepping; stateless stages see time folded into the batch."""
-        flat = self._check([x.reshape((-1,) + x.shape[2:]) for x in xs])
+        flat = self._check([x.reshape((-1,) + x.shape[2:]) for x in xs], self._kernel_checked)
         self._set_threads(flat)
         env = {n: x.reshape((steps, -1) + x.shape[1:]) for (n, _), x in zip(self.inputs, flat)}
         with_taps = taps is not None
@@ -356,7 +373,11 @@ class Engine:
                 ys = stage.run([env[i].reshape((-1,) + env[i].shape[2:]) for i in stage.inputs], with_taps)
                 env.update((o, y.reshape((steps, -1) + y.shape[1:])) for o, y in zip(names, ys))
             else:
-                stage.run_sequence(env, steps)
+                try:
+                    stage.run_sequence(env, steps)
+                except NonFinite:  # only the first stage, before any state changed: name the bad value
+                    self._check(flat)
+                    raise InternalError(f"stage {stage.node.name!r} found NaN or Inf the input check did not")
         if with_taps:
             taps.update((t, env[t]) for t in self.artifact.manifest.get("adapt", {}).get("taps", ()))
         return [env[n] for n, _ in self.outputs]

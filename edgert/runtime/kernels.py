@@ -29,11 +29,21 @@ def register_kernel(op: str) -> Callable[[Kernel], Kernel]:
 # Optional whole-sequence kernels of stateful ops: same signature, activations shaped [T, batch, ...]
 # (parameters as they are). Engine.run uses them to run a spiking model layer by layer over time.
 SEQUENCE_KERNELS: dict[str, Kernel] = {}
+# Sequence kernels that check their input 0 for NaN and Inf themselves, on the values they read anyway:
+# Engine.run skips its own pass over a model input that only such a kernel reads.
+CHECKS_FINITE: set[str] = set()
 
 
-def register_sequence_kernel(op: str) -> Callable[[Kernel], Kernel]:
+class NonFinite(Exception):
+    """Raised by a CHECKS_FINITE kernel, before it changes any state, when its input holds NaN or Inf;
+    the engine then runs its full input check, which names the first bad value."""
+
+
+def register_sequence_kernel(op: str, checks_finite: bool = False) -> Callable[[Kernel], Kernel]:
     def add(fn: Kernel) -> Kernel:
         SEQUENCE_KERNELS[op] = fn
+        if checks_finite:
+            CHECKS_FINITE.add(op)
         return fn
     return add
 

@@ -136,9 +136,13 @@ def linear_leaky_sequence(node: LinearLeaky, args: list[np.ndarray], state: dict
     nnz = spikes = 0
     if most >= 0:  # event_below 0 (or an empty input) is always dense
         nnz, spikes = K.linear_leaky_events(x, wt, bias, beta, thr, mem, out, most, *codes)
+    if nnz < 0:
+        raise runtime_kernels.NonFinite
     if nnz <= most:
         state["path"] = "event"
     else:
+        if not np.isfinite(x).all():
+            raise runtime_kernels.NonFinite
         nnz = int(np.count_nonzero(x))
         cur = (x.reshape(t * b, k) @ wt + bias).reshape(t, b, o)
         spikes = K.leaky_seq(cur, beta, thr, mem, out, *codes)
@@ -162,7 +166,7 @@ def _stepper(seq):
 
 for _op, _fn in SEQUENCES.items():
     runtime_kernels.register_kernel(_op)(_stepper(_fn))
-    runtime_kernels.register_sequence_kernel(_op)(_fn)
+    runtime_kernels.register_sequence_kernel(_op, checks_finite=_op == "linear_leaky")(_fn)
 
 
 # ---- reference rules: one time step through the NumPy references -----------------------------

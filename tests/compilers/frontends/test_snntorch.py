@@ -14,7 +14,7 @@ from snntorch import utils
 from torch import nn
 
 import edgert
-from edgert.errors import UnsupportedOpError
+from edgert.errors import InputError, UnsupportedOpError
 from edgert.runtime.parity import parity_report, trace
 
 T, B = 30, 6
@@ -190,3 +190,20 @@ def test_spiking_artifact_profiles_per_time_step(tmp_path):
     report = profile_artifact(path, repeat=3)
     ops = {n["name"]: n["ops"] for n in report["nodes"]}
     assert ops["1"]["accumulate"] == 24 * 32 and report["total"]["latency_s"] > 0
+
+
+@pytest.mark.parametrize("density", [0.05, 0.9])  # the event path and the dense path
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_in_spiking_input_is_named_and_the_next_run_is_clean(density, bad, tmp_path):
+    """The first fused layer checks its input for NaN/Inf (the engine skips its own pass over it); the
+    error still names the first bad value, and state is not left corrupted."""
+    net = _fc(snn.Leaky(beta=0.9, init_hidden=True, output=True))
+    x = _spikes((T, B, 24), density).numpy()
+    engine = edgert.load(edgert.compile(net, x[0]).save(tmp_path / "n.edgert"))
+    assert engine._kernel_checked == (True,)
+    want = engine.run(x)
+    xb = x.copy()
+    xb[3, 1, 7] = bad
+    with pytest.raises(InputError, match=rf"NaN or Inf \(first at index \({3 * B + 1}, 7\)\)"):
+        engine.run(xb)
+    np.testing.assert_array_equal(engine.run(x), want)

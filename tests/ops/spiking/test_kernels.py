@@ -179,6 +179,28 @@ def test_linear_leaky_events_graded_input_against_float64_reference():
     np.testing.assert_allclose(got_mem, mem, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("density", [0.05, 0.9])  # event path, dense path
+def test_linear_leaky_refuses_nan_and_inf_before_changing_state(density):
+    from edgert.runtime.kernels import NonFinite
+
+    node = _node(LinearLeaky)
+    x = (RNG.random((10, 2, 40)) < density).astype(F)
+    wt, bias, beta, thr = _dyadic((40, 6)), _dyadic(6), np.full(6, 0.75, F), np.full(6, 0.5, F)
+    state = {}
+    SEQUENCES["linear_leaky"](node, [x, wt, bias, beta, thr], state)
+    mem = state["mem"].copy()
+    for bad in (np.nan, np.inf, -np.inf):
+        xb = x.copy()
+        xb[9, 1, 39] = bad  # the very last value
+        with pytest.raises(NonFinite):
+            SEQUENCES["linear_leaky"](node, [xb, wt, bias, beta, thr], state)
+        np.testing.assert_array_equal(state["mem"], mem)
+    if density < 0.15:
+        out = np.full((10, 2, 6), 7.0, F)
+        assert K.linear_leaky_events(xb, wt, bias, beta, thr, state["mem"], out, x.size, *K.codes(node)) == (-1, 0)
+        assert (out == 7.0).all()
+
+
 @pytest.mark.parametrize("k", [1, 7, 8, 63, 64, 65, 130, 700])  # masks of 64, of 8, and one by one
 @pytest.mark.parametrize("density", [0.0, 0.05, 0.5, 1.0])
 def test_event_lists_match_reference(k, density):
