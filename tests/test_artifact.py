@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from edgert import ir
-from edgert.artifact import MANIFEST, MANIFEST_SUM, SCHEMA_VERSION, Artifact, _sha256
+from edgert.artifact import ALIGN, MANIFEST, MANIFEST_SUM, SCHEMA_VERSION, Artifact, _sha256, aligned
 from edgert.errors import ArtifactError, ArtifactSchemaError, ArtifactTamperedError, ArtifactTruncatedError
 
 TARGET = {"name": "x86-host", "arch": "x86_64", "tvm": {"kind": "llvm", "mtriple": "x86_64-linux-gnu"}}
@@ -43,6 +43,23 @@ def test_round_trip_keeps_graph_params_and_library(tmp_path):
     assert again.libraries == art.libraries
     assert again.manifest["members"]["params.npz"] == _sha256(
         zipfile.ZipFile(tmp_path / "m.edgert").read("params.npz"))
+
+
+def test_loaded_params_start_on_a_cache_line(tmp_path):
+    art = _artifact()
+    params = Artifact.read(art.save(tmp_path / "m.edgert")).params
+    for k, v in art.params.items():
+        np.testing.assert_array_equal(params[k], v)
+        assert params[k].dtype == v.dtype and params[k].ctypes.data % ALIGN == 0 and params[k].flags.c_contiguous
+
+
+@pytest.mark.parametrize("a", [np.arange(7, dtype=np.float32)[1:], np.zeros((0, 3), np.int8), np.array(2.5),
+                               np.arange(24, dtype=np.uint64).reshape(2, 3, 4).transpose(2, 0, 1)])
+def test_aligned_copies_any_array(a):
+    b = aligned(a)
+    assert (b.size == 0 or b.ctypes.data % ALIGN == 0) and b.flags.c_contiguous
+    assert b.shape == a.shape and b.dtype == a.dtype
+    np.testing.assert_array_equal(b, a)
 
 
 def test_params_are_stored_without_pickle(tmp_path):

@@ -11,7 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from edgert import ir
-from edgert.artifact import Artifact
+from edgert.artifact import Artifact, aligned
 from edgert.errors import ArtifactSchemaError, ArtifactTargetError, EdgertError, InputError, InternalError
 from edgert.runtime.kernels import NonFinite
 
@@ -133,11 +133,13 @@ class _KernelStage:
 
     def run_sequence(self, env: dict[str, np.ndarray], steps: int) -> None:
         """All ``steps`` time steps at once; activations in ``env`` are shaped [T, batch, ...]."""
+        if self.seq is not None:
+            env[self.node.output] = self.seq(self.node, [env[i] if i in env else self.params[i]
+                                                         for i in self.node.inputs], self.state)
+            return
         acts = [i in env for i in self.node.inputs]
         args = [env[i] if a else self.params[i] for i, a in zip(self.node.inputs, acts)]
-        if self.seq is not None:
-            y = self.seq(self.node, args, self.state)
-        elif not self.node.stateful:  # a stateless kernel node: time folds into the batch
+        if not self.node.stateful:  # a stateless kernel node: time folds into the batch
             y = self.fn(self.node, [x.reshape((-1,) + x.shape[2:]) if a else x for x, a in zip(args, acts)],
                         self.state)
             y = y.reshape((steps, -1) + y.shape[1:])
@@ -403,7 +405,7 @@ class Engine:
             if k not in new or new[k].shape != v.shape or new[k].dtype != v.dtype:
                 raise InputError(f"parameter {k!r}: expected {new.get(k, np.empty(0)).shape} "
                                  f"{new.get(k, np.empty(0)).dtype}, got {v.shape} {v.dtype}")
-            new[k] = v
+            new[k] = aligned(v)
         self._fast.clear()
         for stage in self._stages:
             if isinstance(stage, _TvmStage):
