@@ -122,6 +122,23 @@ def delay_sequence(node: Delay, args: list[np.ndarray], state: dict) -> np.ndarr
     return out.reshape(x.shape)
 
 
+_NO_BLOCKS = (np.zeros((0, 0, K.BLOCK_LANES), _F), np.zeros(0, _F))
+_blocks: dict[int, tuple] = {}  # id(weight) -> (weight, bias, block_weights(weight, bias))
+
+
+def _block_weights(wt: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The blocked adder's weights on an AVX-512 host (its 64-byte rows are one zmm each), made once
+    per weight and bias array; elsewhere none, and the step-by-step adder runs."""
+    if K.host_isa() != "avx512f":
+        return _NO_BLOCKS
+    hit = _blocks.get(id(wt))
+    if hit is None or hit[0] is not wt or hit[1] is not bias:
+        if len(_blocks) >= 64:  # parameters replaced by adaptation leave old entries behind
+            _blocks.pop(next(iter(_blocks)))
+        hit = _blocks[id(wt)] = (wt, bias, K.block_weights(wt, bias))
+    return hit[2]
+
+
 def linear_leaky_sequence(node: LinearLeaky, args: list[np.ndarray], state: dict) -> np.ndarray:
     """Fused Linear + Leaky over all time steps in one kernel call: event-driven (weight rows of the
     inputs that spiked) when the input is sparser than ``node.event_below``, else one dense matrix
@@ -135,7 +152,8 @@ def linear_leaky_sequence(node: LinearLeaky, args: list[np.ndarray], state: dict
     codes = K.codes(node)
     nnz = spikes = 0
     if most >= 0:  # event_below 0 (or an empty input) is always dense
-        nnz, spikes = K.linear_leaky_events(x, wt, bias, beta, thr, mem, out, most, *codes)
+        nnz, spikes = K.linear_leaky_events(x, wt, bias, *_block_weights(wt, bias), beta, thr, mem, out, most,
+                                            *codes)
     if nnz < 0:
         raise runtime_kernels.NonFinite
     if nnz <= most:

@@ -9,6 +9,7 @@ from edgert.ops.spiking.run import SEQUENCES
 
 RNG = np.random.default_rng(0)
 F = np.float32
+NO_BLOCKS = (np.zeros((0, 0, K.BLOCK_LANES), F), np.zeros(0, F))  # the step-by-step adder
 
 
 def test_leaky_reference_by_hand():
@@ -163,6 +164,55 @@ def test_linear_leaky_kernel_matches_reference(density, below, k, o):
     assert state["synops"] == np.count_nonzero(x) * o
 
 
+@pytest.mark.parametrize("t,b,k,o", [(7, 1, 1, 1), (7, 3, 7, 16), (9, 2, 64, 20), (5, 4, 255, 33), (6, 1, 256, 16),
+                                     (4, 5, 257, 77), (50, 3, 300, 256), (3, 2, 700, 256)])
+def test_blocked_and_step_adders_agree_bit_for_bit(t, b, k, o):
+    """The blocked adder (row blocks of 256 inputs, groups of 4 sample-steps, tiles of sample-steps: 50 x 3
+    at 256 outputs spans two tiles, split inside a time step) against the step-by-step adder, bit for bit
+    with float weights, and against the reference with weights on a 1/64 grid (float32 sums exact in any
+    order). Both run on any host (LLVM splits the zmm vectors where there are none)."""
+    node = _node(LinearLeaky)
+    rng = np.random.default_rng(k + o)
+    x = (rng.random((t, b, k)) < 0.3).astype(F)
+    x[0, 0, : k // 2] = -0.0  # no events
+    beta, thr = np.full(o, 0.75, F), np.full(o, 0.5, F)
+    exact = (_dyadic((k, o), 0.5), _dyadic(o, 0.25))
+    for wt, bias in (exact, (rng.standard_normal((k, o)).astype(F) * F(0.3), rng.standard_normal(o).astype(F))):
+        runs = []
+        for blocks in (K.block_weights(wt, bias), NO_BLOCKS):
+            out, mem = np.empty((t, b, o), F), np.zeros((b, o), F)
+            events, spikes = K.linear_leaky_events(x, wt, bias, *blocks, beta, thr, mem, out, x.size, *K.codes(node))
+            assert events == np.count_nonzero(x) and spikes == np.count_nonzero(out)
+            runs.append((out, mem))
+        np.testing.assert_array_equal(runs[0][0], runs[1][0])
+        np.testing.assert_array_equal(runs[0][1].view(np.uint32), runs[1][1].view(np.uint32))
+        if wt is exact[0]:
+            want, (mem,) = _run_ref(K.linear_leaky_step_ref, node, x, wt, bias, beta, thr)
+            np.testing.assert_array_equal(runs[0][0], want)
+            np.testing.assert_array_equal(runs[0][1], mem)
+
+
+def test_blocked_adder_hands_graded_nan_and_dense_input_to_the_step_path():
+    node = _node(LinearLeaky)
+    x = (RNG.random((8, 2, 40)) < 0.2).astype(F)
+    wt, bias, beta, thr = _dyadic((40, 20)), _dyadic(20), np.full(20, 0.75, F), np.full(20, 0.5, F)
+    blocks = K.block_weights(wt, bias)
+    graded = x * F(0.5)
+    want, (want_mem,) = _run_ref(K.linear_leaky_step_ref, node, graded, wt, bias, beta, thr)
+    out, mem = np.empty((8, 2, 20), F), np.zeros((2, 20), F)
+    assert K.linear_leaky_events(graded, wt, bias, *blocks, beta, thr, mem, out, x.size, *K.codes(node))[0] > 0
+    np.testing.assert_array_equal(out, want)
+    np.testing.assert_array_equal(mem, want_mem)
+    bad = x.copy()
+    bad[7, 1, 39] = np.nan
+    out[...] = 7.0
+    assert K.linear_leaky_events(bad, wt, bias, *blocks, beta, thr, mem, out, x.size, *K.codes(node)) == (-1, 0)
+    most = np.count_nonzero(x) // 2
+    events, spikes = K.linear_leaky_events(x, wt, bias, *blocks, beta, thr, mem, out, most, *K.codes(node))
+    assert events > most and spikes == 0 and (out == 7.0).all()
+    np.testing.assert_array_equal(mem, want_mem)
+
+
 def test_linear_leaky_events_graded_input_against_float64_reference():
     """Graded (non-binary) input values multiply their rows; the float32 sums differ from the float64
     reference in the last bits only (this seed flips no spike)."""
@@ -173,7 +223,7 @@ def test_linear_leaky_events_graded_input_against_float64_reference():
     beta, thr = np.full(9, 0.8, F), np.full(9, 1.0, F)
     want, (mem,) = _run_ref(K.linear_leaky_step_ref, node, x, wt, bias, beta, thr)
     out, got_mem = np.empty((30, 3, 9), F), np.zeros((3, 9), F)
-    events, spikes = K.linear_leaky_events(x, wt, bias, beta, thr, got_mem, out, x.size, *K.codes(node))
+    events, spikes = K.linear_leaky_events(x, wt, bias, *NO_BLOCKS, beta, thr, got_mem, out, x.size, *K.codes(node))
     assert events == np.count_nonzero(x) and spikes == np.count_nonzero(out) > 0
     np.testing.assert_array_equal(out, want)
     np.testing.assert_allclose(got_mem, mem, rtol=1e-5, atol=1e-5)
@@ -197,7 +247,8 @@ def test_linear_leaky_refuses_nan_and_inf_before_changing_state(density):
         np.testing.assert_array_equal(state["mem"], mem)
     if density < 0.15:
         out = np.full((10, 2, 6), 7.0, F)
-        assert K.linear_leaky_events(xb, wt, bias, beta, thr, state["mem"], out, x.size, *K.codes(node)) == (-1, 0)
+        assert K.linear_leaky_events(xb, wt, bias, *NO_BLOCKS, beta, thr, state["mem"], out, x.size,
+                                     *K.codes(node)) == (-1, 0)
         assert (out == 7.0).all()
 
 
