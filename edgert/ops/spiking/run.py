@@ -10,6 +10,7 @@ out_features) and "path" (the last path taken: "event" or "dense").
 from __future__ import annotations
 
 import math
+import weakref
 
 import numpy as np
 
@@ -123,37 +124,38 @@ def delay_sequence(node: Delay, args: list[np.ndarray], state: dict) -> np.ndarr
 
 
 _NO_BLOCKS = (np.zeros((0, 0, K.BLOCK_LANES), _F), np.zeros(0, _F))
-_blocks: dict[int, tuple] = {}  # id(weight) -> (weight, bias, block_weights(weight, bias))
+_prepared: dict[int, tuple] = {}  # id(weight) -> (node, its other parameters, what _prepare made), while
+# the weight array lives
 
 
-def _block_weights(wt: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The blocked adder's weights on an AVX-512 host (its 64-byte rows are one zmm each), made once
-    per weight and bias array; elsewhere none, and the step-by-step adder runs."""
-    if K.host_isa() != "avx512f":
-        return _NO_BLOCKS
-    hit = _blocks.get(id(wt))
-    if hit is None or hit[0] is not wt or hit[1] is not bias:
-        if len(_blocks) >= 64:  # parameters replaced by adaptation leave old entries behind
-            _blocks.pop(next(iter(_blocks)))
-        hit = _blocks[id(wt)] = (wt, bias, K.block_weights(wt, bias))
+def _prepare(node: LinearLeaky, wt, bias, beta, thr) -> tuple:
+    """(beta, threshold) as vectors, the blocked adder's weights (on an AVX-512 host, whose 64-byte rows
+    are one zmm each; elsewhere none, and the step-by-step adder runs) and the kernel's reset codes:
+    made once per node and parameter arrays (a run at batch 1 takes ~100 us; these took ~3)."""
+    hit = _prepared.get(id(wt))
+    if hit is None or hit[0] is not node or any(a is not b for a, b in zip(hit[1], (bias, beta, thr))):
+        if hit is None:
+            weakref.finalize(wt, _prepared.pop, id(wt), None)
+        blocks = K.block_weights(wt, bias) if K.host_isa() == "avx512f" else _NO_BLOCKS
+        hit = _prepared[id(wt)] = (node, (bias, beta, thr), (_vec(beta), _vec(thr), *blocks, K.codes(node)))
     return hit[2]
 
 
 def linear_leaky_sequence(node: LinearLeaky, args: list[np.ndarray], state: dict) -> np.ndarray:
     """Fused Linear + Leaky over all time steps in one kernel call: event-driven (weight rows of the
     inputs that spiked) when the input is sparser than ``node.event_below``, else one dense matrix
-    product over all time steps followed by the neuron kernel."""
+    product over all time steps followed by the neuron kernel. Raises NonFinite, state untouched, when
+    the input holds NaN or Inf."""
     x, wt, bias = _seq(args[0]), args[1], args[2]
     t, b, k = x.shape
     o = wt.shape[1]
-    beta, thr, mem = _vec(args[3]), _vec(args[4]), _zeros(state, "mem", b, o)
+    beta, thr, wb, wb_bias, codes = _prepare(node, *args[1:5])
+    mem = _zeros(state, "mem", b, o)
     out = np.empty((t, b, o), _F)
     most = math.ceil(node.event_below * x.size) - 1  # the most input events the event path takes
-    codes = K.codes(node)
     nnz = spikes = 0
     if most >= 0:  # event_below 0 (or an empty input) is always dense
-        nnz, spikes = K.linear_leaky_events(x, wt, bias, *_block_weights(wt, bias), beta, thr, mem, out, most,
-                                            *codes)
+        nnz, spikes = K.linear_leaky_events(x, wt, bias, wb, wb_bias, beta, thr, mem, out, most, *codes)
     if nnz < 0:
         raise runtime_kernels.NonFinite
     if nnz <= most:
