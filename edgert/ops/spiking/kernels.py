@@ -779,10 +779,15 @@ def describe() -> str:
     """The spiking kernels' variant on this host, for bench tables."""
     import llvmlite.binding as llvm
 
+    if host_isa() == "avx512f":
+        adder = (f"binary events added blocked: one {BLOCK_LANES}-output span (a zmm per row) of {BLOCK_ROWS} "
+                 f"inputs' rows kept in L1 while {BLOCK_STEPS} sample-steps at a time add their events")
+    else:
+        adder = (f"spike rows added step by step in register spans of {SPAN} x <{LANES} x float> with the row "
+                 f"{PREFETCH} events ahead prefetched and a masked last vector")
     return (f"Numba for {llvm.get_host_cpu_name()} ({host_isa()}); event path: one call per layer over all steps, "
-            f"events listed by {LANES}-lane compare masks, spike rows added in register spans of {SPAN} x "
-            f"<{LANES} x float> with the row {PREFETCH} events ahead prefetched and a masked last vector; "
-            "dense path: one BLAS matmul over all steps; Leaky update vectorized")
+            f"events listed by {LANES}-lane compare masks, {adder}; dense path: one BLAS matmul over all steps; "
+            "Leaky update vectorized")
 
 
 def codes(node) -> tuple[int, bool, int, np.float32]:
