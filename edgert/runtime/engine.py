@@ -193,6 +193,7 @@ class Engine:
             _TvmStage(s, artifact) if s["backend"] == "tvm" else _KernelStage(nodes[s["nodes"][0]], artifact.params)
             for s in m["stages"]]
         self._kernel_checked = self._inputs_checked_by_kernel()
+        self._chain = self._chain_kernel()
         self._use_threads = None
         if any(isinstance(s, _TvmStage) for s in self._stages):
             from edgert.runtime.tvm_runner import cpu_cores, use_threads
@@ -222,6 +223,35 @@ class Engine:
         read = [i for s in self._stages[1:] for i in (s.node.inputs if isinstance(s, _KernelStage) else s.inputs)]
         read += list(first.node.inputs[1:]) + [n for n, _ in self.outputs]
         return tuple(name == first.node.inputs[0] and name not in read for name, _ in self.inputs)
+
+    def _chain_kernel(self):
+        """The chain kernel (runtime.kernels.CHAIN_KERNELS) when the model is one input through stages of
+        one op, each reading only the one before (the rest parameters), to one output; else None."""
+        from edgert.runtime.kernels import CHAIN_KERNELS
+
+        stages = self._stages
+        if (len(self.inputs) != 1 or len(self.outputs) != 1 or not stages
+                or not all(isinstance(s, _KernelStage) for s in stages)
+                or stages[0].node.op not in CHAIN_KERNELS or self.inputs[0][1].rank != 2):
+            return None
+        names = [self.inputs[0][0]] + [s.node.output for s in stages]
+        for s, before in zip(stages, names):
+            if (s.node.op != stages[0].node.op or s.node.inputs[0] != before
+                    or not all(i in s.params for i in s.node.inputs[1:])):
+                return None
+        return CHAIN_KERNELS[stages[0].node.op] if names[-1] == self.outputs[0][0] else None
+
+    def _run_chain(self, xs: Sequence[np.ndarray]) -> np.ndarray | None:
+        """``run`` through the chain kernel, or None when it does not take this input (the node-by-node
+        path then validates it and runs)."""
+        x = xs[0] if len(xs) == 1 else None
+        if not (type(x) is np.ndarray and x.dtype == self._input_dtypes[0] and x.ndim == 3  # noqa: E721
+                and x.shape[0] and x.shape[1] and x.shape[2] == self.inputs[0][1].shape[1]
+                and x.flags.c_contiguous):
+            return None
+        stages = self._stages
+        return self._chain([s.node for s in stages], [[s.params[i] for i in s.node.inputs[1:]] for s in stages],
+                           [s.state for s in stages], x)
 
     def threads_for(self, samples: int = 1) -> int:
         """TVM threads for a run on ``samples`` samples: the setting, else one per MACS_PER_THREAD MACs
@@ -346,6 +376,10 @@ class Engine:
 
     def _run_stateful(self, xs: Sequence[np.ndarray], taps: dict[str, np.ndarray] | None = None):
         """``run`` of a stateful model; fills ``taps`` (each [T, batch, ...]) when given."""
+        if self._chain is not None and taps is None:
+            y = self._run_chain(xs)
+            if y is not None:
+                return y
         if any(not isinstance(x, np.ndarray) or x.ndim == 0 for x in xs):
             raise InputError("a spiking model takes numpy arrays shaped [T, batch, ...]")
         steps = {x.shape[0] for x in xs}

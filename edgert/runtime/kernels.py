@@ -34,6 +34,13 @@ SEQUENCE_KERNELS: dict[str, Kernel] = {}
 CHECKS_FINITE: set[str] = set()
 
 
+# Chain kernels: fn(nodes, params, states, x) runs consecutive nodes of one op, each reading only the one
+# before, over all time steps with the least Python (x [T, batch, features], float32, C-contiguous;
+# params per node in input order after the first; states as the Engine keeps them, filled as a run
+# from reset would). Returns the last node's output, or None to leave the run to the node-by-node path.
+CHAIN_KERNELS: dict[str, Callable] = {}
+
+
 class NonFinite(Exception):
     """Raised by a CHECKS_FINITE kernel, before it changes any state, when its input holds NaN or Inf;
     the engine then runs its full input check, which names the first bad value."""

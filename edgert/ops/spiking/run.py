@@ -173,6 +173,32 @@ def linear_leaky_sequence(node: LinearLeaky, args: list[np.ndarray], state: dict
     return out
 
 
+def linear_leaky_chain(nodes: list[LinearLeaky], params: list[list[np.ndarray]], states: list[dict],
+                       x: np.ndarray) -> np.ndarray | None:
+    """A run from reset of fused layers each reading the one before, all event-driven: the kernels
+    called back to back, without the per-node Python of linear_leaky_sequence (~10 us of a 75 us SHD
+    run at batch 1). Returns None, with the states to be reset, when a layer's input is too dense for
+    the event path or holds NaN or Inf: the node-by-node path then runs (and names a bad value)."""
+    t, b = x.shape[:2]
+    for node, (wt, bias, beta, thr), state in zip(nodes, params, states):
+        o = wt.shape[1]
+        beta, thr, wb, wb_bias, codes = _prepare(node, wt, bias, beta, thr)
+        mem, out = np.zeros((b, o), _F), np.empty((t, b, o), _F)
+        most = math.ceil(node.event_below * x.size) - 1
+        if most < 0:
+            return None
+        nnz, spikes = K.linear_leaky_events(x, wt, bias, wb, wb_bias, beta, thr, mem, out, most, *codes)
+        if not 0 <= nnz <= most:
+            return None
+        state.clear()
+        state.update(mem=mem, path="event", events=nnz, synops=nnz * o, samples=t * b, spikes=int(spikes), neurons=o)
+        x = out
+    return x
+
+
+runtime_kernels.CHAIN_KERNELS["linear_leaky"] = linear_leaky_chain
+
+
 SEQUENCES = {"leaky": leaky_sequence, "synaptic": synaptic_sequence, "rleaky": rleaky_sequence,
              "rsynaptic": rsynaptic_sequence, "linear_leaky": linear_leaky_sequence,
              "leaky_integrator": leaky_integrator_sequence, "delay": delay_sequence}

@@ -207,3 +207,24 @@ def test_nan_in_spiking_input_is_named_and_the_next_run_is_clean(density, bad, t
     with pytest.raises(InputError, match=rf"NaN or Inf \(first at index \({3 * B + 1}, 7\)\)"):
         engine.run(xb)
     np.testing.assert_array_equal(engine.run(x), want)
+
+
+@pytest.mark.parametrize("density", [0.05, 0.6])  # every layer event-driven; the dense path (node by node)
+def test_chain_of_fused_layers_runs_in_one_pass_like_node_by_node(density, tmp_path):
+    """A chain of fused Linear+Leaky layers runs through the chain kernel (the kernels back to back);
+    outputs and every node's state equal the node-by-node path's, and a dense layer falls back to it."""
+    net = _fc(snn.Leaky(beta=0.9, init_hidden=True, output=True))
+    x = _spikes((T, B, 24), density).numpy()
+    path = edgert.compile(net, x[0]).save(tmp_path / "c.edgert")
+    chained, by_node = edgert.load(path), edgert.load(path)
+    assert chained._chain is not None
+    by_node._chain = None
+    for _ in range(2):  # a second run starts from reset too
+        np.testing.assert_array_equal(chained.run(x), by_node.run(x))
+    want = by_node.node_state()
+    for name, state in chained.node_state().items():
+        assert state.keys() == want[name].keys()
+        for k, v in state.items():
+            np.testing.assert_array_equal(v, want[name][k])
+    paths = {s["path"] for s in want.values()}
+    assert paths == {"event"} if density < 0.15 else "dense" in paths
