@@ -193,7 +193,7 @@ class Engine:
             _TvmStage(s, artifact) if s["backend"] == "tvm" else _KernelStage(nodes[s["nodes"][0]], artifact.params)
             for s in m["stages"]]
         self._kernel_checked = self._inputs_checked_by_kernel()
-        self._chain = self._chain_kernel()
+        self._chain, self._chain_args = self._chain_kernel(), None
         self._use_threads = None
         if any(isinstance(s, _TvmStage) for s in self._stages):
             from edgert.runtime.tvm_runner import cpu_cores, use_threads
@@ -250,8 +250,9 @@ class Engine:
                 and x.flags.c_contiguous):
             return None
         stages = self._stages
-        return self._chain([s.node for s in stages], [[s.params[i] for i in s.node.inputs[1:]] for s in stages],
-                           [s.state for s in stages], x)
+        if self._chain_args is None:  # made again after set_params
+            self._chain_args = [s.node for s in stages], [[s.params[i] for i in s.node.inputs[1:]] for s in stages]
+        return self._chain(*self._chain_args, [s.state for s in stages], x)  # profile swaps the state dicts
 
     def threads_for(self, samples: int = 1) -> int:
         """TVM threads for a run on ``samples`` samples: the setting, else one per MACS_PER_THREAD MACs
@@ -441,6 +442,7 @@ class Engine:
                                  f"{new.get(k, np.empty(0)).dtype}, got {v.shape} {v.dtype}")
             new[k] = aligned(v)
         self._fast.clear()
+        self._chain_args = None
         for stage in self._stages:
             if isinstance(stage, _TvmStage):
                 stage.set_params(params)

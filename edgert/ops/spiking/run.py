@@ -124,8 +124,8 @@ def delay_sequence(node: Delay, args: list[np.ndarray], state: dict) -> np.ndarr
 
 
 _NO_BLOCKS = (np.zeros((0, 0, K.BLOCK_LANES), _F), np.zeros(0, _F))
-_prepared: dict[int, tuple] = {}  # id(weight) -> (node, its other parameters, what _prepare made), while
-# the weight array lives
+_prepared: dict[int, tuple] = {}  # id(weight) -> (node, bias, beta, threshold, what _prepare made of them),
+# while the weight array lives
 
 
 def _prepare(node: LinearLeaky, wt, bias, beta, thr) -> tuple:
@@ -133,12 +133,12 @@ def _prepare(node: LinearLeaky, wt, bias, beta, thr) -> tuple:
     are one zmm each; elsewhere none, and the step-by-step adder runs) and the kernel's reset codes:
     made once per node and parameter arrays (a run at batch 1 takes ~100 us; these took ~3)."""
     hit = _prepared.get(id(wt))
-    if hit is None or hit[0] is not node or any(a is not b for a, b in zip(hit[1], (bias, beta, thr))):
+    if hit is None or not (hit[0] is node and hit[1] is bias and hit[2] is beta and hit[3] is thr):
         if hit is None:
             weakref.finalize(wt, _prepared.pop, id(wt), None)
         blocks = K.block_weights(wt, bias) if K.host_isa() == "avx512f" else _NO_BLOCKS
-        hit = _prepared[id(wt)] = (node, (bias, beta, thr), (_vec(beta), _vec(thr), *blocks, K.codes(node)))
-    return hit[2]
+        hit = _prepared[id(wt)] = (node, bias, beta, thr, (_vec(beta), _vec(thr), *blocks, K.codes(node)))
+    return hit[4]
 
 
 def linear_leaky_sequence(node: LinearLeaky, args: list[np.ndarray], state: dict) -> np.ndarray:

@@ -228,3 +228,9 @@ def test_chain_of_fused_layers_runs_in_one_pass_like_node_by_node(density, tmp_p
             np.testing.assert_array_equal(v, want[name][k])
     paths = {s["path"] for s in want.values()}
     assert paths == {"event"} if density < 0.15 else "dense" in paths
+    name = next(k for k in chained.params if k.endswith("bias"))
+    new = {name: chained.params[name] + np.float32(0.75)}  # new parameters reach the chain
+    for engine in (chained, by_node):
+        engine.set_params(new)
+    np.testing.assert_array_equal(chained.run(x), by_node.run(x))
+    assert not np.array_equal(by_node.run(x), edgert.load(path).run(x))
