@@ -308,6 +308,30 @@ SPAN = 8  # vectors of sums held in registers across all rows of a time step (64
 PREFETCH = 8  # events ahead whose weight-row span is prefetched (rows come from L3: the matrix outgrows L2)
 
 
+def _sum_loop(builder, n, sums, add):
+    """Emit ``for j in range(n): sums = add(j, sums)`` with the sums carried in registers (phis) across
+    the loop; returns them, the builder placed after the loop."""
+    i64 = llvm_ir.IntType(64)
+    entry = builder.block
+    head, body, done = (builder.append_basic_block(name) for name in ("rows", "row", "rows_done"))
+    builder.branch(head)
+    builder.position_at_end(head)
+    j = builder.phi(i64)
+    j.add_incoming(llvm_ir.Constant(i64, 0), entry)
+    carried = [builder.phi(s.type) for s in sums]
+    for phi, s0 in zip(carried, sums):
+        phi.add_incoming(s0, entry)
+    builder.cbranch(builder.icmp_signed("<", j, n), body, done)
+    builder.position_at_end(body)
+    new = add(j, carried)
+    j.add_incoming(builder.add(j, llvm_ir.Constant(i64, 1)), builder.block)
+    for phi, s1 in zip(carried, new):
+        phi.add_incoming(s1, builder.block)
+    builder.branch(head)
+    builder.position_at_end(done)
+    return carried
+
+
 def _span_adder(vectors: int, unit: bool, masked: bool = False):
     """An intrinsic add(acc, wt, idx, val, n, m, o0): acc[o0 : o0 + LANES * vectors] += val[j] *
     wt[idx[j], same span] for j = 0 .. n-1 in that order (a multiply, then an add: the rounding of the
@@ -367,39 +391,26 @@ def _span_adder(vectors: int, unit: bool, masked: bool = False):
                 row = builder.inttoptr(builder.add(wt_base, builder.mul(k, row_bytes)), a_wt.data.type)
                 return builder.gep(row, [o0_])
 
-            entry = builder.block
-            head, body, done = (builder.append_basic_block(name) for name in ("rows", "row", "rows_done"))
-            builder.branch(head)
-            builder.position_at_end(head)
-            j = builder.phi(i64)
-            j.add_incoming(llvm_ir.Constant(i64, 0), entry)
-            carried = [builder.phi(vec) for _ in sums]
-            for phi, s0 in zip(carried, sums):
-                phi.add_incoming(s0, entry)
-            builder.cbranch(builder.icmp_signed("<", j, n_), body, done)
-            builder.position_at_end(body)
-            ahead = builder.add(j, llvm_ir.Constant(i64, PREFETCH))
-            ahead = builder.select(builder.icmp_signed("<", ahead, m_), ahead, j)
-            later = span_of(ahead)
-            for line in range(max(1, vectors * LANES * 4 // 64)):  # one prefetch per 64-byte line
-                at = builder.bitcast(builder.gep(later, [llvm_ir.Constant(i64, 16 * line)]), i8.as_pointer())
-                builder.call(prefetch, [at, llvm_ir.Constant(i32, 0), llvm_ir.Constant(i32, 3),
-                                        llvm_ir.Constant(i32, 1)])
-            row_span = span_of(j)
-            rows = [load(vector_at(row_span, v)) for v in range(vectors)]
-            if not unit:
-                xv = builder.load(builder.gep(a_val.data, [j]))
-                xs = builder.insert_element(llvm_ir.Constant(vec, llvm_ir.Undefined), xv, llvm_ir.Constant(i32, 0))
-                xs = builder.shuffle_vector(xs, llvm_ir.Constant(vec, llvm_ir.Undefined),
-                                            llvm_ir.Constant(llvm_ir.VectorType(i32, LANES), [0] * LANES))
-                rows = [builder.fmul(xs, r) for r in rows]
-            new = [builder.fadd(phi, r) for phi, r in zip(carried, rows)]
-            j.add_incoming(builder.add(j, llvm_ir.Constant(i64, 1)), builder.block)
-            for phi, s1 in zip(carried, new):
-                phi.add_incoming(s1, builder.block)
-            builder.branch(head)
-            builder.position_at_end(done)
-            for v, phi in enumerate(carried):
+            def add_row(j, carried):
+                ahead = builder.add(j, llvm_ir.Constant(i64, PREFETCH))
+                ahead = builder.select(builder.icmp_signed("<", ahead, m_), ahead, j)
+                later = span_of(ahead)
+                for line in range(max(1, vectors * LANES * 4 // 64)):  # one prefetch per 64-byte line
+                    at = builder.bitcast(builder.gep(later, [llvm_ir.Constant(i64, 16 * line)]), i8.as_pointer())
+                    builder.call(prefetch, [at, llvm_ir.Constant(i32, 0), llvm_ir.Constant(i32, 3),
+                                            llvm_ir.Constant(i32, 1)])
+                row_span = span_of(j)
+                rows = [load(vector_at(row_span, v)) for v in range(vectors)]
+                if not unit:
+                    xv = builder.load(builder.gep(a_val.data, [j]))
+                    xs = builder.insert_element(llvm_ir.Constant(vec, llvm_ir.Undefined), xv,
+                                                llvm_ir.Constant(i32, 0))
+                    xs = builder.shuffle_vector(xs, llvm_ir.Constant(vec, llvm_ir.Undefined),
+                                                llvm_ir.Constant(llvm_ir.VectorType(i32, LANES), [0] * LANES))
+                    rows = [builder.fmul(xs, r) for r in rows]
+                return [builder.fadd(phi, r) for phi, r in zip(carried, rows)]
+
+            for v, phi in enumerate(_sum_loop(builder, n_, sums, add_row)):
                 if masked:
                     builder.call(masked_store, [phi, vector_at(acc_span, v), llvm_ir.Constant(i32, 4), lane_mask])
                 else:
@@ -482,29 +493,17 @@ def _add_block(typingctx, cur, bias, wb, pidx, off, n, s0, o0, first):
         sums = [builder.select(first_, start, builder.load(span_of(u), align=4)) for u in range(BLOCK_STEPS)]
         wb_base = builder.ptrtoint(a_wb.data, i64)
         lists = builder.gep(a_idx.data, [off_])
-        entry = builder.block
-        head, body, done = (builder.append_basic_block(name) for name in ("rows", "row", "rows_done"))
-        builder.branch(head)
-        builder.position_at_end(head)
-        j = builder.phi(i64)
-        j.add_incoming(llvm_ir.Constant(i64, 0), entry)
-        carried = [builder.phi(vptr.pointee) for _ in sums]
-        for phi, s0 in zip(carried, sums):
-            phi.add_incoming(s0, entry)
-        builder.cbranch(builder.icmp_signed("<", j, n_), body, done)
-        builder.position_at_end(body)
-        new = []
-        for u, phi in enumerate(carried):
-            at = builder.gep(lists, [builder.add(builder.mul(j, llvm_ir.Constant(i64, BLOCK_STEPS)),
-                                                 llvm_ir.Constant(i64, u))])
-            row = builder.inttoptr(builder.add(wb_base, builder.sext(builder.load(at), i64)), vptr)
-            new.append(builder.fadd(phi, builder.load(row, align=4)))
-        j.add_incoming(builder.add(j, llvm_ir.Constant(i64, 1)), builder.block)
-        for phi, s1 in zip(carried, new):
-            phi.add_incoming(s1, builder.block)
-        builder.branch(head)
-        builder.position_at_end(done)
-        for u, phi in enumerate(carried):
+
+        def add_rows(j, carried):
+            new = []
+            for u, phi in enumerate(carried):
+                at = builder.gep(lists, [builder.add(builder.mul(j, llvm_ir.Constant(i64, BLOCK_STEPS)),
+                                                     llvm_ir.Constant(i64, u))])
+                row = builder.inttoptr(builder.add(wb_base, builder.sext(builder.load(at), i64)), vptr)
+                new.append(builder.fadd(phi, builder.load(row, align=4)))
+            return new
+
+        for u, phi in enumerate(_sum_loop(builder, n_, sums, add_rows)):
             inside = builder.icmp_signed("<", builder.add(s0_, llvm_ir.Constant(i64, u)), rows)
             with builder.if_then(inside):
                 builder.store(phi, span_of(u), align=4)
