@@ -467,6 +467,41 @@ BLOCK_STEPS = 4  # sample-steps added together (measured on Sapphire Rapids: 4 b
 TILE_BYTES = 1 << 17  # sums of the sample-steps taken at a time, so they and their lists stay in L2
 
 
+def _block_sums(context, builder, signature, args):
+    """The code of ``_add_block`` up to its sums: returns (the BLOCK_STEPS sums after the loop, cur's
+    span of sample-step s0 + u as a function of u, cur's rows)."""
+    a_cur, a_bias, a_wb, a_idx = (context.make_array(ty)(context, builder, v)
+                                  for ty, v in zip(signature.args[:4], args[:4]))
+    off_, n_, s0_, o0_, first_ = args[4:9]
+    i64 = llvm_ir.IntType(64)
+    vptr = llvm_ir.VectorType(llvm_ir.FloatType(), BLOCK_LANES).as_pointer()
+    rows = builder.extract_value(a_cur.shape, 0)
+    row_bytes = builder.extract_value(a_cur.strides, 0)
+    cur_base = builder.ptrtoint(a_cur.data, i64)
+    start = builder.load(builder.bitcast(builder.gep(a_bias.data, [o0_]), vptr), align=4)
+
+    def span_of(u):  # cur's span of sample-step s0 + u (row 0 stands in past the last row)
+        s = builder.add(s0_, llvm_ir.Constant(i64, u))
+        s = builder.select(builder.icmp_signed("<", s, rows), s, llvm_ir.Constant(i64, 0))
+        row = builder.inttoptr(builder.add(cur_base, builder.mul(s, row_bytes)), a_cur.data.type)
+        return builder.bitcast(builder.gep(row, [o0_]), vptr)
+
+    sums = [builder.select(first_, start, builder.load(span_of(u), align=4)) for u in range(BLOCK_STEPS)]
+    wb_base = builder.ptrtoint(a_wb.data, i64)
+    lists = builder.gep(a_idx.data, [off_])
+
+    def add_rows(j, carried):
+        new = []
+        for u, phi in enumerate(carried):
+            at = builder.gep(lists, [builder.add(builder.mul(j, llvm_ir.Constant(i64, BLOCK_STEPS)),
+                                                 llvm_ir.Constant(i64, u))])
+            row = builder.inttoptr(builder.add(wb_base, builder.sext(builder.load(at), i64)), vptr)
+            new.append(builder.fadd(phi, builder.load(row, align=4)))
+        return new
+
+    return _sum_loop(builder, n_, sums, add_rows), span_of, rows
+
+
 @intrinsic
 def _add_block(typingctx, cur, bias, wb, pidx, off, n, s0, o0, first):
     """cur[s0 + u, o0 : o0 + BLOCK_LANES] (+)= sum over j < n of the row at byte offset
@@ -474,42 +509,85 @@ def _add_block(typingctx, cur, bias, wb, pidx, off, n, s0, o0, first):
     s0 + u < cur's rows, in j order; the sums start at bias[o0 : ...] when ``first``, else at cur."""
 
     def codegen(context, builder, signature, args):
-        a_cur, a_bias, a_wb, a_idx = (context.make_array(ty)(context, builder, v)
-                                      for ty, v in zip(signature.args[:4], args[:4]))
-        off_, n_, s0_, o0_, first_ = args[4:9]
-        i64 = llvm_ir.IntType(64)
-        vptr = llvm_ir.VectorType(llvm_ir.FloatType(), BLOCK_LANES).as_pointer()
-        rows = builder.extract_value(a_cur.shape, 0)
-        row_bytes = builder.extract_value(a_cur.strides, 0)
-        cur_base = builder.ptrtoint(a_cur.data, i64)
-        start = builder.load(builder.bitcast(builder.gep(a_bias.data, [o0_]), vptr), align=4)
-
-        def span_of(u):  # cur's span of sample-step s0 + u (row 0 stands in past the last row)
-            s = builder.add(s0_, llvm_ir.Constant(i64, u))
-            s = builder.select(builder.icmp_signed("<", s, rows), s, llvm_ir.Constant(i64, 0))
-            row = builder.inttoptr(builder.add(cur_base, builder.mul(s, row_bytes)), a_cur.data.type)
-            return builder.bitcast(builder.gep(row, [o0_]), vptr)
-
-        sums = [builder.select(first_, start, builder.load(span_of(u), align=4)) for u in range(BLOCK_STEPS)]
-        wb_base = builder.ptrtoint(a_wb.data, i64)
-        lists = builder.gep(a_idx.data, [off_])
-
-        def add_rows(j, carried):
-            new = []
-            for u, phi in enumerate(carried):
-                at = builder.gep(lists, [builder.add(builder.mul(j, llvm_ir.Constant(i64, BLOCK_STEPS)),
-                                                     llvm_ir.Constant(i64, u))])
-                row = builder.inttoptr(builder.add(wb_base, builder.sext(builder.load(at), i64)), vptr)
-                new.append(builder.fadd(phi, builder.load(row, align=4)))
-            return new
-
-        for u, phi in enumerate(_sum_loop(builder, n_, sums, add_rows)):
-            inside = builder.icmp_signed("<", builder.add(s0_, llvm_ir.Constant(i64, u)), rows)
+        sums, span_of, rows = _block_sums(context, builder, signature, args)
+        for u, phi in enumerate(sums):
+            inside = builder.icmp_signed("<", builder.add(args[6], llvm_ir.Constant(llvm_ir.IntType(64), u)), rows)
             with builder.if_then(inside):
                 builder.store(phi, span_of(u), align=4)
         return context.get_dummy_value()
 
     return types.void(cur, bias, wb, pidx, off, n, s0, o0, first), codegen
+
+
+@intrinsic
+def _add_block_leaky(typingctx, cur, bias, wb, pidx, off, n, s0, o0, first, s_first, steps, b_first, mem, out,
+                     beta, thr, graded):
+    """``_add_block`` for the last row block, the sums then taken by the Leaky update in registers
+    (snntorch's default reset: subtract, delayed; the float32 operations of ``_update``) instead of
+    stored: sample-step s = s_first + u (< steps) of sample b (b_first for u = 0, then counting round
+    the batch) updates mem[b, o0 : ...] and writes its spikes to out[s, o0 : ...] (out [steps, O]; the
+    lanes past the last column masked). Returns the spikes."""
+
+    def codegen(context, builder, signature, args):
+        sums, _, _ = _block_sums(context, builder, signature, args)
+        s_first_, steps_, b_, graded_ = args[9], args[10], args[11], args[16]
+        a_mem, a_out, a_beta, a_thr = (context.make_array(signature.args[i])(context, builder, args[i])
+                                       for i in (12, 13, 14, 15))
+        o0_ = args[7]
+        i1, i32, i64 = llvm_ir.IntType(1), llvm_ir.IntType(32), llvm_ir.IntType(64)
+        w = BLOCK_LANES
+        vec, mvec = llvm_ir.VectorType(llvm_ir.FloatType(), w), llvm_ir.VectorType(i1, w)
+        one, zero = llvm_ir.Constant(vec, [1.0] * w), llvm_ir.Constant(vec, [0.0] * w)
+        load = cgutils.get_or_insert_function(
+            builder.module, llvm_ir.FunctionType(vec, [vec.as_pointer(), i32, mvec, vec]), f"llvm.masked.load.v{w}f32.p0")
+        store = cgutils.get_or_insert_function(
+            builder.module, llvm_ir.FunctionType(llvm_ir.VoidType(), [vec, vec.as_pointer(), i32, mvec]),
+            f"llvm.masked.store.v{w}f32.p0")
+        ctpop = cgutils.get_or_insert_function(builder.module, llvm_ir.FunctionType(llvm_ir.IntType(w),
+                                                                                    [llvm_ir.IntType(w)]),
+                                               f"llvm.ctpop.i{w}")
+        cols = builder.sub(builder.extract_value(a_mem.shape, 1), o0_)
+        left = builder.insert_element(llvm_ir.Constant(llvm_ir.VectorType(i64, w), llvm_ir.Undefined), cols,
+                                      llvm_ir.Constant(i32, 0))
+        left = builder.shuffle_vector(left, llvm_ir.Constant(llvm_ir.VectorType(i64, w), llvm_ir.Undefined),
+                                      llvm_ir.Constant(llvm_ir.VectorType(i32, w), [0] * w))
+        lanes = builder.icmp_signed("<", llvm_ir.Constant(llvm_ir.VectorType(i64, w), list(range(w))), left)
+
+        def at(a, *index):  # the span at o0 of a[index...]
+            ptr = builder.ptrtoint(a.data, i64)
+            for k, v in enumerate(index):
+                ptr = builder.add(ptr, builder.mul(v, builder.extract_value(a.strides, k)))
+            return builder.bitcast(builder.gep(builder.inttoptr(ptr, a.data.type), [o0_]), vec.as_pointer())
+
+        def masked(ptr):
+            return builder.call(load, [ptr, llvm_ir.Constant(i32, 4), lanes, zero])
+
+        beta_, thr_ = masked(at(a_beta)), masked(at(a_thr))
+        g = builder.insert_element(llvm_ir.Constant(vec, llvm_ir.Undefined), graded_, llvm_ir.Constant(i32, 0))
+        g = builder.shuffle_vector(g, llvm_ir.Constant(vec, llvm_ir.Undefined),
+                                   llvm_ir.Constant(llvm_ir.VectorType(i32, w), [0] * w))
+        batch = builder.extract_value(a_mem.shape, 0)
+        spikes = cgutils.alloca_once_value(builder, llvm_ir.Constant(i64, 0))
+        for u, total in enumerate(sums):  # in u order: a later sample-step of one sample sees the earlier
+            s = builder.add(s_first_, llvm_ir.Constant(i64, u))
+            b = b_
+            with builder.if_then(builder.icmp_signed("<", s, steps_)):
+                mem_at, out_at = at(a_mem, b), at(a_out, s)
+                m = masked(mem_at)
+                r = builder.select(builder.fcmp_ordered(">", m, thr_), one, zero)
+                new = builder.fsub(builder.fadd(builder.fmul(beta_, m), total), builder.fmul(r, thr_))
+                fire = builder.and_(builder.fcmp_ordered(">", new, thr_), lanes)
+                builder.call(store, [new, mem_at, llvm_ir.Constant(i32, 4), lanes])
+                builder.call(store, [builder.fmul(builder.select(fire, one, zero), g), out_at,
+                                     llvm_ir.Constant(i32, 4), lanes])
+                got = builder.zext(builder.call(ctpop, [builder.bitcast(fire, llvm_ir.IntType(w))]), i64)
+                builder.store(builder.add(builder.load(spikes), got), spikes)
+            b_ = builder.add(b, llvm_ir.Constant(i64, 1))
+            b_ = builder.select(builder.icmp_signed("==", b_, batch), llvm_ir.Constant(i64, 0), b_)
+        return builder.load(spikes)
+
+    return types.int64(cur, bias, wb, pidx, off, n, s0, o0, first, s_first, steps, b_first, mem, out, beta, thr,
+                       graded), codegen
 
 
 def block_weights(wt: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -729,13 +807,27 @@ def linear_leaky_events(x, wt, bias, wb, wb_bias, beta, thr, mem, out, most, mod
         if ones:  # else (graded or NaN input) the events are listed again below
             tile = min(groups, max(1, TILE_BYTES // (wb.shape[0] * BLOCK_LANES * 4 * BLOCK_STEPS)))  # groups
             cur = np.empty((tile * BLOCK_STEPS, wb.shape[0] * BLOCK_LANES), np.float32)
+            fused = mode == SUB and delay  # snntorch's default: the update runs on the sums in registers
+            flat_out = out.reshape(steps, O)
             for g0 in range(0, groups, tile):
                 g1 = min(groups, g0 + tile)
                 for span in range(wb.shape[0]):
                     for c in range(blocks):
+                        b = g0 * BLOCK_STEPS % B  # the sample of the group's first sample-step
                         for g in range(g0, g1):
-                            _add_block(cur, wb_bias, wb[span], pidx, boff[c, g], blen[c, g],
-                                       (g - g0) * BLOCK_STEPS, span * BLOCK_LANES, c == 0)
+                            if fused and c == blocks - 1:
+                                spikes += _add_block_leaky(cur, wb_bias, wb[span], pidx, boff[c, g], blen[c, g],
+                                                           (g - g0) * BLOCK_STEPS, span * BLOCK_LANES, c == 0,
+                                                           g * BLOCK_STEPS, steps, b, mem, flat_out, beta, thr,
+                                                           graded)
+                            else:
+                                _add_block(cur, wb_bias, wb[span], pidx, boff[c, g], blen[c, g],
+                                           (g - g0) * BLOCK_STEPS, span * BLOCK_LANES, c == 0)
+                            b += BLOCK_STEPS
+                            while b >= B:
+                                b -= B
+                if fused:
+                    continue
                 lo, hi = g0 * BLOCK_STEPS, min(steps, g1 * BLOCK_STEPS)  # the tile's sample-steps
                 for t in range(lo // B, (hi - 1) // B + 1):  # (a loop over s with t, b from it ran slower)
                     for b in range(max(0, lo - t * B), min(B, hi - t * B)):
