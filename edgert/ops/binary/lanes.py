@@ -21,6 +21,7 @@ import functools
 import numpy as np
 from llvmlite import ir
 
+from edgert.ops import jit
 from edgert.ops.binary import simd
 
 LANES = 8
@@ -164,17 +165,17 @@ FEATURES = "+avx2,+avx512f,+avx512bw,+avx512vl,+avx512vpopcntdq,+popcnt"
 
 def assembly(shape: dict, p: int, q: int, mode: str, cpu: str | None = None) -> str:
     """The kernel's x86 assembly (tests check the instructions; ``cpu`` compiles for a CPU not this one)."""
-    tm = simd.target_machine(FEATURES, cpu)
-    return tm.emit_assembly(simd.optimize(build_ir(shape, p, q, mode), tm))
+    tm = jit.target_machine(FEATURES, cpu)
+    return tm.emit_assembly(jit.optimize(build_ir(shape, p, q, mode), tm, vector_code=True))
 
 
 class Kernel:
     """One compiled kernel for one layer shape and output mode."""
 
     def __init__(self, shape: dict, p: int, q: int, mode: str):
-        llvm = simd._llvm()
-        tm = simd.target_machine(FEATURES)
-        self._engine = llvm.create_mcjit_compiler(simd.optimize(build_ir(shape, p, q, mode), tm), tm)
+        llvm = jit.binding()
+        tm = jit.target_machine(FEATURES)
+        self._engine = llvm.create_mcjit_compiler(jit.optimize(build_ir(shape, p, q, mode), tm, vector_code=True), tm)
         self._engine.finalize_object()
         addr = self._engine.get_function_address("binary_lanes_conv")
         self._fn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 5, ctypes.c_int64, ctypes.c_int64)(addr)

@@ -25,6 +25,8 @@ import numba
 import numpy as np
 from llvmlite import ir
 
+from edgert.ops import jit
+
 PARAMS = ("n", "oh", "ow", "o", "kh", "kw", "nv", "sh", "sw", "x_img", "x_row", "x_pix",
           "out_img", "out_row", "out_pix", "out_ch", "row_flush")
 FLUSH_WORDS = 31  # byte counters (avx2) gain <= 8 per 256-bit word: 31 words stay below 256
@@ -167,52 +169,20 @@ FEATURES = {"avx2": "+avx2,+ssse3,+popcnt"}
 
 
 @functools.cache
-def _llvm():
-    import llvmlite.binding as llvm
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    return llvm
-
-
-def target_machine(features: str, cpu: str | None = None):
-    """An x86-64 target machine with these LLVM features added (``cpu``: None = the host's, with its own)."""
-    llvm = _llvm()
-    target = llvm.Target.from_triple("x86_64-unknown-linux-gnu")
-    host = cpu is None
-    feats = llvm.get_host_cpu_features().flatten() if host else ""
-    feats = ",".join(f for f in (feats, features) if f)
-    return target.create_target_machine(cpu=llvm.get_host_cpu_name() if host else cpu, features=feats, opt=3,
-                                        codemodel="jitdefault")
-
-
-def optimize(mod: ir.Module, tm):
-    """Parse and run LLVM's -O3 pipeline (allocas to registers, loop-invariant address arithmetic hoisted)."""
-    llvm = _llvm()
-    m = llvm.parse_assembly(str(mod))
-    m.triple = tm.triple
-    m.verify()
-    pto = llvm.create_pipeline_tuning_options(speed_level=3)
-    pto.loop_vectorization = pto.slp_vectorization = pto.loop_interleaving = False  # the IR is vector code
-    pto.loop_unrolling = False
-    pb = llvm.create_pass_builder(tm, pto)
-    pb.getModulePassManager().run(m, pb)
-    return m
-
-
 def assembly(variant: str, p: int, q: int, cpu: str | None = None) -> str:
     """The kernel's x86 assembly (tests check the instructions; ``cpu`` compiles for a CPU not this one)."""
-    tm = target_machine(FEATURES[variant], cpu)
-    return tm.emit_assembly(optimize(build_ir(p, q), tm))
+    tm = jit.target_machine(FEATURES[variant], cpu)
+    return tm.emit_assembly(jit.optimize(build_ir(p, q), tm, vector_code=True))
 
 
 class Kernel:
     """One compiled micro-kernel: ``kernel(x, w, out, **params)`` with uint8/uint64 record arrays."""
 
     def __init__(self, variant: str, p: int, q: int):
-        llvm = _llvm()
+        llvm = jit.binding()
         self.variant, self.p, self.q = variant, p, q
-        tm = target_machine(FEATURES[variant])
-        self._engine = llvm.create_mcjit_compiler(optimize(build_ir(p, q), tm), tm)
+        tm = jit.target_machine(FEATURES[variant])
+        self._engine = llvm.create_mcjit_compiler(jit.optimize(build_ir(p, q), tm, vector_code=True), tm)
         self._engine.finalize_object()
         addr = self._engine.get_function_address("binary_conv_counts")
         self._fn = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_void_p)(addr)

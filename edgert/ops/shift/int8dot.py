@@ -28,6 +28,8 @@ import numpy as np
 from llvmlite import ir
 from numpy.lib.stride_tricks import as_strided
 
+from edgert.ops import jit
+
 VARIANTS = ("avx512_vnni", "avx_vnni", "avx2")  # best first
 NEEDS = {"avx512_vnni": ("avx512f", "avx512vl", "avx512vnni"), "avx_vnni": ("avx2", "avxvnni"), "avx2": ("avx2",)}
 FEATURES = {"avx512_vnni": "+avx2,+avx512f,+avx512vl,+avx512vnni", "avx_vnni": "+avx2,+avxvnni", "avx2": "+avx2"}
@@ -176,42 +178,17 @@ def build_ir(variant: str) -> ir.Module:
 
 
 @functools.cache
-def _llvm():
-    import llvmlite.binding as llvm
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    return llvm
-
-
-def _target_machine(variant: str, cpu: str | None):
-    llvm = _llvm()
-    host = cpu is None
-    feats = ",".join(f for f in ((llvm.get_host_cpu_features().flatten() if host else ""), FEATURES[variant]) if f)
-    return llvm.Target.from_triple("x86_64-unknown-linux-gnu").create_target_machine(
-        cpu=llvm.get_host_cpu_name() if host else cpu, features=feats, opt=3, codemodel="jitdefault")
-
-
-def _optimized(variant: str, tm):
-    llvm = _llvm()
-    m = llvm.parse_assembly(str(build_ir(variant)))
-    m.triple = tm.triple
-    m.verify()
-    pb = llvm.create_pass_builder(tm, llvm.create_pipeline_tuning_options(speed_level=3))
-    pb.getModulePassManager().run(m, pb)
-    return m
-
-
 def assembly(variant: str, cpu: str | None = None) -> str:
     """The kernel's x86 assembly; ``cpu`` (an LLVM CPU name) compiles for a CPU other than this one."""
-    tm = _target_machine(variant, cpu)
-    return tm.emit_assembly(_optimized(variant, tm))
+    tm = jit.target_machine(FEATURES[variant], cpu)
+    return tm.emit_assembly(jit.optimize(build_ir(variant), tm))
 
 
 class _Kernel:
     def __init__(self, variant: str):
-        llvm = _llvm()
-        tm = _target_machine(variant, None)
-        self._engine = llvm.create_mcjit_compiler(_optimized(variant, tm), tm)
+        llvm = jit.binding()
+        tm = jit.target_machine(FEATURES[variant])
+        self._engine = llvm.create_mcjit_compiler(jit.optimize(build_ir(variant), tm), tm)
         self._engine.finalize_object()
         addr = self._engine.get_function_address("shift_int8_gemm")
         self._fn = ctypes.CFUNCTYPE(None, *[ctypes.c_void_p] * 4)(addr)
