@@ -12,7 +12,7 @@ import numpy as np
 
 from edgert import ir
 from edgert.artifact import Artifact, aligned
-from edgert.errors import ArtifactSchemaError, ArtifactTargetError, EdgertError, InputError, InternalError
+from edgert.errors import ArtifactSchemaError, ArtifactTargetError, EdgertError, InputError
 from edgert.runtime.kernels import NonFinite
 
 BACKENDS = ("tvm", "numba")
@@ -412,9 +412,10 @@ class Engine:
             else:
                 try:
                     stage.run_sequence(env, steps)
-                except NonFinite:  # only the first stage, before any state changed: name the bad value
-                    self._check(flat)
-                    raise InternalError(f"stage {stage.node.name!r} found NaN or Inf the input check did not")
+                except NonFinite:
+                    if stage is self._stages[0]:  # a model input it checked itself: name the bad value
+                        self._check(flat)
+                    raise
         if with_taps:
             taps.update((t, env[t]) for t in self.artifact.manifest.get("adapt", {}).get("taps", ()))
         return [env[n] for n, _ in self.outputs]

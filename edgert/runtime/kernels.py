@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from edgert import ir
-from edgert.errors import ArtifactSchemaError
+from edgert.errors import ArtifactSchemaError, EdgertError
 
 Kernel = Callable[[ir.Node, list[np.ndarray], dict], np.ndarray]
 KERNELS: dict[str, Kernel] = {}
@@ -41,9 +41,9 @@ CHECKS_FINITE: set[str] = set()
 CHAIN_KERNELS: dict[str, Callable] = {}
 
 
-class NonFinite(Exception):
-    """Raised by a CHECKS_FINITE kernel, before it changes any state, when its input holds NaN or Inf;
-    the engine then runs its full input check, which names the first bad value."""
+class NonFinite(EdgertError):
+    """Raised by a CHECKS_FINITE kernel, before it changes any state, when its input holds NaN or Inf.
+    For a model input the engine then runs its full input check, which names the first bad value."""
 
 
 def register_sequence_kernel(op: str, checks_finite: bool = False) -> Callable[[Kernel], Kernel]:

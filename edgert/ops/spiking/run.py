@@ -156,13 +156,12 @@ def linear_leaky_sequence(node: LinearLeaky, args: list[np.ndarray], state: dict
     nnz = spikes = 0
     if most >= 0:  # event_below 0 (or an empty input) is always dense
         nnz, spikes = K.linear_leaky_events(x, wt, bias, wb, wb_bias, beta, thr, mem, out, most, *codes)
-    if nnz < 0:
-        raise runtime_kernels.NonFinite
+    if nnz < 0 or nnz > most and not np.isfinite(x).all():
+        raise runtime_kernels.NonFinite(f"the input of {node.name!r} holds NaN or Inf; clean the sensor data, "
+                                        "or look for an overflow in the layers before it")
     if nnz <= most:
         state["path"] = "event"
     else:
-        if not np.isfinite(x).all():
-            raise runtime_kernels.NonFinite
         nnz = int(np.count_nonzero(x))
         cur = (x.reshape(t * b, k) @ wt + bias).reshape(t, b, o)
         spikes = K.leaky_seq(cur, beta, thr, mem, out, *codes)

@@ -242,7 +242,7 @@ def test_linear_leaky_refuses_nan_and_inf_before_changing_state(density):
     for bad in (np.nan, np.inf, -np.inf):
         xb = x.copy()
         xb[9, 1, 39] = bad  # the very last value
-        with pytest.raises(NonFinite):
+        with pytest.raises(NonFinite, match=r"the input of 'n' holds NaN or Inf"):  # an EdgertError
             SEQUENCES["linear_leaky"](node, [xb, wt, bias, beta, thr], state)
         np.testing.assert_array_equal(state["mem"], mem)
     if density < 0.15:
