@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import functools
+
 from llvmlite import ir
 
 
+@functools.cache
 def binding():
-    """llvmlite's binding layer, with the native target ready."""
+    """llvmlite's binding layer, with the native target ready (once)."""
     import llvmlite.binding as llvm
 
     llvm.initialize_native_target()

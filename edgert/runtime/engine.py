@@ -13,7 +13,7 @@ import numpy as np
 from edgert import ir
 from edgert.artifact import Artifact, aligned
 from edgert.errors import ArtifactSchemaError, ArtifactTargetError, EdgertError, InputError
-from edgert.runtime.kernels import NonFinite
+from edgert.runtime.kernels import CHAIN_KERNELS, CHECKS_FINITE, NonFinite
 
 BACKENDS = ("tvm", "numba")
 # Left to edgert, a run uses 1 + (its MACs in TVM stages) // MACS_PER_THREAD threads, at most the cores.
@@ -215,8 +215,6 @@ class Engine:
     def _inputs_checked_by_kernel(self) -> tuple[bool, ...]:
         """Per model input: whether only the first stage reads it, as the current of a sequence kernel
         that checks it for NaN and Inf itself (runtime.kernels.CHECKS_FINITE); run skips its own pass."""
-        from edgert.runtime.kernels import CHECKS_FINITE
-
         first = self._stages[0] if self._stages else None
         if not (isinstance(first, _KernelStage) and first.seq is not None and first.node.op in CHECKS_FINITE):
             return (False,) * len(self.inputs)
@@ -227,8 +225,6 @@ class Engine:
     def _chain_kernel(self):
         """The chain kernel (runtime.kernels.CHAIN_KERNELS) when the model is one input through stages of
         one op, each reading only the one before (the rest parameters), to one output; else None."""
-        from edgert.runtime.kernels import CHAIN_KERNELS
-
         stages = self._stages
         if (len(self.inputs) != 1 or len(self.outputs) != 1 or not stages
                 or not all(isinstance(s, _KernelStage) for s in stages)

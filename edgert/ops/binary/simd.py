@@ -168,7 +168,6 @@ def build_ir(p: int, q: int) -> ir.Module:
 FEATURES = {"avx2": "+avx2,+ssse3,+popcnt"}
 
 
-@functools.cache
 def assembly(variant: str, p: int, q: int, cpu: str | None = None) -> str:
     """The kernel's x86 assembly (tests check the instructions; ``cpu`` compiles for a CPU not this one)."""
     tm = jit.target_machine(FEATURES[variant], cpu)

@@ -177,7 +177,6 @@ def build_ir(variant: str) -> ir.Module:
     return mod
 
 
-@functools.cache
 def assembly(variant: str, cpu: str | None = None) -> str:
     """The kernel's x86 assembly; ``cpu`` (an LLVM CPU name) compiles for a CPU other than this one."""
     tm = jit.target_machine(FEATURES[variant], cpu)

@@ -141,6 +141,20 @@ def _prepare(node: LinearLeaky, wt, bias, beta, thr) -> tuple:
     return hit[4]
 
 
+def _events(node: LinearLeaky, x: np.ndarray, wt, bias, beta, thr, mem: np.ndarray) -> tuple:
+    """The event path over x [T, B, K] into a new out [T, B, O], mem in place. Returns (out, events,
+    spikes, most, _prepare's tuple): events above ``most`` (the most input events the event path takes;
+    event_below 0 or an empty input takes none) leave the input to the dense path, below 0 say it holds
+    NaN or Inf; out and mem are untouched in both cases."""
+    prepared = _prepare(node, wt, bias, beta, thr)
+    out = np.empty(x.shape[:2] + (wt.shape[1],), _F)
+    most = math.ceil(node.event_below * x.size) - 1
+    if most < 0:
+        return out, 0, 0, most, prepared
+    beta, thr, wb, wb_bias, codes = prepared
+    return out, *K.linear_leaky_events(x, wt, bias, wb, wb_bias, beta, thr, mem, out, most, *codes), most, prepared
+
+
 def linear_leaky_sequence(node: LinearLeaky, args: list[np.ndarray], state: dict) -> np.ndarray:
     """Fused Linear + Leaky over all time steps in one kernel call: event-driven (weight rows of the
     inputs that spiked) when the input is sparser than ``node.event_below``, else one dense matrix
@@ -149,13 +163,8 @@ def linear_leaky_sequence(node: LinearLeaky, args: list[np.ndarray], state: dict
     x, wt, bias = _seq(args[0]), args[1], args[2]
     t, b, k = x.shape
     o = wt.shape[1]
-    beta, thr, wb, wb_bias, codes = _prepare(node, *args[1:5])
     mem = _zeros(state, "mem", b, o)
-    out = np.empty((t, b, o), _F)
-    most = math.ceil(node.event_below * x.size) - 1  # the most input events the event path takes
-    nnz = spikes = 0
-    if most >= 0:  # event_below 0 (or an empty input) is always dense
-        nnz, spikes = K.linear_leaky_events(x, wt, bias, wb, wb_bias, beta, thr, mem, out, most, *codes)
+    out, nnz, spikes, most, (beta, thr, _, _, codes) = _events(node, x, *args[1:5], mem)
     if nnz < 0 or nnz > most and not np.isfinite(x).all():
         raise runtime_kernels.NonFinite(f"the input of {node.name!r} holds NaN or Inf; clean the sensor data, "
                                         "or look for an overflow in the layers before it")
@@ -179,14 +188,10 @@ def linear_leaky_chain(nodes: list[LinearLeaky], params: list[list[np.ndarray]],
     run at batch 1). Returns None, with the states to be reset, when a layer's input is too dense for
     the event path or holds NaN or Inf: the node-by-node path then runs (and names a bad value)."""
     t, b = x.shape[:2]
-    for node, (wt, bias, beta, thr), state in zip(nodes, params, states):
-        o = wt.shape[1]
-        beta, thr, wb, wb_bias, codes = _prepare(node, wt, bias, beta, thr)
-        mem, out = np.zeros((b, o), _F), np.empty((t, b, o), _F)
-        most = math.ceil(node.event_below * x.size) - 1
-        if most < 0:
-            return None
-        nnz, spikes = K.linear_leaky_events(x, wt, bias, wb, wb_bias, beta, thr, mem, out, most, *codes)
+    for node, p, state in zip(nodes, params, states):
+        o = p[0].shape[1]
+        mem = np.zeros((b, o), _F)
+        out, nnz, spikes, most, _ = _events(node, x, *p, mem)
         if not 0 <= nnz <= most:
             return None
         state.clear()
