@@ -455,14 +455,16 @@ def _add_rows(acc, wt, idx, val, n, m, unit):
 
 # Row adds blocked for AVX-512: the step-by-step adder reads every event's whole weight row from L2 (the
 # SHD layer's 700 x 1 KB rows do not fit L1) and is bound by L2 bandwidth. Blocked, one column span of
-# BLOCK_LANES outputs (one 64-byte line per row) of BLOCK_ROWS inputs' rows (16 KB) stays in L1 while
-# the events of all sample-steps in that row range are added, BLOCK_STEPS sample-steps at a time (each
-# step's sums one dependency chain, so several chains keep the adder busy). Each output's sum still
-# starts at the bias and takes its rows in ascending input order, so the bits match the step-by-step
-# adder's. Shorter event lists in a group are padded with the row of -0.0 past the last input (x + -0.0
-# is x for every x, -0.0 included).
+# BLOCK_LANES outputs (one 64-byte line per row) of a row block's inputs stays in L1 while the events of
+# all sample-steps in that row range are added, BLOCK_STEPS sample-steps at a time (each step's sums one
+# dependency chain, so several chains keep the adder busy). Row blocks are as large as L1 holds
+# (block_rows): each block costs a call per group and a store and reload of the sums, and on a Sapphire
+# Rapids-class Xeon one 704-row block (45 KB of its 48 KB L1) ran the SHD layer in 35 us where blocks of
+# 256 took 45. Each output's sum still starts at the bias and takes its rows in ascending input order, so
+# the bits match the step-by-step adder's. Shorter event lists in a group are padded with the row of
+# -0.0 past the last input (x + -0.0 is x for every x, -0.0 included).
 BLOCK_LANES = 16  # floats in a zmm
-BLOCK_ROWS = 256  # inputs per row block: 16 KB of one span
+ROW_BYTES = BLOCK_LANES * 4  # one input's row in a span of block_weights
 BLOCK_STEPS = 4  # sample-steps added together (on a Sapphire Rapids-class Xeon 4 beat 2, 3, 5; 6 and 8 no faster)
 TILE_BYTES = 1 << 17  # sums of the sample-steps taken at a time, so they and their lists stay in L2
 
@@ -591,19 +593,49 @@ def _add_block_leaky(typingctx, cur, bias, wb, pidx, off, n, s0, o0, first, s_fi
                        graded), codegen
 
 
-def block_weights(wt: np.ndarray, bias: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """wt [K, O] as spans [ceil(O / BLOCK_LANES), K + 1, BLOCK_LANES] (row K the -0.0 pad row, the
-    columns past O zero) on 64-byte boundaries, and the bias zero-padded to whole spans."""
+@functools.cache
+def l1_data_bytes() -> int:
+    """This host's level-1 data cache per core, from sysfs (32 KB where it does not say)."""
+    from pathlib import Path
+
+    for index in sorted(Path("/sys/devices/system/cpu/cpu0/cache").glob("index*")):
+        try:
+            if (index / "level").read_text().strip() == "1" and (index / "type").read_text().strip() == "Data":
+                size = (index / "size").read_text().strip()
+                return int(size[:-1]) * {"K": 1 << 10, "M": 1 << 20}[size[-1]] if size[-1] in "KM" else int(size)
+        except (OSError, ValueError):
+            break
+    return 32 << 10
+
+
+def block_rows(k: int) -> int:
+    """Inputs per row block for k inputs: blocks of equal size, multiples of 64 inputs, each block's
+    span of rows within 15/16 of L1 (the rest for the event lists and the sums)."""
+    most = max(64, l1_data_bytes() * 15 // 16 // ROW_BYTES // 64 * 64)
+    blocks = -(-k // most)
+    return -(-k // blocks // 64) * 64 if k else 64
+
+
+def block_weights(wt: np.ndarray, bias: np.ndarray, rows: int | None = None) -> tuple[np.ndarray, np.ndarray, int]:
+    """The blocked adder's arguments: wt [K, O] as spans [ceil(O / BLOCK_LANES), K + 1, BLOCK_LANES]
+    (row K the -0.0 pad row, the columns past O zero) on 64-byte boundaries, the bias zero-padded to
+    whole spans, and the inputs per row block (``rows``, a multiple of 64; by default block_rows(K))."""
     from edgert.artifact import aligned
 
     k, o = wt.shape
+    rows = block_rows(k) if rows is None else rows
+    if rows <= 0 or rows % 64:
+        raise ValueError(f"block_weights: rows must be a positive multiple of 64, not {rows}")
     spans = -(-o // BLOCK_LANES)
     wb = np.zeros((k + 1, spans * BLOCK_LANES), np.float32)
     wb[:k, :o] = wt
     wb[k] = -0.0
     padded = np.zeros(spans * BLOCK_LANES, np.float32)
     padded[:o] = bias
-    return aligned(wb.reshape(k + 1, spans, BLOCK_LANES).transpose(1, 0, 2)), aligned(padded)
+    return aligned(wb.reshape(k + 1, spans, BLOCK_LANES).transpose(1, 0, 2)), aligned(padded), rows
+
+
+NO_BLOCKS = (np.zeros((0, 0, BLOCK_LANES), np.float32), np.zeros(0, np.float32), 64)  # the step-by-step adder
 
 
 def _mask_of(vectors: int):
@@ -675,7 +707,27 @@ def _append_events(xrow, bits, idx, val, n):
 
 
 ONE_BITS = np.uint32(0x3F800000)  # 1.0 as float32 bits
-ROW_BYTES = BLOCK_LANES * 4  # one input's row in a span of block_weights
+
+
+@numba.njit(inline="always", **_JIT)
+def _row_masks(bits, masks):
+    """masks[w] gets a bit i for input 64 * w + i of one row (bits: its float32 bit patterns) when that
+    input is nonzero, sign aside: masks of 64 inputs, the last from masks of LANES and single inputs."""
+    K = bits.shape[0]
+    w, k = 0, 0
+    while k + 64 <= K:
+        masks[w] = _mask_wide(bits, k)
+        w += 1
+        k += 64
+    if k < K:
+        m, j = np.uint64(0), k
+        while j + LANES <= K:
+            m |= _mask_vector(bits, j) << np.uint64(j - k)
+            j += LANES
+        for i in range(j, K):
+            if bits[i] << np.uint32(1):
+                m |= np.uint64(1) << np.uint64(i - k)
+        masks[w] = m
 
 
 @numba.njit(inline="always", **_JIT)
@@ -692,67 +744,38 @@ def _slot_set_bits(m, k, bits, slots, at, ones):
 
 
 @numba.njit(inline="always", **_JIT)
-def _slot_row(bits, scratch, u, count, ones):
-    """One sample-step's events (bits: its float32 bit patterns) into slot u of ``_block_lists``'
-    scratch, block by block (the scratch holds BLOCK_ROWS x BLOCK_STEPS slots per block); count[c, u]
-    gets block c's number of events. Returns ones and every event 1.0."""
-    K = bits.shape[0]
-    room = BLOCK_ROWS * BLOCK_STEPS
-    c, k, at = 0, 0, u
-    while k + 64 <= K:
-        if k == (c + 1) * BLOCK_ROWS:  # blocks start at whole masks of 64 inputs
-            count[c, u] = (at - c * room - u) // BLOCK_STEPS
-            c += 1
-            at = c * room + u
-        at, ones = _slot_set_bits(_mask_wide(bits, k), k, bits, scratch, at, ones)
-        k += 64
-    if k < K and k == (c + 1) * BLOCK_ROWS:
-        count[c, u] = (at - c * room - u) // BLOCK_STEPS
-        c += 1
-        at = c * room + u
-    while k + LANES <= K:
-        at, ones = _slot_set_bits(_mask_vector(bits, k), k, bits, scratch, at, ones)
-        k += LANES
-    for i in range(k, K):
-        if bits[i] << np.uint32(1):  # nonzero, sign aside
-            scratch[at] = i * ROW_BYTES
-            ones &= bits[i] == ONE_BITS
-            at += BLOCK_STEPS
-    count[c, u] = (at - c * room - u) // BLOCK_STEPS
-    return ones
-
-
-@numba.njit(inline="always", **_JIT)
-def _block_lists(bits, most, pidx, boff, blen):
+def _block_lists(bits, most, rows, pidx, boff, blen):
     """The event lists of ``_add_block`` from bits [steps, K] (the input's float32 bit patterns): for row
-    block c and group g of BLOCK_STEPS sample-steps, the row offsets of the group's events in that block,
-    interleaved by sample-step, at pidx[boff[c, g]:], blen[c, g] per sample-step, shorter lists padded
-    with the -0.0 row; pidx needs room for min(most + BLOCK_STEPS * K, steps * K) * BLOCK_STEPS slots. A
-    group's lists are written to fixed places in a scratch first (in L1), then copied one after the
-    other (fixed places in pidx spread the lists over a page each, and the adds' TLB misses cost more).
-    Returns (events, every event 1.0), stopping after the group that passes ``most`` events."""
+    block c (``rows`` inputs, a multiple of 64) and group g of BLOCK_STEPS sample-steps, the row offsets
+    of the group's events in that block, interleaved by sample-step, at pidx[boff[c, g]:], blen[c, g]
+    per sample-step, shorter lists padded with the -0.0 row; pidx needs room for min(most + BLOCK_STEPS
+    * K, steps * K) * BLOCK_STEPS slots. Each sample-step's list is written in place (its slots are
+    BLOCK_STEPS apart from the block's start), so no list is copied. Returns (events, every event 1.0),
+    stopping after the group that passes ``most`` events."""
     steps, K = bits.shape
     blocks, groups = boff.shape
-    room = BLOCK_ROWS * BLOCK_STEPS
-    scratch = np.empty(blocks * room, np.int32)
-    count = np.zeros((blocks, BLOCK_STEPS), np.int64)
+    words, per = -(-K // 64), rows // 64
+    masks = np.empty((BLOCK_STEPS, words), np.uint64)
+    count = np.empty(BLOCK_STEPS, np.int64)
     n, off, ones = 0, 0, True
     for g in range(groups):
         for u in range(BLOCK_STEPS):
             if g * BLOCK_STEPS + u < steps:
-                ones = _slot_row(bits[g * BLOCK_STEPS + u], scratch, u, count, ones)
+                _row_masks(bits[g * BLOCK_STEPS + u], masks[u])
             else:
-                count[:, u] = 0
+                masks[u, :] = 0
         for c in range(blocks):
             m = 0
             for u in range(BLOCK_STEPS):
-                m = max(m, count[c, u])
-                n += count[c, u]
+                row, at = bits[min(g * BLOCK_STEPS + u, steps - 1)], off + u
+                for w in range(c * per, min(words, (c + 1) * per)):
+                    at, ones = _slot_set_bits(masks[u, w], 64 * w, row, pidx, at, ones)
+                count[u] = (at - off - u) // BLOCK_STEPS
+                m = max(m, count[u])
+                n += count[u]
             for u in range(BLOCK_STEPS):
-                for j in range(count[c, u], m):
-                    scratch[c * room + j * BLOCK_STEPS + u] = K * ROW_BYTES
-            for q in range(m * BLOCK_STEPS):
-                pidx[off + q] = scratch[c * room + q]
+                for j in range(count[u], m):
+                    pidx[off + j * BLOCK_STEPS + u] = K * ROW_BYTES
             boff[c, g], blen[c, g] = off, m
             off += m * BLOCK_STEPS
         if n > most:
@@ -783,13 +806,13 @@ def events(x, bits, idx, val, ptr, most):
 
 
 @numba.njit(**_JIT)
-def linear_leaky_events(x, wt, bias, wb, wb_bias, beta, thr, mem, out, most, mode, delay, instant, graded):
+def linear_leaky_events(x, wt, bias, wb, wb_bias, rows, beta, thr, mem, out, most, mode, delay, instant, graded):
     """Fused Linear + Leaky over a whole sequence in one call, event-driven: the inputs that spiked are
     listed for all time steps first (``events``), then for each time step and sample their weight rows
     (wt [K, O]: one contiguous row per input) are added in input order after the bias, and the
     neurons updated from those sums. x [T, B, K] (C-contiguous) -> out [T, B, O]; mem [B, O] in place.
     The event lists are allocated here, in compiled code, once per call. Given ``block_weights(wt,
-    bias)`` as (wb, wb_bias) (else empty arrays), binary input takes the blocked adder, with the same
+    bias)`` as (wb, wb_bias, rows) (else NO_BLOCKS), binary input takes the blocked adder, with the same
     sums.
 
     Returns (input events, spikes). When the input holds more than ``most`` (>= 0) events (the dense
@@ -799,10 +822,10 @@ def linear_leaky_events(x, wt, bias, wb, wb_bias, beta, thr, mem, out, most, mod
     O = wt.shape[1]
     spikes = 0
     if wb.shape[0] > 0:
-        steps, groups, blocks = T * B, -(-(T * B) // BLOCK_STEPS), -(-K // BLOCK_ROWS)
+        steps, groups, blocks = T * B, -(-(T * B) // BLOCK_STEPS), -(-K // rows)
         pidx = np.empty(BLOCK_STEPS * min(most + BLOCK_STEPS * K, steps * K), np.int32)
         boff, blen = np.empty((blocks, groups), np.int64), np.empty((blocks, groups), np.int64)
-        n, ones = _block_lists(x.reshape(steps, K).view(np.uint32), most, pidx, boff, blen)
+        n, ones = _block_lists(x.reshape(steps, K).view(np.uint32), most, rows, pidx, boff, blen)
         if n > most:
             return n, 0
         if ones:  # else (graded or NaN input) the events are listed again below
@@ -872,8 +895,8 @@ def describe() -> str:
     import llvmlite.binding as llvm
 
     if host_isa() == "avx512f":
-        adder = (f"binary events added blocked: one {BLOCK_LANES}-output span (a zmm per row) of {BLOCK_ROWS} "
-                 f"inputs' rows kept in L1 while {BLOCK_STEPS} sample-steps at a time add their events")
+        adder = (f"binary events added blocked: one {BLOCK_LANES}-output span (a zmm per row) of a row block "
+                 f"(up to {block_rows(1 << 20)} inputs, for a {l1_data_bytes() >> 10} KB L1) kept in L1 while {BLOCK_STEPS} sample-steps at a time add their events")
     else:
         adder = (f"spike rows added step by step in register spans of {SPAN} x <{LANES} x float> with the row "
                  f"{PREFETCH} events ahead prefetched and a masked last vector")

@@ -123,7 +123,6 @@ def delay_sequence(node: Delay, args: list[np.ndarray], state: dict) -> np.ndarr
     return out.reshape(x.shape)
 
 
-_NO_BLOCKS = (np.zeros((0, 0, K.BLOCK_LANES), _F), np.zeros(0, _F))
 _prepared: dict[int, tuple] = {}  # id(weight) -> (node, bias, beta, threshold, what _prepare made of them),
 # while the weight array lives
 
@@ -136,7 +135,7 @@ def _prepare(node: LinearLeaky, wt, bias, beta, thr) -> tuple:
     if hit is None or not (hit[0] is node and hit[1] is bias and hit[2] is beta and hit[3] is thr):
         if hit is None:
             weakref.finalize(wt, _prepared.pop, id(wt), None)
-        blocks = K.block_weights(wt, bias) if K.host_isa() == "avx512f" else _NO_BLOCKS
+        blocks = K.block_weights(wt, bias) if K.host_isa() == "avx512f" else K.NO_BLOCKS
         hit = _prepared[id(wt)] = (node, bias, beta, thr, (_vec(beta), _vec(thr), *blocks, K.codes(node)))
     return hit[4]
 
@@ -151,8 +150,9 @@ def _events(node: LinearLeaky, x: np.ndarray, wt, bias, beta, thr, mem: np.ndarr
     most = math.ceil(node.event_below * x.size) - 1
     if most < 0:
         return out, 0, 0, most, prepared
-    beta, thr, wb, wb_bias, codes = prepared
-    return out, *K.linear_leaky_events(x, wt, bias, wb, wb_bias, beta, thr, mem, out, most, *codes), most, prepared
+    beta, thr, wb, wb_bias, rows, codes = prepared
+    return out, *K.linear_leaky_events(x, wt, bias, wb, wb_bias, rows, beta, thr, mem, out, most, *codes), most, \
+        prepared
 
 
 def linear_leaky_sequence(node: LinearLeaky, args: list[np.ndarray], state: dict) -> np.ndarray:
@@ -164,7 +164,7 @@ def linear_leaky_sequence(node: LinearLeaky, args: list[np.ndarray], state: dict
     t, b, k = x.shape
     o = wt.shape[1]
     mem = _zeros(state, "mem", b, o)
-    out, nnz, spikes, most, (beta, thr, _, _, codes) = _events(node, x, *args[1:5], mem)
+    out, nnz, spikes, most, (beta, thr, _, _, _, codes) = _events(node, x, *args[1:5], mem)
     if nnz < 0 or nnz > most and not np.isfinite(x).all():
         raise runtime_kernels.NonFinite(f"the input of {node.name!r} holds NaN or Inf; clean the sensor data, "
                                         "or look for an overflow in the layers before it")

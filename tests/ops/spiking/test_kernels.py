@@ -9,7 +9,6 @@ from edgert.ops.spiking.run import SEQUENCES
 
 RNG = np.random.default_rng(0)
 F = np.float32
-NO_BLOCKS = (np.zeros((0, 0, K.BLOCK_LANES), F), np.zeros(0, F))  # the step-by-step adder
 
 
 def test_leaky_reference_by_hand():
@@ -165,10 +164,12 @@ def test_linear_leaky_kernel_matches_reference(density, below, k, o):
 
 
 @pytest.mark.parametrize("t,b,k,o", [(7, 1, 1, 1), (7, 3, 7, 16), (9, 2, 64, 20), (5, 4, 255, 33), (6, 1, 256, 16),
-                                     (4, 5, 257, 77), (50, 3, 300, 256), (3, 2, 700, 256)])
+                                     (4, 5, 257, 77), (50, 3, 300, 256), (3, 2, 700, 256),
+                                     (5, 2, 1500, 40)])
 def test_blocked_and_step_adders_agree_bit_for_bit(t, b, k, o):
-    """The blocked adder (row blocks of 256 inputs, groups of 4 sample-steps, tiles of sample-steps: 50 x 3
-    at 256 outputs spans two tiles, split inside a time step) against the step-by-step adder, bit for bit
+    """The blocked adder (row blocks of the host's size and of 64 inputs, groups of 4 sample-steps, tiles
+    of sample-steps: 50 x 3 at 256 outputs spans two tiles, split inside a time step; 1500 inputs are
+    several host-sized blocks) against the step-by-step adder, bit for bit
     with float weights, and against the reference with weights on a 1/64 grid (float32 sums exact in any
     order). Both run on any host (LLVM splits the zmm vectors where there are none)."""
     node = _node(LinearLeaky)
@@ -179,17 +180,27 @@ def test_blocked_and_step_adders_agree_bit_for_bit(t, b, k, o):
     exact = (_dyadic((k, o), 0.5), _dyadic(o, 0.25))
     for wt, bias in (exact, (rng.standard_normal((k, o)).astype(F) * F(0.3), rng.standard_normal(o).astype(F))):
         runs = []
-        for blocks in (K.block_weights(wt, bias), NO_BLOCKS):
+        for blocks in (K.block_weights(wt, bias), K.block_weights(wt, bias, 64), K.NO_BLOCKS):
             out, mem = np.empty((t, b, o), F), np.zeros((b, o), F)
             events, spikes = K.linear_leaky_events(x, wt, bias, *blocks, beta, thr, mem, out, x.size, *K.codes(node))
             assert events == np.count_nonzero(x) and spikes == np.count_nonzero(out)
             runs.append((out, mem))
-        np.testing.assert_array_equal(runs[0][0], runs[1][0])
-        np.testing.assert_array_equal(runs[0][1].view(np.uint32), runs[1][1].view(np.uint32))
+        for out, mem in runs[1:]:
+            np.testing.assert_array_equal(runs[0][0], out)
+            np.testing.assert_array_equal(runs[0][1].view(np.uint32), mem.view(np.uint32))
         if wt is exact[0]:
             want, (mem,) = _run_ref(K.linear_leaky_step_ref, node, x, wt, bias, beta, thr)
             np.testing.assert_array_equal(runs[0][0], want)
             np.testing.assert_array_equal(runs[0][1], mem)
+
+
+@pytest.mark.parametrize("l1, k, rows", [(48 << 10, 700, 704), (48 << 10, 1500, 512), (32 << 10, 700, 384),
+                                         (32 << 10, 448, 448), (48 << 10, 1, 64), (1 << 10, 700, 64)])
+def test_row_blocks_are_equal_multiples_of_64_within_l1(monkeypatch, l1, k, rows):
+    """Blocks hold at most 15/16 of L1 in 64-byte rows: 48 KB takes 704 rows, 32 KB 448; k is split in
+    equal blocks rounded up to 64 (1500 = 3 x 500 -> 512, 700 = 2 x 350 -> 384)."""
+    monkeypatch.setattr(K, "l1_data_bytes", lambda: l1)
+    assert K.block_rows(k) == rows
 
 
 def test_blocked_adder_hands_graded_nan_and_dense_input_to_the_step_path():
@@ -223,7 +234,7 @@ def test_linear_leaky_events_graded_input_against_float64_reference():
     beta, thr = np.full(9, 0.8, F), np.full(9, 1.0, F)
     want, (mem,) = _run_ref(K.linear_leaky_step_ref, node, x, wt, bias, beta, thr)
     out, got_mem = np.empty((30, 3, 9), F), np.zeros((3, 9), F)
-    events, spikes = K.linear_leaky_events(x, wt, bias, *NO_BLOCKS, beta, thr, got_mem, out, x.size, *K.codes(node))
+    events, spikes = K.linear_leaky_events(x, wt, bias, *K.NO_BLOCKS, beta, thr, got_mem, out, x.size, *K.codes(node))
     assert events == np.count_nonzero(x) and spikes == np.count_nonzero(out) > 0
     np.testing.assert_array_equal(out, want)
     np.testing.assert_allclose(got_mem, mem, rtol=1e-5, atol=1e-5)
@@ -247,7 +258,7 @@ def test_linear_leaky_refuses_nan_and_inf_before_changing_state(density):
         np.testing.assert_array_equal(state["mem"], mem)
     if density < 0.15:
         out = np.full((10, 2, 6), 7.0, F)
-        assert K.linear_leaky_events(xb, wt, bias, *NO_BLOCKS, beta, thr, state["mem"], out, x.size,
+        assert K.linear_leaky_events(xb, wt, bias, *K.NO_BLOCKS, beta, thr, state["mem"], out, x.size,
                                      *K.codes(node)) == (-1, 0)
         assert (out == 7.0).all()
 
