@@ -25,6 +25,18 @@ def popcount(typingctx, x):
     return types.int64(types.uint64), codegen
 
 
+@intrinsic
+def popcount8(typingctx, x):
+    """llvm.ctpop on a uint8: in a vectorized loop VPOPCNTB (AVX-512 BITALG) or a nibble table (AVX2)."""
+    if x != types.uint8:
+        return None
+
+    def codegen(context, builder, signature, args):
+        fn = builder.module.declare_intrinsic("llvm.ctpop", [llir.IntType(8)])
+        return builder.call(fn, args)
+    return types.uint8(types.uint8), codegen
+
+
 def _neg_bits(x: np.ndarray) -> np.ndarray:
     """1 where the sign is -1: not (x >= 0), so NaN counts as -1 like torch.where(x >= 0, 1, -1)."""
     return ~(x >= 0)

@@ -12,7 +12,7 @@ import numba
 import numpy as np
 
 from edgert.ops.binary import isa, lanes, simd, sliced
-from edgert.ops.binary.bits import popcount, unpack_last_ref
+from edgert.ops.binary.bits import popcount, popcount8, unpack_last_ref
 
 
 # ---- NumPy references ----
@@ -140,6 +140,61 @@ def _conv_kernel(xp, w, groups, sh, sw, oh, ow, k, corr, use_corr, bits_out, p0f
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
+def _channel_bytes(x, og, t, l, sw, xb):
+    """xb[ph, n, t + y, q, o] = the group word of output channel o at x[n, y, i] (q * sw + ph = l + i) as
+    a byte: groups of at most 8 input channels sit in their word's low byte. The columns are split by
+    phase so that each tap of a strided row reads contiguous bytes; xb's border is left as it is."""
+    n_, h, w, groups = x.shape
+    o_ = groups * og
+    for n in range(n_):
+        for y in range(h):
+            if sw == 1 and og == 1:  # one contiguous run (short per-pixel loops would not vectorize)
+                src, dst = x[n, y].reshape(-1), xb[0, n, t + y].reshape(-1)[l * o_:]
+                for j in range(w * o_):
+                    dst[j] = np.uint8(src[j] & np.uint64(0xFF))
+                continue
+            for i in range(w):
+                src, dst = x[n, y, i], xb[(l + i) % sw, n, t + y, (l + i) // sw]
+                for g in range(groups):
+                    for j in range(og):
+                        dst[g * og + j] = np.uint8(src[g] & np.uint64(0xFF))
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
+def _channel_conv_kernel(xb, wr, sh, oh, ow, acc):
+    """Groups of few channels (depthwise among them): popcounts acc[n, oy, ox, o] (bytes where the taps
+    sum below 256, else int16) of input byte ^ weight byte over the taps, one byte per output channel. A tap adds a whole output row (ow x O contiguous
+    bytes: xb from ``_channel_bytes``, wr [kh, kw, R * O] each tap's bytes repeated R times) in runs of
+    R * O, long enough for LLVM to vectorize 32 or 64 to a register (VPOPCNTB with AVX-512 BITALG)."""
+    sw, n_ = xb.shape[0], xb.shape[1]
+    o_ = xb.shape[4]
+    kh, kw, span = wr.shape
+    row = ow * o_
+    for n in range(n_):
+        for oy in range(oh):
+            a = acc[n, oy].reshape(-1)
+            a[:] = 0
+            for ky in range(kh):
+                for kx in range(kw):
+                    xs, ws = xb[kx % sw, n, oy * sh + ky].reshape(-1)[(kx // sw) * o_:], wr[ky, kx]
+                    for c0 in range(0, row, span):
+                        xc, ac = xs[c0:], a[c0:]
+                        for j in range(min(span, row - c0)):
+                            ac[j] += popcount8(np.uint8(xc[j] ^ ws[j]))
+
+
+CHANNEL_RUN = 4096  # bytes at least in a run of the channel kernel (its weights repeated to fill one)
+
+
+def channel_conv_weight(w: np.ndarray) -> np.ndarray:
+    """Packed conv weight [O, kh, kw, 1] (a group's channels in a word's low byte) -> bytes [kh, kw, R * O],
+    each tap's R = ceil(CHANNEL_RUN / O) times over: the channel kernel's layout."""
+    o = w.shape[0]
+    taps = (w[..., 0] & np.uint64(0xFF)).astype(np.uint8).transpose(1, 2, 0)
+    return np.ascontiguousarray(np.tile(taps, (1, 1, -(-CHANNEL_RUN // o))))
+
+
+@numba.njit(cache=True, nogil=True, boundscheck=False)
 def _conv_dense_kernel(xr, wt, nw, sw, oh, ow, sh, acc):
     """groups == 1: popcount sums of 4 output pixels at once, output channels innermost.
 
@@ -236,17 +291,23 @@ def _float_epilogue_nchw(acc, corr, cy, cx, k, p0f, p1f, yf):
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
-def _float_epilogue_nhwc(acc, k, corr, use_corr, p0f, p1f, yf):
-    """Popcounts acc [N, oh, ow, O] -> float32 NCHW (K - 2a - corr) * scale + bias."""
+def _float_epilogue_nhwc(acc, corr, cy, cx, k, p0f, p1f, yf):
+    """Popcounts acc [N, oh, ow, O] -> float32 NCHW (K - 2a - corr) * scale + bias; corr [oh or 1, ow or 1, O]
+    read at (oy * cy, ox * cx). A row at a time: its outputs in channel order into a tile (vectorized), then
+    copied out channel by channel (the transpose; writing NCHW straight from the counts ran 2x slower).
+    In float32 the integer part is exact below 2**24, so the bits equal float32(dot) * scale + bias."""
     n_, oh, ow, o_ = acc.shape
+    tile = np.empty((ow, o_), np.float32)
     for n in range(n_):
         for oy in range(oh):
             for ox in range(ow):
+                a, cr, t = acc[n, oy, ox], corr[oy * cy, ox * cx], tile[ox]
                 for o in range(o_):
-                    dot = k - 2 * np.int64(acc[n, oy, ox, o])
-                    if use_corr:
-                        dot -= corr[oy, ox, o]
-                    yf[n, o, oy, ox] = np.float32(dot) * p0f[o] + p1f[o]
+                    t[o] = (k - np.float32(2) * np.float32(a[o]) - np.float32(cr[o])) * p0f[o] + p1f[o]
+            for o in range(o_):
+                y = yf[n, o, oy]
+                for ox in range(ow):
+                    y[ox] = tile[ox, o]
 
 
 def use_sliced(groups: int, in_channels: int, taps: int, ow: int) -> bool:
@@ -261,7 +322,8 @@ SLICED_MIN_WIDTH = 40  # 28x28x128 measured slightly slower than the popcount ke
 def kernel_kind(w_shape, in_channels: int, groups: int, output_kind: str, ow: int, mst: bool = False) -> str:
     """Which kernel binary_conv2d runs for this conv on this CPU: "lanes" (AVX-512, lanes.py), "simd" (AVX2,
     simd.py), "mst" (a channel-reuse schedule), "sliced" (bit-sliced), "popcount" (Numba, output channels
-    vectorized) or "per-group" (Numba, one group at a time: small groups, depthwise)."""
+    vectorized), "channels" (Numba, groups of fewer than 8 output channels and at most 8 input channels,
+    depthwise among them: all output channels vectorized on bytes) or "per-group" (Numba, one group at a time)."""
     if mst:
         return "mst"
     return simd_kind(w_shape, groups) or _generic_kind(w_shape, in_channels, groups, output_kind, ow)
@@ -279,7 +341,16 @@ def _generic_kind(w_shape, in_channels: int, groups: int, output_kind: str, ow: 
     o, kh, kw, _ = w_shape
     if output_kind == "bits" and use_sliced(groups, in_channels, kh * kw, ow):
         return "sliced"
-    return "popcount" if groups == 1 or o // groups >= 8 else "per-group"
+    if groups == 1 or o // groups >= 8:
+        return "popcount"
+    return "channels" if channel_kernel_takes(w_shape, in_channels, groups) else "per-group"
+
+
+def channel_kernel_takes(w_shape, in_channels: int, groups: int) -> bool:
+    """Whether the channel kernel runs this conv: groups of fewer than 8 output channels (no SIMD kernel
+    takes them) and of at most 8 input channels (a byte), with at most 2**15 - 1 terms per output."""
+    o, kh, kw, _ = w_shape
+    return groups > 1 and o // groups < 8 and in_channels // groups <= 8 and kh * kw * in_channels // groups < 2 ** 15
 
 
 def describe_kernel(w_shape, in_channels: int, groups: int, output_kind: str, ow: int) -> str:
@@ -308,29 +379,36 @@ def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, paddin
     """Binary conv on packed input [N, H, W, words]: float32 NCHW or packed bits [N, oh, ow, words].
 
     ``schedule`` (groups == 1 only): an MST plan's (order, parent, diff_ptr, diff_idx), see mst.py.
-    ``w_t``: ``transpose_weight(w)``, ``prepared``: ``sliced.prepare(...)``, when the caller keeps them (the
+    ``w_t``: ``transpose_weight(w)`` (groups 1) or ``channel_conv_weight(w)`` (where
+    channel_kernel_takes), ``prepared``: ``sliced.prepare(...)``, when the caller keeps them (the
     runtime caches them per node), ``simd_w``: :func:`simd_weights` likewise. Where the CPU has AVX-512
     VPOPCNTDQ (isa.variant()), groups 1 and groups of whole 8-channel vectors take the channels-across-lanes
     kernel (lanes.py); with AVX2, groups 1 and groups of 8 or more output channels the register-blocked
     record kernel (simd.py); otherwise packed-bits output of a groups-1 conv on wide images takes the
-    bit-sliced kernel (sliced.py), the rest the Numba popcount kernels here.
+    bit-sliced kernel (sliced.py), groups of fewer than 8 output and at most 8 input channels (depthwise) the
+    channel kernel, the rest the Numba popcount kernels here.
     """
     n, h, wd, nw = x.shape
     o, kh, kw, wpg = w.shape
     t, l, b, r = padding
-    xp = np.zeros((n, h + t + b, wd + l + r, nw), np.uint64)
-    xp[:, t:t + h, l:l + wd] = x
     oh = (h + t + b - kh) // stride[0] + 1
     ow = (wd + l + r - kw) // stride[1] + 1
     cg = in_channels // groups
+    og = o // groups
+    kind = kernel_kind(w.shape, in_channels, groups, output_kind, ow, schedule is not None)
+    if kind == "channels":  # one byte per output channel (an 8-byte word per group would be 8x the memory)
+        sw = stride[1]
+        xp = np.zeros((sw, n, h + t + b, -(-(wd + l + r) // sw), o), np.uint8)
+        _channel_bytes(np.ascontiguousarray(x), og, t, l, sw, xp)
+    else:
+        xp = np.zeros((n, h + t + b, wd + l + r, nw), np.uint64)
+        xp[:, t:t + h, l:l + wd] = x
     use_corr = pad_mode == "zero" and any(padding)
     corr = (_zero_pad_correction(w, cg, h, wd, oh, ow, stride[0], stride[1], t, l) if use_corr
             else np.zeros((1, 1, 1), np.int64))
     f32, i32, u8 = np.zeros(1, np.float32), np.zeros(1, np.int32), np.zeros(1, np.uint8)
     bits = output_kind == "bits"
-    og = o // groups
     variant = isa.variant()
-    kind = kernel_kind(w.shape, in_channels, groups, output_kind, ow, schedule is not None)
     simd_kernel = kind in ("simd", "lanes")
     if simd_kernel and (simd_w is None or simd_w.variant != variant):
         simd_w = simd_weights(w, groups)
@@ -347,9 +425,12 @@ def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, paddin
         _float_epilogue_nchw(acc, c32, int(use_corr), int(use_corr), np.float32(k), p0.astype(np.float32),
                              p1.astype(np.float32), yf)
         return yf
-    if groups == 1 or og >= 8:  # few groups: one vectorized pass per group on its own contiguous words
-        acc = np.empty((n, oh, ow, o), np.int32)
-        if simd_kernel:
+    if groups == 1 or og >= 8 or kind == "channels":  # output channels vectorized, then the epilogue
+        counts = (np.uint8 if kh * kw * cg < 256 else np.int16) if kind == "channels" else np.int32
+        acc = np.empty((n, oh, ow, o), counts)  # the channel kernel's byte counts add 32 or 64 to a register
+        if kind == "channels":
+            _channel_conv_kernel(xp, channel_conv_weight(w) if w_t is None else w_t, stride[0], oh, ow, acc)
+        elif simd_kernel:
             acc = simd_w.counts(xp, stride, oh, ow)
         elif schedule is not None:
             from edgert.ops.binary.mst import mst_conv_acc
@@ -365,14 +446,15 @@ def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, paddin
                 _conv_dense_kernel(xg.reshape(n, xg.shape[1], -1), transpose_weight(w[g * og:(g + 1) * og]), wpg,
                                    stride[1], oh, ow, stride[0], part)
                 acc[..., g * og:(g + 1) * og] = part
+        c32 = corr.astype(np.int32) if use_corr else np.zeros((1, 1, o), np.int32)
         if bits:
             yb = np.empty((n, oh, ow, out_groups * -(-(o // out_groups) // 64)), np.uint64)
-            c32 = corr.astype(np.int32) if use_corr else np.zeros((1, 1, o), np.int32)
             _bits_epilogue(acc, c32, int(use_corr), int(use_corr), (k - p0.astype(np.int64)).astype(np.int32),
                            p1.astype(np.int32), out_groups, yb)
             return yb
         yf = np.empty((n, o, oh, ow), np.float32)
-        _float_epilogue_nhwc(acc, k, corr, use_corr, p0.astype(np.float32), p1.astype(np.float32), yf)
+        _float_epilogue_nhwc(acc, c32, int(use_corr), int(use_corr), np.float32(k), p0.astype(np.float32),
+                             p1.astype(np.float32), yf)
         return yf
     if bits:
         yb = np.empty((n, oh, ow, out_groups * -(-(o // out_groups) // 64)), np.uint64)

@@ -30,9 +30,10 @@ def _conv(node: BinaryConv2d, args, state):
         if state.get("simd_weight") is not w or state["simd"].variant != variant:
             state["simd_weight"], state["simd"] = w, conv.simd_weights(w, node.groups)
         simd_w = state["simd"]
-    elif node.groups == 1 and len(args) == 4:
+    elif len(args) == 4 and (node.groups == 1 or conv.channel_kernel_takes(w.shape, node.in_channels, node.groups)):
         if state.get("weight") is not w:  # transposed once per weight array (set_params replaces it)
-            state["weight"], state["w_t"] = w, conv.transpose_weight(w)
+            layout = conv.transpose_weight if node.groups == 1 else conv.channel_conv_weight
+            state["weight"], state["w_t"] = w, layout(w)
         w_t = state["w_t"]
         if node.output_kind == "bits":  # the bit-sliced layout, once per (weight, threshold, flip) arrays
             key = (w, p0, p1)

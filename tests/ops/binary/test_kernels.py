@@ -16,6 +16,9 @@ CONV_CASES = [  # C, O, H, W, k, stride, padding (t, l, b, r), pad_mode, groups
     (130, 66, 6, 7, 3, 1, (1, 0, 2, 1), "zero", 2),
     (128, 8, 9, 10, 3, 2, (1, 1, 1, 1), "one", 4),
     (12, 12, 5, 5, 3, 1, (1, 1, 1, 1), "zero", 12),  # depthwise
+    (70, 140, 7, 6, 3, 2, (1, 1, 1, 1), "one", 70),  # depthwise, 2 output channels per group
+    (256, 256, 5, 5, 3, 1, (1, 1, 1, 1), "zero", 256),  # depthwise, 4 words of output bits
+    (130, 4, 5, 5, 3, 1, (1, 1, 1, 1), "one", 2),  # groups of 65 channels: 2 words each (per-group kernel)
     (65, 3, 6, 6, 5, 2, (2, 2, 2, 2), "zero", 1),
 ]
 

@@ -113,4 +113,5 @@ def test_kernel_named_for_bench_and_profile(variant):
     else:  # pixels x output channels
         assert name == "avx512 7x16"
         assert conv.describe_kernel((64, 3, 3, 1), 64, 1, "bits", 16) == "avx512 4x16"
-    assert conv.describe_kernel((12, 3, 3, 1), 12, 12, "float", 5) == "generic per-group"  # depthwise
+    assert conv.describe_kernel((12, 3, 3, 1), 12, 12, "float", 5) == "generic channels"  # depthwise
+    assert conv.describe_kernel((4, 3, 3, 2), 130, 2, "float", 5) == "generic per-group"  # 2 words per group
