@@ -2,7 +2,8 @@
 
 The Numba conv reads packed activations directly (no im2col): the input is copied once into a buffer
 with a border of 0 words (+1, "one" padding); for ``pad_mode="zero"`` the border taps' contribution
-sum(+1 * w) is subtracted again per border pixel (LCE's cached correction, here exact for both outputs).
+sum(+1 * w) is subtracted again per border pixel (padding.py; exact for both outputs, and fused into the
+AVX-512 kernel as one row of limits per class of border pixels).
 The inner loop blocks 4 output pixels per loaded weight word.
 """
 
@@ -13,6 +14,7 @@ import numpy as np
 
 from edgert.ops.binary import isa, lanes, simd, sliced
 from edgert.ops.binary.bits import popcount, popcount8, unpack_last_ref
+from edgert.ops.binary.padding import Correction
 
 
 # ---- NumPy references ----
@@ -61,31 +63,6 @@ def epilogue_ref(dot: np.ndarray, output_kind: str, p0: np.ndarray, p1: np.ndarr
 
 
 # ---- Numba kernels ----
-
-@numba.njit(cache=True, nogil=True, boundscheck=False)
-def _zero_pad_correction(w, cg, h, wd, oh, ow, sh, sw, t, l):
-    """corr[oy, ox, o]: sum over out-of-bounds taps of the tap's weight sum (+1 input there)."""
-    o_, kh, kw, wpg = w.shape
-    wsum = np.empty((o_, kh, kw), np.int64)
-    for o in range(o_):
-        for ky in range(kh):
-            for kx in range(kw):
-                pc = 0
-                for c in range(wpg):
-                    pc += popcount(w[o, ky, kx, c])
-                wsum[o, ky, kx] = cg - 2 * pc
-    corr = np.zeros((oh, ow, o_), np.int64)
-    for oy in range(oh):
-        for ox in range(ow):
-            for ky in range(kh):
-                iy = oy * sh + ky - t
-                for kx in range(kw):
-                    ix = ox * sw + kx - l
-                    if iy < 0 or iy >= h or ix < 0 or ix >= wd:
-                        for o in range(o_):
-                            corr[oy, ox, o] += wsum[o, ky, kx]
-    return corr
-
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
 def _conv_kernel(xp, w, groups, sh, sw, oh, ow, k, corr, use_corr, bits_out, p0f, p1f, thr, flip,
@@ -375,13 +352,15 @@ def simd_weights(w: np.ndarray, groups: int) -> simd.Prepared | lanes.Prepared:
 def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, padding, pad_mode: str, groups: int,
                   output_kind: str, p0: np.ndarray, p1: np.ndarray, out_groups: int = 1,
                   schedule: tuple[np.ndarray, ...] | None = None, w_t: np.ndarray | None = None,
-                  prepared: tuple | None = None, simd_w: simd.Prepared | lanes.Prepared | None = None) -> np.ndarray:
+                  prepared: tuple | None = None, simd_w: simd.Prepared | lanes.Prepared | None = None,
+                  pad_corr: Correction | None = None) -> np.ndarray:
     """Binary conv on packed input [N, H, W, words]: float32 NCHW or packed bits [N, oh, ow, words].
 
     ``schedule`` (groups == 1 only): an MST plan's (order, parent, diff_ptr, diff_idx), see mst.py.
     ``w_t``: ``transpose_weight(w)`` (groups 1) or ``channel_conv_weight(w)`` (where
     channel_kernel_takes), ``prepared``: ``sliced.prepare(...)``, when the caller keeps them (the
-    runtime caches them per node), ``simd_w``: :func:`simd_weights` likewise. Where the CPU has AVX-512
+    runtime caches them per node), ``simd_w``: :func:`simd_weights` likewise, ``pad_corr``: the zero padding's
+    correction (a ``padding.Correction`` of w) likewise. Where the CPU has AVX-512
     VPOPCNTDQ (isa.variant()), groups 1 and groups of whole 8-channel vectors take the channels-across-lanes
     kernel (lanes.py); with AVX2, groups 1 and groups of 8 or more output channels the register-blocked
     record kernel (simd.py); otherwise packed-bits output of a groups-1 conv on wide images takes the
@@ -404,23 +383,26 @@ def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, paddin
         xp = np.zeros((n, h + t + b, wd + l + r, nw), np.uint64)
         xp[:, t:t + h, l:l + wd] = x
     use_corr = pad_mode == "zero" and any(padding)
-    corr = (_zero_pad_correction(w, cg, h, wd, oh, ow, stride[0], stride[1], t, l) if use_corr
-            else np.zeros((1, 1, 1), np.int64))
-    f32, i32, u8 = np.zeros(1, np.float32), np.zeros(1, np.int32), np.zeros(1, np.uint8)
     bits = output_kind == "bits"
     variant = isa.variant()
     simd_kernel = kind in ("simd", "lanes")
     if simd_kernel and (simd_w is None or simd_w.variant != variant):
         simd_w = simd_weights(w, groups)
-    if kind == "lanes" and not use_corr and (out_groups == 1 or not bits):  # the epilogue fused in the kernel
-        return (simd_w.bits if bits else simd_w.float)(xp, stride, oh, ow, kh * kw * cg, p0, p1)
+    if kind == "lanes" and (out_groups == 1 or not bits):  # the epilogue, zero padding's included, fused
+        return (simd_w.bits if bits else simd_w.float)(xp, stride, oh, ow, kh * kw * cg, p0, p1,
+                                                       (padding, h, wd) if use_corr else None)
+    if use_corr:
+        corr = (Correction(w, cg) if pad_corr is None else pad_corr).dense((kh, kw), stride, padding, h, wd, oh, ow)
+    else:
+        corr = np.zeros((1, 1, o), np.int32)
+    f32, i32, u8 = np.zeros(1, np.float32), np.zeros(1, np.int32), np.zeros(1, np.uint8)
     if kind == "sliced":
         prepared = sliced.prepare(w, in_channels, p0, p1, out_groups) if prepared is None else prepared
         return sliced.sliced_conv2d(x, prepared, (kh, kw), stride, padding, corr if use_corr else None)
     k = kh * kw * cg
     if kind == "simd" and not bits:  # counts channels-first, so the float epilogue reads and writes in order
         acc = simd_w.counts(xp, stride, oh, ow, channels_first=True)
-        c32 = corr.astype(np.int32).transpose(2, 0, 1).copy() if use_corr else np.zeros((o, 1, 1), np.int32)
+        c32 = np.ascontiguousarray(corr.transpose(2, 0, 1))
         yf = np.empty((n, o, oh, ow), np.float32)
         _float_epilogue_nchw(acc, c32, int(use_corr), int(use_corr), np.float32(k), p0.astype(np.float32),
                              p1.astype(np.float32), yf)
@@ -446,14 +428,13 @@ def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, paddin
                 _conv_dense_kernel(xg.reshape(n, xg.shape[1], -1), transpose_weight(w[g * og:(g + 1) * og]), wpg,
                                    stride[1], oh, ow, stride[0], part)
                 acc[..., g * og:(g + 1) * og] = part
-        c32 = corr.astype(np.int32) if use_corr else np.zeros((1, 1, o), np.int32)
         if bits:
             yb = np.empty((n, oh, ow, out_groups * -(-(o // out_groups) // 64)), np.uint64)
-            _bits_epilogue(acc, c32, int(use_corr), int(use_corr), (k - p0.astype(np.int64)).astype(np.int32),
+            _bits_epilogue(acc, corr, int(use_corr), int(use_corr), (k - p0.astype(np.int64)).astype(np.int32),
                            p1.astype(np.int32), out_groups, yb)
             return yb
         yf = np.empty((n, o, oh, ow), np.float32)
-        _float_epilogue_nhwc(acc, c32, int(use_corr), int(use_corr), np.float32(k), p0.astype(np.float32),
+        _float_epilogue_nhwc(acc, corr, int(use_corr), int(use_corr), np.float32(k), p0.astype(np.float32),
                              p1.astype(np.float32), yf)
         return yf
     if bits:

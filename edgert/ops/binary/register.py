@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from edgert import ir
-from edgert.ops.binary import bits, conv, isa, sliced
+from edgert.ops.binary import bits, conv, isa, padding, sliced
 from edgert.ops.binary.nodes import BinaryConv2d, BinaryDense, BinaryMaxPool2d, BinarySign, BitFlatten, BitPack
 from edgert.ops.reference import EXTRA_RULES
 from edgert.runtime.kernels import register_kernel
@@ -41,9 +41,11 @@ def _conv(node: BinaryConv2d, args, state):
                 state["sliced_key"] = key
                 state["sliced"] = sliced.prepare(w, node.in_channels, p0, p1, node.out_groups)
             prepared = state["sliced"]
+    if state.get("pad_weight") is not w:  # the zero padding's correction, per input shape, once per weight array
+        state["pad_weight"], state["pad"] = w, padding.Correction(w, node.in_channels // node.groups)
     return conv.binary_conv2d(np.ascontiguousarray(x), w, node.in_channels, node.stride, node.padding,
                               node.pad_mode, node.groups, node.output_kind, p0, p1, node.out_groups,
-                              tuple(args[4:]) or None, w_t, prepared, simd_w)
+                              tuple(args[4:]) or None, w_t, prepared, simd_w, state["pad"])
 
 
 @register_kernel(BinaryDense.op)

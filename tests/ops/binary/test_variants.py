@@ -97,7 +97,7 @@ def test_kernels_emit_the_isa_popcount():
     avx2 = simd.assembly("avx2", *simd.BLOCKS["avx2"][0], cpu="znver3")
     assert "vpshufb" in avx2 and "vpsadbw" in avx2 and "popcnt" not in avx2
     shape = dict(kh=3, kw=3, wpg=4, nw=4, sh=1, sw=1, wp=16, oh=14, ow=14, vectors=32, og=256, out_pix=32,
-                 out_img=0, k=0)
+                 out_img=0, kt_row=256, classed=True)
     avx512 = lanes.assembly(shape, 7, 2, "bits", cpu="sapphirerapids")  # compiled, not run, on an AVX2 host
     assert "vpopcntq" in avx512 and "zmm" in avx512
 
