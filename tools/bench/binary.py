@@ -5,7 +5,9 @@
 LCE's four 3x3 reference layers (stride 1, +1 padding, in = out channels), batch 1, one thread. edgert
 runs its binary conv with the fused threshold writing packed bits (the path between two binary layers)
 and, separately, with float output; both include the padded copy of the input and the epilogue, with the
-kernel variant isa.py picks for this CPU, and the bits output once more with the generic (Numba) kernels.
+kernel variant isa.py picks for this CPU, and the bits output once more with the generic (Numba) kernels
+and once with zero padding (PyTorch's, which the torch fp32 row uses). A second table runs the same
+shapes as 3x3 depthwise convs (groups = channels, zero padding) against torch fp32's depthwise conv.
 The ISA's micro-kernel peak is measured in the same run: the variant's register-blocked XOR-popcount
 micro-kernel streaming over L1-resident words (simd.stream_peak or lanes.stream_peak, several block shapes), beside two
 streaming Numba kernels (scalar POPCNT, and the bit-sliced kernel's carry-save step); peak = the fastest.
@@ -35,7 +37,7 @@ import numba
 import numpy as np
 import torch
 
-from edgert.ops.binary import bits, conv, isa, lanes, simd, sliced
+from edgert.ops.binary import bits, channels, conv, isa, lanes, padding, simd, sliced
 from edgert.ops.binary.bits import popcount
 from tools.bench.report import machine, time_interleaved, write_section
 
@@ -113,6 +115,32 @@ def _lce(hw: int, c: int, rounds: int) -> list[float] | None:
     return json.loads(run.stdout.strip().splitlines()[-1])[str(model)]
 
 
+def _depthwise_rows() -> list[str]:
+    rows = []
+    for hw, c in SHAPES[:3]:
+        rng = np.random.default_rng(hw)
+        x = rng.standard_normal((1, c, hw, hw)).astype(np.float32)
+        w = rng.standard_normal((c, 1, 3, 3)).astype(np.float32)
+        xb, wb = bits.bitpack(x, c), bits.pack_conv_weight(w)
+        thr, flip = rng.integers(-9, 9, c).astype(np.int32), np.zeros(c, np.uint8)
+        scale, bias = np.ones(c, np.float32), np.zeros(c, np.float32)
+        xt, wt = torch.from_numpy(np.sign(x) + (x == 0)), torch.from_numpy(np.sign(w) + (w == 0))
+        args = (c, (1, 1), (1, 1, 1, 1), "zero", c)
+        w_t, pad_corr = channels.Prepared(wb), padding.Correction(wb, 1)  # as the runtime keeps them
+        fns = {"edgert bits": lambda: conv.binary_conv2d(xb, wb, *args, "bits", thr, flip, w_t=w_t, pad_corr=pad_corr),
+               "edgert float": lambda: conv.binary_conv2d(xb, wb, *args, "float", scale, bias, w_t=w_t,
+                                                          pad_corr=pad_corr),
+               "torch fp32": lambda: torch.nn.functional.conv2d(xt, wt, padding=1, groups=c)}
+        with torch.no_grad():
+            samples = time_interleaved(fns, rounds=11)
+        med = {k: statistics.median(v) for k, v in samples.items()}
+        for name, v in samples.items():
+            kind = conv.describe_kernel(wb.shape, c, c, "bits", hw) if name.startswith("edgert") else ""
+            rows.append(f"| {hw}x{hw}x{c} | {name} | {kind} | {min(v) * 1e3:.3f} | {med[name] * 1e3:.3f} | "
+                        f"{med['torch fp32'] / med[name]:.1f}x |")
+    return rows
+
+
 def main() -> str:
     torch.set_num_threads(1)
     variant = isa.variant()
@@ -128,7 +156,9 @@ def main() -> str:
         scale, bias = np.ones(c, np.float32), np.zeros(c, np.float32)
         xt, wt = torch.from_numpy(np.sign(x) + (x == 0)), torch.from_numpy(np.sign(w) + (w == 0))
         args = (c, (1, 1), (1, 1, 1, 1), "one", 1)
+        zero_args = (c, (1, 1), (1, 1, 1, 1), "zero", 1)  # PyTorch's padding, as torch fp32 runs it here
         w_t = conv.transpose_weight(wb)  # the runtime keeps these per node
+        pad_corr = padding.Correction(wb, c)
         prepared = sliced.prepare(wb, c, thr, flip)
         simd_w = conv.simd_weights(wb, 1) if conv.simd_kind(wb.shape, 1) else None
         layer_peak = dict(peak_fns)
@@ -142,6 +172,8 @@ def main() -> str:
             "edgert bits": lambda: conv.binary_conv2d(xb, wb, *args, "bits", thr, flip, w_t=w_t, prepared=prepared,
                                                       simd_w=simd_w),
             "edgert float": lambda: conv.binary_conv2d(xb, wb, *args, "float", scale, bias, w_t=w_t, simd_w=simd_w),
+            "edgert bits, zero padding": lambda: conv.binary_conv2d(xb, wb, *zero_args, "bits", thr, flip, w_t=w_t,
+                                                                    prepared=prepared, simd_w=simd_w, pad_corr=pad_corr),
             "edgert bits, generic": _generic(lambda: conv.binary_conv2d(xb, wb, *args, "bits", thr, flip, w_t=w_t,
                                                                         prepared=prepared)),
             "torch fp32": lambda: torch.nn.functional.conv2d(xt, wt, padding=1),
@@ -160,6 +192,7 @@ def main() -> str:
         macs = hw * hw * c * c * 9
         kernels = {"edgert bits": conv.describe_kernel(wb.shape, c, 1, "bits", hw),
                    "edgert float": conv.describe_kernel(wb.shape, c, 1, "float", hw)}
+        kernels["edgert bits, zero padding"] = kernels["edgert bits"]
         isa.force("generic")
         kernels["edgert bits, generic"] = conv.describe_kernel(wb.shape, c, 1, "bits", hw)
         isa.force(None)
@@ -173,7 +206,8 @@ def main() -> str:
     md = "\n".join([
         f"## Binary 3x3 conv (LCE's reference layers), {variant} kernels",
         "",
-        f"{machine()}; {isa.describe()}; batch 1, one thread; stride 1, +1 padding, in = out channels. "
+        f"{machine()}; {isa.describe()}; batch 1, one thread; stride 1, +1 padding (torch fp32, and the row "
+        "saying so, zero padding), in = out channels. "
         "MAC/s counts binary MACs for edgert and fp32 MACs for torch (the same conv on +-1 floats). "
         "ISA peak: the fastest streaming XOR-popcount kernel over L1-resident words measured in the same rounds "
         f"as each layer: the {variant} register-blocked micro-kernel (block shapes {PEAK_BLOCKS.get(variant)}, median of its best "
@@ -190,6 +224,14 @@ def main() -> str:
         "| layer | runtime | kernel | min ms | median ms | G MAC/s (median) | of ISA peak | vs torch fp32 | vs LCE |",
         "|---|---|---|---|---|---|---|---|---|",
         *rows,
+        "",
+        f"3x3 depthwise binary conv (groups = channels, zero padding), same CPU and {variant} variant; edgert's "
+        "input packed one group per word as its graphs pass it, both outputs; torch fp32 is "
+        "`conv2d(groups=channels)` on +-1 floats. 11 interleaved rounds.",
+        "",
+        "| layer | runtime | kernel | min ms | median ms | vs torch fp32 (median) |",
+        "|---|---|---|---|---|---|",
+        *_depthwise_rows(),
     ])
     write_section(f"binary-{variant}", md)  # one table per ISA variant: the machines change between runs
     return md

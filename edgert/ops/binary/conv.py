@@ -12,8 +12,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from edgert.ops.binary import isa, lanes, simd, sliced
-from edgert.ops.binary.bits import popcount, popcount8, unpack_last_ref
+from edgert.ops.binary import channels, isa, lanes, simd, sliced
+from edgert.ops.binary.bits import popcount, unpack_last_ref
 from edgert.ops.binary.padding import Correction
 
 
@@ -114,61 +114,6 @@ def _conv_kernel(xp, w, groups, sh, sw, oh, ow, k, corr, use_corr, bits_out, p0f
                                 yb[n, oy, ox, word] |= np.uint64(1) << np.uint64((o % ogo) % 64)
                         else:
                             yf[n, o, oy, ox] = np.float32(dot) * p0f[o] + p1f[o]
-
-
-@numba.njit(cache=True, nogil=True, boundscheck=False)
-def _channel_bytes(x, og, t, l, sw, xb):
-    """xb[ph, n, t + y, q, o] = the group word of output channel o at x[n, y, i] (q * sw + ph = l + i) as
-    a byte: groups of at most 8 input channels sit in their word's low byte. The columns are split by
-    phase so that each tap of a strided row reads contiguous bytes; xb's border is left as it is."""
-    n_, h, w, groups = x.shape
-    o_ = groups * og
-    for n in range(n_):
-        for y in range(h):
-            if sw == 1 and og == 1:  # one contiguous run (short per-pixel loops would not vectorize)
-                src, dst = x[n, y].reshape(-1), xb[0, n, t + y].reshape(-1)[l * o_:]
-                for j in range(w * o_):
-                    dst[j] = np.uint8(src[j] & np.uint64(0xFF))
-                continue
-            for i in range(w):
-                src, dst = x[n, y, i], xb[(l + i) % sw, n, t + y, (l + i) // sw]
-                for g in range(groups):
-                    for j in range(og):
-                        dst[g * og + j] = np.uint8(src[g] & np.uint64(0xFF))
-
-
-@numba.njit(cache=True, nogil=True, boundscheck=False)
-def _channel_conv_kernel(xb, wr, sh, oh, ow, acc):
-    """Groups of few channels (depthwise among them): popcounts acc[n, oy, ox, o] (bytes where the taps
-    sum below 256, else int16) of input byte ^ weight byte over the taps, one byte per output channel. A tap adds a whole output row (ow x O contiguous
-    bytes: xb from ``_channel_bytes``, wr [kh, kw, R * O] each tap's bytes repeated R times) in runs of
-    R * O, long enough for LLVM to vectorize 32 or 64 to a register (VPOPCNTB with AVX-512 BITALG)."""
-    sw, n_ = xb.shape[0], xb.shape[1]
-    o_ = xb.shape[4]
-    kh, kw, span = wr.shape
-    row = ow * o_
-    for n in range(n_):
-        for oy in range(oh):
-            a = acc[n, oy].reshape(-1)
-            a[:] = 0
-            for ky in range(kh):
-                for kx in range(kw):
-                    xs, ws = xb[kx % sw, n, oy * sh + ky].reshape(-1)[(kx // sw) * o_:], wr[ky, kx]
-                    for c0 in range(0, row, span):
-                        xc, ac = xs[c0:], a[c0:]
-                        for j in range(min(span, row - c0)):
-                            ac[j] += popcount8(np.uint8(xc[j] ^ ws[j]))
-
-
-CHANNEL_RUN = 4096  # bytes at least in a run of the channel kernel (its weights repeated to fill one)
-
-
-def channel_conv_weight(w: np.ndarray) -> np.ndarray:
-    """Packed conv weight [O, kh, kw, 1] (a group's channels in a word's low byte) -> bytes [kh, kw, R * O],
-    each tap's R = ceil(CHANNEL_RUN / O) times over: the channel kernel's layout."""
-    o = w.shape[0]
-    taps = (w[..., 0] & np.uint64(0xFF)).astype(np.uint8).transpose(1, 2, 0)
-    return np.ascontiguousarray(np.tile(taps, (1, 1, -(-CHANNEL_RUN // o))))
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
@@ -320,14 +265,7 @@ def _generic_kind(w_shape, in_channels: int, groups: int, output_kind: str, ow: 
         return "sliced"
     if groups == 1 or o // groups >= 8:
         return "popcount"
-    return "channels" if channel_kernel_takes(w_shape, in_channels, groups) else "per-group"
-
-
-def channel_kernel_takes(w_shape, in_channels: int, groups: int) -> bool:
-    """Whether the channel kernel runs this conv: groups of fewer than 8 output channels (no SIMD kernel
-    takes them) and of at most 8 input channels (a byte), with at most 2**15 - 1 terms per output."""
-    o, kh, kw, _ = w_shape
-    return groups > 1 and o // groups < 8 and in_channels // groups <= 8 and kh * kw * in_channels // groups < 2 ** 15
+    return "channels" if channels.takes(w_shape, in_channels, groups) else "per-group"
 
 
 def describe_kernel(w_shape, in_channels: int, groups: int, output_kind: str, ow: int) -> str:
@@ -357,8 +295,8 @@ def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, paddin
     """Binary conv on packed input [N, H, W, words]: float32 NCHW or packed bits [N, oh, ow, words].
 
     ``schedule`` (groups == 1 only): an MST plan's (order, parent, diff_ptr, diff_idx), see mst.py.
-    ``w_t``: ``transpose_weight(w)`` (groups 1) or ``channel_conv_weight(w)`` (where
-    channel_kernel_takes), ``prepared``: ``sliced.prepare(...)``, when the caller keeps them (the
+    ``w_t``: ``transpose_weight(w)`` (groups 1) or ``channels.Prepared(w)`` (where channels.takes),
+    ``prepared``: ``sliced.prepare(...)``, when the caller keeps them (the
     runtime caches them per node), ``simd_w``: :func:`simd_weights` likewise, ``pad_corr``: the zero padding's
     correction (a ``padding.Correction`` of w) likewise. Where the CPU has AVX-512
     VPOPCNTDQ (isa.variant()), groups 1 and groups of whole 8-channel vectors take the channels-across-lanes
@@ -375,15 +313,20 @@ def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, paddin
     cg = in_channels // groups
     og = o // groups
     kind = kernel_kind(w.shape, in_channels, groups, output_kind, ow, schedule is not None)
-    if kind == "channels":  # one byte per output channel (an 8-byte word per group would be 8x the memory)
-        sw = stride[1]
-        xp = np.zeros((sw, n, h + t + b, -(-(wd + l + r) // sw), o), np.uint8)
-        _channel_bytes(np.ascontiguousarray(x), og, t, l, sw, xp)
+    use_corr = pad_mode == "zero" and any(padding)
+    bits = output_kind == "bits"
+    k = kh * kw * cg
+    if use_corr and pad_corr is None:
+        pad_corr = Correction(w, cg)
+    if kind == "channels":
+        prep = channels.Prepared(w) if w_t is None else w_t
+        if bits and out_groups == 1 and k < channels.FIRE:
+            classes = pad_corr.classes((kh, kw), stride, padding, h, wd, oh, ow) if use_corr else None
+            return prep.bits(x, og, cg == 1, stride, padding, oh, ow, k, p0, p1, classes)
+        xp = prep.counts(x, og, cg == 1, stride, padding, oh, ow, np.uint8 if k < 256 else np.int16)
     else:
         xp = np.zeros((n, h + t + b, wd + l + r, nw), np.uint64)
         xp[:, t:t + h, l:l + wd] = x
-    use_corr = pad_mode == "zero" and any(padding)
-    bits = output_kind == "bits"
     variant = isa.variant()
     simd_kernel = kind in ("simd", "lanes")
     if simd_kernel and (simd_w is None or simd_w.variant != variant):
@@ -392,14 +335,13 @@ def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, paddin
         return (simd_w.bits if bits else simd_w.float)(xp, stride, oh, ow, kh * kw * cg, p0, p1,
                                                        (padding, h, wd) if use_corr else None)
     if use_corr:
-        corr = (Correction(w, cg) if pad_corr is None else pad_corr).dense((kh, kw), stride, padding, h, wd, oh, ow)
+        corr = pad_corr.dense((kh, kw), stride, padding, h, wd, oh, ow)
     else:
         corr = np.zeros((1, 1, o), np.int32)
     f32, i32, u8 = np.zeros(1, np.float32), np.zeros(1, np.int32), np.zeros(1, np.uint8)
     if kind == "sliced":
         prepared = sliced.prepare(w, in_channels, p0, p1, out_groups) if prepared is None else prepared
         return sliced.sliced_conv2d(x, prepared, (kh, kw), stride, padding, corr if use_corr else None)
-    k = kh * kw * cg
     if kind == "simd" and not bits:  # counts channels-first, so the float epilogue reads and writes in order
         acc = simd_w.counts(xp, stride, oh, ow, channels_first=True)
         c32 = np.ascontiguousarray(corr.transpose(2, 0, 1))
@@ -408,10 +350,9 @@ def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, paddin
                              p1.astype(np.float32), yf)
         return yf
     if groups == 1 or og >= 8 or kind == "channels":  # output channels vectorized, then the epilogue
-        counts = (np.uint8 if kh * kw * cg < 256 else np.int16) if kind == "channels" else np.int32
-        acc = np.empty((n, oh, ow, o), counts)  # the channel kernel's byte counts add 32 or 64 to a register
-        if kind == "channels":
-            _channel_conv_kernel(xp, channel_conv_weight(w) if w_t is None else w_t, stride[0], oh, ow, acc)
+        acc = np.empty((n, oh, ow, o), np.int32)
+        if kind == "channels":  # counted above (xp is the counts)
+            acc = xp
         elif simd_kernel:
             acc = simd_w.counts(xp, stride, oh, ow)
         elif schedule is not None:

@@ -223,7 +223,8 @@ class Prepared:
         self._w_at = [self.weights[g].ctypes.data for g in range(groups)]  # (.ctypes costs ~1 us a call)
         self._kernels: dict = {}
         self._epilogue: tuple = ()  # (the arguments of _tables, what it made of them)
-        self._classes: dict = {}  # zero padding geometry -> (pixel classes, correction per class [classes, O])
+        self._classes: dict = {}  # (oh, ow) -> one class, no correction
+        self._correction = None  # zero padding's classes (padding.Correction), made on first use
 
     def _kernel_for(self, mode: str, xp: np.ndarray, stride, oh: int, ow: int, out: np.ndarray,
                     classed: bool = False) -> Kernel:
@@ -255,18 +256,15 @@ class Prepared:
     def _pixel_classes(self, k: int, oh: int, ow: int, stride, pad) -> tuple[np.ndarray, np.ndarray]:
         """(each output pixel's class [oh * ow], correction per class and channel [classes, O]); pad is
         (padding, h, w) of a zero-padded input, else None (one class, no correction)."""
-        key = (oh, ow, tuple(stride), pad)
-        hit = self._classes.get(key)
-        if hit is None:
-            if pad is None:
-                hit = np.zeros(oh * ow, np.int32), np.zeros((1, self.o), np.int64)
-            else:
-                from edgert.ops.binary import padding
-                cls, outside = padding.pixel_classes(self.kernel_shape, stride, pad[0], pad[1], pad[2], oh, ow)
-                hit = cls, padding.class_correction(self.packed, k // (self.kernel_shape[0] * self.kernel_shape[1]),
-                                                    outside)
-            self._classes[key] = hit
-        return hit
+        if pad is None:
+            key = (oh, ow)
+            if key not in self._classes:
+                self._classes[key] = np.zeros(oh * ow, np.int32), np.zeros((1, self.o), np.int64)
+            return self._classes[key]
+        if self._correction is None:
+            from edgert.ops.binary.padding import Correction
+            self._correction = Correction(self.packed, k // (self.kernel_shape[0] * self.kernel_shape[1]))
+        return self._correction.classes(self.kernel_shape, stride, pad[0], pad[1], pad[2], oh, ow)
 
     def _tables(self, p0: np.ndarray, p1: np.ndarray, k: int, bits: bool, classes: tuple) -> tuple:
         """The epilogue as the kernel reads it, padded to whole vectors per group, cached for the arrays

@@ -63,20 +63,30 @@ def class_correction(w: np.ndarray, cg: int, outside: np.ndarray) -> np.ndarray:
 def zero_pad_correction(w: np.ndarray, cg: int, kernel, stride, padding, h: int, wd: int, oh: int,
                         ow: int) -> np.ndarray:
     """corr [oh, ow, O] int32 of each output pixel and channel (what the popcount kernels' epilogues subtract)."""
-    cls, outside = pixel_classes(kernel, stride, padding, h, wd, oh, ow)
-    return class_correction(w, cg, outside).astype(np.int32)[cls].reshape(oh, ow, -1)
+    return Correction(w, cg).dense(kernel, stride, padding, h, wd, oh, ow)
 
 
 class Correction:
-    """zero_pad_correction of one conv's weights, kept per input geometry (the runtime makes one per weight
-    array: the correction costs more than some convs)."""
+    """The zero padding correction of one conv's weights, kept per input geometry (the runtime makes one per
+    weight array: the correction costs more than some convs)."""
 
     def __init__(self, w: np.ndarray, cg: int):
-        self.w, self.cg, self._dense = w, cg, {}
+        self.w, self.cg, self._dense, self._classes = w, cg, {}, {}
+
+    def classes(self, kernel, stride, padding, h: int, wd: int, oh: int, ow: int) -> tuple[np.ndarray, np.ndarray]:
+        """(each output pixel's class [oh * ow] int32, the correction per class and channel [classes, O] int64)."""
+        key = (tuple(kernel), tuple(stride), tuple(padding), h, wd)
+        hit = self._classes.get(key)
+        if hit is None:
+            cls, outside = pixel_classes(kernel, stride, padding, h, wd, oh, ow)
+            hit = self._classes[key] = cls, class_correction(self.w, self.cg, outside)
+        return hit
 
     def dense(self, kernel, stride, padding, h: int, wd: int, oh: int, ow: int) -> np.ndarray:
+        """zero_pad_correction: corr [oh, ow, O] int32."""
         key = (tuple(kernel), tuple(stride), tuple(padding), h, wd)
         hit = self._dense.get(key)
         if hit is None:
-            hit = self._dense[key] = zero_pad_correction(self.w, self.cg, kernel, stride, padding, h, wd, oh, ow)
+            cls, corr = self.classes(kernel, stride, padding, h, wd, oh, ow)
+            hit = self._dense[key] = corr.astype(np.int32)[cls].reshape(oh, ow, -1)
         return hit

@@ -7,7 +7,7 @@ import math
 import numpy as np
 
 from edgert import ir
-from edgert.ops.binary import bits, conv, isa, padding, sliced
+from edgert.ops.binary import bits, channels, conv, isa, padding, sliced
 from edgert.ops.binary.nodes import BinaryConv2d, BinaryDense, BinaryMaxPool2d, BinarySign, BitFlatten, BitPack
 from edgert.ops.reference import EXTRA_RULES
 from edgert.runtime.kernels import register_kernel
@@ -30,9 +30,9 @@ def _conv(node: BinaryConv2d, args, state):
         if state.get("simd_weight") is not w or state["simd"].variant != variant:
             state["simd_weight"], state["simd"] = w, conv.simd_weights(w, node.groups)
         simd_w = state["simd"]
-    elif len(args) == 4 and (node.groups == 1 or conv.channel_kernel_takes(w.shape, node.in_channels, node.groups)):
+    elif len(args) == 4 and (node.groups == 1 or channels.takes(w.shape, node.in_channels, node.groups)):
         if state.get("weight") is not w:  # transposed once per weight array (set_params replaces it)
-            layout = conv.transpose_weight if node.groups == 1 else conv.channel_conv_weight
+            layout = conv.transpose_weight if node.groups == 1 else channels.Prepared
             state["weight"], state["w_t"] = w, layout(w)
         w_t = state["w_t"]
         if node.output_kind == "bits":  # the bit-sliced layout, once per (weight, threshold, flip) arrays
