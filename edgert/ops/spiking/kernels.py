@@ -453,7 +453,7 @@ def _add_rows(acc, wt, idx, val, n, m, unit):
             _add_tail(acc, wt, idx, val, n, m, o0)
 
 
-# Row adds blocked for AVX-512: the step-by-step adder reads every event's whole weight row from L2 (the
+# Row adds blocked (AVX-512: a zmm per row; AVX2: two ymm): the step-by-step adder reads every event's whole weight row from L2 (the
 # SHD layer's 700 x 1 KB rows do not fit L1) and is bound by L2 bandwidth. Blocked, one column span of
 # BLOCK_LANES outputs (one 64-byte line per row) of a row block's inputs stays in L1 while the events of
 # all sample-steps in that row range are added, BLOCK_STEPS sample-steps at a time (each step's sums one
@@ -882,27 +882,60 @@ def linear_leaky_events(x, wt, bias, wb, wb_bias, rows, beta, thr, mem, out, mos
 
 @functools.cache
 def host_isa() -> str:
-    """The widest vector ISA of this host that the kernels use: Numba compiles them for the host CPU when
-    first used (never stored in an artifact)."""
+    """The widest vector ISA of this host: Numba compiles the kernels for the host CPU when first used
+    (never stored in an artifact)."""
     import llvmlite.binding as llvm
 
     features = llvm.get_host_cpu_features()
     return next((f for f in ("avx512f", "avx2", "sse4.2", "neon") if features.get(f)), "scalar")
 
 
+ADDERS = ("blocked", "step")  # how the event path adds the rows of binary input events
+_forced_adder: str | None = None
+
+
+def force_adder(name: str | None) -> None:
+    """Add binary events with ``name`` from now on (None: the default); both adders run on any host."""
+    if name not in (None, *ADDERS):
+        raise ValueError(f"no spiking event adder {name!r}; choose one of {ADDERS} (or None for the default)")
+    global _forced_adder
+    _forced_adder = name
+
+
+@functools.cache
+def _default_adder() -> str:
+    import os
+
+    name = os.environ.get("EDGERT_SPIKING_ADDER")  # read once
+    if name and name not in ADDERS:
+        raise ValueError(f"EDGERT_SPIKING_ADDER={name!r} names no spiking event adder; choose one of {ADDERS}")
+    return name or ("blocked" if host_isa() in ("avx512f", "avx2") else "step")
+
+
+def adder() -> str:
+    """The event adder in use: forced, else $EDGERT_SPIKING_ADDER, else "blocked" on x86 hosts with AVX2 or
+    AVX-512 and "step" elsewhere (not measured there). On a Sapphire Rapids-class Xeon the SHD run took 51
+    us blocked and 65 step; compiled for AVX2 (haswell) with the row blocks of a 32 KB L1, 56 and 75."""
+    return _forced_adder or _default_adder()
+
+
+def adder_description(name: str) -> str:
+    """What adder ``name`` does, for bench tables."""
+    if name == "blocked":
+        return (f"binary events added blocked: one {BLOCK_LANES}-output span (a zmm per row) of a row block (up to "
+                f"{block_rows(1 << 20)} inputs, for a {l1_data_bytes() >> 10} KB L1) kept in L1 while {BLOCK_STEPS} "
+                "sample-steps at a time add their events")
+    return (f"spike rows added step by step in register spans of {SPAN} x <{LANES} x float> with the row "
+            f"{PREFETCH} events ahead prefetched and a masked last vector")
+
+
 def describe() -> str:
     """The spiking kernels' variant on this host, for bench tables."""
     import llvmlite.binding as llvm
 
-    if host_isa() == "avx512f":
-        adder = (f"binary events added blocked: one {BLOCK_LANES}-output span (a zmm per row) of a row block "
-                 f"(up to {block_rows(1 << 20)} inputs, for a {l1_data_bytes() >> 10} KB L1) kept in L1 while {BLOCK_STEPS} sample-steps at a time add their events")
-    else:
-        adder = (f"spike rows added step by step in register spans of {SPAN} x <{LANES} x float> with the row "
-                 f"{PREFETCH} events ahead prefetched and a masked last vector")
     return (f"Numba for {llvm.get_host_cpu_name()} ({host_isa()}); event path: one call per layer over all steps, "
-            f"events listed by {LANES}-lane compare masks, {adder}; dense path: one BLAS matmul over all steps; "
-            "Leaky update vectorized")
+            f"events listed by {LANES}-lane compare masks, {adder_description(adder())}; dense path: one BLAS "
+            "matmul over all steps; Leaky update vectorized")
 
 
 def codes(node) -> tuple[int, bool, int, np.float32]:

@@ -128,15 +128,17 @@ _prepared: dict[int, tuple] = {}  # id(weight) -> (node, bias, beta, threshold, 
 
 
 def _prepare(node: LinearLeaky, wt, bias, beta, thr) -> tuple:
-    """(beta, threshold) as vectors, the blocked adder's weights (on an AVX-512 host, whose 64-byte rows
-    are one zmm each; elsewhere none, and the step-by-step adder runs) and the kernel's reset codes:
-    made once per node and parameter arrays (a run at batch 1 takes ~100 us; these took ~3)."""
+    """(beta, threshold) as vectors, the blocked adder's weights (when kernels.adder() is "blocked"; else
+    none, and the step-by-step adder runs) and the kernel's reset codes: made once per node, parameter arrays and adder (a run at batch 1
+    takes ~50 us; these took ~3)."""
     hit = _prepared.get(id(wt))
-    if hit is None or not (hit[0] is node and hit[1] is bias and hit[2] is beta and hit[3] is thr):
+    adder = K.adder()
+    if hit is None or not (hit[0] is node and hit[1] is bias and hit[2] is beta and hit[3] is thr
+                           and hit[5] == adder):
         if hit is None:
             weakref.finalize(wt, _prepared.pop, id(wt), None)
-        blocks = K.block_weights(wt, bias) if K.host_isa() == "avx512f" else K.NO_BLOCKS
-        hit = _prepared[id(wt)] = (node, bias, beta, thr, (_vec(beta), _vec(thr), *blocks, K.codes(node)))
+        blocks = K.block_weights(wt, bias) if adder == "blocked" else K.NO_BLOCKS
+        hit = _prepared[id(wt)] = (node, bias, beta, thr, (_vec(beta), _vec(thr), *blocks, K.codes(node)), adder)
     return hit[4]
 
 

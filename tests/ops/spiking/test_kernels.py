@@ -194,6 +194,30 @@ def test_blocked_and_step_adders_agree_bit_for_bit(t, b, k, o):
             np.testing.assert_array_equal(runs[0][1], mem)
 
 
+@pytest.mark.parametrize("adder", K.ADDERS)
+def test_each_adder_runs_the_fused_layer_as_the_reference(adder):
+    """Forced, either adder takes the event path (the prepared weights follow the adder) and matches the
+    reference; an unknown adder is refused with the choices."""
+    node = _node(LinearLeaky, event_below=0.5)
+    x = (RNG.random((30, 2, 150)) < 0.1).astype(F)
+    wt, bias = _dyadic((150, 40), 0.5), _dyadic(40, 0.25)
+    beta, thr = np.full(40, 0.75, F), np.full(40, 0.5, F)
+    want, (mem,) = _run_ref(K.linear_leaky_step_ref, node, x, wt, bias, beta, thr)
+    K.force_adder(adder)
+    try:
+        state = {}
+        got = SEQUENCES["linear_leaky"](node, [x, wt, bias, beta, thr], state)
+        assert K.adder() == adder and state["path"] == "event"
+        from edgert.ops.spiking.run import _prepare
+        assert (_prepare(node, wt, bias, beta, thr)[2].shape[0] > 0) == (adder == "blocked")
+    finally:
+        K.force_adder(None)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(state["mem"], mem)
+    with pytest.raises(ValueError, match="choose one of"):
+        K.force_adder("fast")
+
+
 @pytest.mark.parametrize("l1, k, rows", [(48 << 10, 700, 704), (48 << 10, 1500, 512), (32 << 10, 700, 384),
                                          (32 << 10, 448, 448), (48 << 10, 1, 64), (1 << 10, 700, 64)])
 def test_row_blocks_are_equal_multiples_of_64_within_l1(monkeypatch, l1, k, rows):
