@@ -6,7 +6,7 @@ channel (its group's channels sit in the low byte), then adds ``popcount(input b
 over the taps a whole output row at a time: ow x O contiguous bytes, which LLVM vectorizes 32 or 64
 bytes to a register. With one input channel per group the xor is the count, no popcount needed.
 
-For packed-bits output (one output group) the threshold is fused: each count starts at 128 - A, A the
+For packed-bits output the threshold is fused: each count starts at 128 - A, A the
 count at which the output fires (per channel, and per class of border pixels under zero padding, see
 padding.py), so a byte's top bit is the output bit and one compare-to-mask per 64 channels packs it.
 Otherwise the counts go to conv.py's epilogues. The NumPy reference is conv.binary_conv_dot_ref +
@@ -108,21 +108,31 @@ def _top_bits(typingctx, a, k):
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
-def _sign_words(acc, o_, ow, last, flip, yb):
-    """yb[n, oy, ox, j] = the top bits of pixel ox's bytes 64 j .. 64 j + 63 of acc's row (the last word
-    ANDed with ``last``: bytes past the pixel's O belong to the next; rows end 64 bytes past ow * O),
-    XOR flip[j]."""
+def _sign_words(acc, o_, ow, out_groups, flip, yb):
+    """yb[n, oy, ox, g * wpo + j] = the top bits of pixel ox's bytes for channels g * ogo + 64 j .. (ogo
+    channels per output group, wpo words each; the last word of a group masked: bytes past it belong to
+    the next group or pixel, and rows end 64 bytes past ow * O), XOR flip[g * wpo + j]. One channel per
+    group (a following depthwise conv's input) is a byte shift per word."""
     n_, oh = acc.shape[0], acc.shape[1]
-    words = yb.shape[3]
+    ogo = o_ // out_groups
+    wpo = (ogo + 63) // 64
+    last = np.uint64(2 ** 64 - 1) if ogo % 64 == 0 else (np.uint64(1) << np.uint64(ogo % 64)) - np.uint64(1)
     for n in range(n_):
         for oy in range(oh):
             a, y = acc[n, oy], yb[n, oy]
             for ox in range(ow):
-                for j in range(words):
-                    m = _top_bits(a, ox * o_ + 64 * j)
-                    if j == words - 1:
-                        m &= last
-                    y[ox, j] = m ^ flip[j]
+                yr = y[ox]
+                if ogo == 1:
+                    at = a[ox * o_:]
+                    for o in range(o_):
+                        yr[o] = np.uint64(at[o] >> np.uint8(7)) ^ flip[o]
+                    continue
+                for g in range(out_groups):
+                    for j in range(wpo):
+                        m = _top_bits(a, ox * o_ + g * ogo + 64 * j)
+                        if j == wpo - 1:
+                            m &= last
+                        yr[g * wpo + j] = m ^ flip[g * wpo + j]
 
 
 def _start(k: int, thr: np.ndarray, corr: np.ndarray) -> np.ndarray:
@@ -149,21 +159,23 @@ class Prepared:
                 np.zeros(oh * ow, np.int32), acc)
         return acc.reshape(n, oh, ow, o)
 
-    def bits(self, x, og, single, stride, padding, oh, ow, k: int, thr, flip, classes) -> np.ndarray:
-        """Packed output bits [N, oh, ow, ceil(O / 64)] (one output group): dot = k - 2a - corr < thr, XOR flip,
-        the threshold fused into the counts; ``classes`` (pixel classes, correction per class) from
+    def bits(self, x, og, single, stride, padding, oh, ow, k: int, thr, flip, out_groups: int,
+             classes) -> np.ndarray:
+        """Packed output bits [N, oh, ow, words(O, out_groups)]: dot = k - 2a - corr < thr, XOR flip, the
+        threshold fused into the counts; ``classes`` (pixel classes, correction per class) from
         padding.Correction.classes, or None for +1 padding. Needs k < FIRE."""
         n, o = x.shape[0], self.o
         last = self._last
-        if not (last and last[0] is thr and last[1] is flip and last[2] is classes and last[3] == (k, oh, ow)):
+        key = (k, oh, ow, out_groups)
+        if not (last and last[0] is thr and last[1] is flip and last[2] is classes and last[3] == key):
             cls, corr = classes if classes is not None else (np.zeros(oh * ow, np.int32), np.zeros((1, o), np.int64))
-            words = pack_last_ref(np.asarray(flip, bool)[None], 1)[0]
-            self._last = last = (thr, flip, classes, (k, oh, ow), (_start(k, thr, corr), cls, words))
+            words = pack_last_ref(np.asarray(flip, bool)[None], out_groups)[0]
+            self._last = last = (thr, flip, classes, key, (_start(k, thr, corr), cls, words))
         start, cls, words = last[4]
         acc = np.empty((n, oh, ow * o + 64), np.uint8)
         _counts(_padded_bytes(x, og, stride, padding, o), self.w, stride[0], oh, ow, single, start, cls, acc)
         yb = np.empty((n, oh, ow, len(words)), np.uint64)
-        _sign_words(acc, o, ow, np.uint64((1 << (o % 64)) - 1 if o % 64 else 2 ** 64 - 1), words, yb)
+        _sign_words(acc, o, ow, out_groups, words, yb)
         return yb
 
 

@@ -320,9 +320,9 @@ def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, paddin
         pad_corr = Correction(w, cg)
     if kind == "channels":
         prep = channels.Prepared(w) if w_t is None else w_t
-        if bits and out_groups == 1 and k < channels.FIRE:
+        if bits and k < channels.FIRE:
             classes = pad_corr.classes((kh, kw), stride, padding, h, wd, oh, ow) if use_corr else None
-            return prep.bits(x, og, cg == 1, stride, padding, oh, ow, k, p0, p1, classes)
+            return prep.bits(x, og, cg == 1, stride, padding, oh, ow, k, p0, p1, out_groups, classes)
         xp = prep.counts(x, og, cg == 1, stride, padding, oh, ow, np.uint8 if k < 256 else np.int16)
     else:
         xp = np.zeros((n, h + t + b, wd + l + r, nw), np.uint64)

@@ -77,3 +77,28 @@ def test_rejects_unknown_pad_value():
 
     with pytest.raises(edgert.errors.UnsupportedOpError, match="pad_value"):
         from_torch(Odd(), (2, 1, 5, 5))
+
+
+def test_depthwise_chain_runs_as_torch(tmp_path):
+    """Depthwise binary convs through compile and the engine: zero and +1 padding, stride 2, one into
+    another (the first writes one bit per word for the next), into a pointwise conv, and one with float
+    output; the channel kernel runs them all."""
+    from edgert.ops.binary import conv
+
+    model = _randomize_bn(nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.BatchNorm2d(16),
+        BinaryConv2d(16, 16, 3, padding=1, pad_mode="zero", groups=16), nn.BatchNorm2d(16),
+        BinaryConv2d(16, 16, 3, stride=2, padding=1, pad_mode="one", groups=16), nn.BatchNorm2d(16),
+        BinaryConv2d(16, 24, 1), nn.BatchNorm2d(24),
+        BinaryConv2d(24, 24, 3, padding=1, pad_mode="zero", groups=24, scale=True), nn.BatchNorm2d(24),
+        nn.Flatten(), nn.Linear(24 * 4 * 4, 5)), seed=3)
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(4))
+    art = edgert.compile(model, x.numpy())
+    engine = edgert.load(art.save(tmp_path / "d.edgert"))
+    want = model(x).detach().numpy()
+    np.testing.assert_allclose(engine.run(x.numpy()), want, rtol=1e-5, atol=1e-5)  # the float layers round
+    convs = [n for n in art.graph.nodes if n.op == "binary_conv2d"]
+    assert [(n.groups, n.output_kind, n.out_groups) for n in convs] == [(16, "bits", 16), (16, "bits", 1),
+                                                                        (1, "bits", 24), (24, "float", 1)]
+    assert [conv.kernel_kind(engine.artifact.params[n.inputs[1]].shape, n.in_channels, n.groups, n.output_kind, 8)
+            for n in convs if n.groups > 1] == ["channels"] * 3
