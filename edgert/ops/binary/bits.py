@@ -15,26 +15,15 @@ from numba.extending import intrinsic
 
 @intrinsic
 def popcount(typingctx, x):
-    """llvm.ctpop on a uint64 (POPCNT on x86-64, CNT on Arm), typed int64 so sums stay integer."""
-    if x != types.uint64:
+    """llvm.ctpop on a uint64 (POPCNT on x86-64, CNT on Arm; typed int64 so sums stay integer) or on a
+    uint8 (in a vectorized loop VPOPCNTB with AVX-512 BITALG, a nibble table with AVX2)."""
+    if x not in (types.uint64, types.uint8):
         return None
 
     def codegen(context, builder, signature, args):
-        fn = builder.module.declare_intrinsic("llvm.ctpop", [llir.IntType(64)])
+        fn = builder.module.declare_intrinsic("llvm.ctpop", [args[0].type])
         return builder.call(fn, args)
-    return types.int64(types.uint64), codegen
-
-
-@intrinsic
-def popcount8(typingctx, x):
-    """llvm.ctpop on a uint8: in a vectorized loop VPOPCNTB (AVX-512 BITALG) or a nibble table (AVX2)."""
-    if x != types.uint8:
-        return None
-
-    def codegen(context, builder, signature, args):
-        fn = builder.module.declare_intrinsic("llvm.ctpop", [llir.IntType(8)])
-        return builder.call(fn, args)
-    return types.uint8(types.uint8), codegen
+    return (types.int64 if x == types.uint64 else types.uint8)(x), codegen
 
 
 def _neg_bits(x: np.ndarray) -> np.ndarray:

@@ -21,7 +21,7 @@ from llvmlite import ir as llir
 from numba import types
 from numba.extending import intrinsic
 
-from edgert.ops.binary.bits import pack_last_ref, popcount8
+from edgert.ops.binary.bits import pack_last_ref, popcount
 
 RUN = 2048  # bytes at least in one vectorized run (a tap's weights repeated to fill it; 3x3: 18 KB in L1)
 FIRE = 128  # a fused count's byte reaches this, its top bit, when the output fires
@@ -90,7 +90,7 @@ def _counts(xb, wr, sh, oh, ow, single, start, cls, acc):
                                 ac[j] += xc[j] ^ ws[j]
                         else:
                             for j in range(min(span, row - c0)):
-                                ac[j] += popcount8(np.uint8(xc[j] ^ ws[j]))
+                                ac[j] += popcount(np.uint8(xc[j] ^ ws[j]))
 
 
 @intrinsic
