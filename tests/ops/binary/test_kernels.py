@@ -21,6 +21,8 @@ CONV_CASES = [  # C, O, H, W, k, stride, padding (t, l, b, r), pad_mode, groups
     (130, 4, 5, 5, 3, 1, (1, 1, 1, 1), "one", 2),  # groups of 65 channels: 2 words each (per-group kernel)
     (16, 2, 6, 6, 5, 1, (2, 2, 2, 2), "zero", 2),  # 8 channels a group, 200 terms: byte counts, not fused
     (16, 4, 8, 8, 7, 1, (3, 3, 3, 3), "one", 2),  # 392 terms: int16 counts
+    (16, 24, 5, 19, 3, 1, (1, 1, 1, 1), "one", 8),  # 3 channels a group out, 2 in; rows past a vector
+    (40, 16, 4, 20, 3, 1, (1, 1, 1, 1), "zero", 1),  # the float epilogue's tile over whole vectors and a tail
     (65, 3, 6, 6, 5, 2, (2, 2, 2, 2), "zero", 1),
 ]
 
