@@ -829,9 +829,13 @@ def linear_leaky_events(x, wt, bias, wb, wb_bias, rows, beta, thr, mem, out, mos
         if n > most:
             return n, 0
         if ones:  # else (graded or NaN input) the events are listed again below
-            tile = min(groups, max(1, TILE_BYTES // (wb.shape[0] * BLOCK_LANES * 4 * BLOCK_STEPS)))  # groups
-            cur = np.empty((tile * BLOCK_STEPS, wb.shape[0] * BLOCK_LANES), np.float32)
             fused = mode == SUB and delay  # snntorch's default: the update runs on the sums in registers
+            if fused and blocks == 1:  # no sums kept between blocks: one tile, each weight span read once
+                tile, kept = groups, 1  # (cur's one row is read, and its value dropped, for the first block)
+            else:
+                tile = min(groups, max(1, TILE_BYTES // (wb.shape[0] * BLOCK_LANES * 4 * BLOCK_STEPS)))  # groups
+                kept = tile * BLOCK_STEPS
+            cur = np.empty((kept, wb.shape[0] * BLOCK_LANES), np.float32)
             flat_out = out.reshape(steps, O)
             for g0 in range(0, groups, tile):
                 g1 = min(groups, g0 + tile)
