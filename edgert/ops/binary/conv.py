@@ -296,9 +296,9 @@ def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, paddin
 
     ``schedule`` (groups == 1 only): an MST plan's (order, parent, diff_ptr, diff_idx), see mst.py.
     ``w_t``: ``transpose_weight(w)`` (groups 1) or ``channels.Prepared(w)`` (where channels.takes),
-    ``prepared``: ``sliced.prepare(...)``, when the caller keeps them (the
-    runtime caches them per node), ``simd_w``: :func:`simd_weights` likewise, ``pad_corr``: the zero padding's
-    correction (a ``padding.Correction`` of w) likewise. Where the CPU has AVX-512
+    ``prepared``: ``sliced.prepare(...)``, ``simd_w``: :func:`simd_weights`, ``pad_corr``: the zero padding's
+    correction (``padding.Correction(w, cg)``), when the caller keeps them (the runtime does, per node).
+    Where the CPU has AVX-512
     VPOPCNTDQ (isa.variant()), groups 1 and groups of whole 8-channel vectors take the channels-across-lanes
     kernel (lanes.py); with AVX2, groups 1 and groups of 8 or more output channels the register-blocked
     record kernel (simd.py); otherwise packed-bits output of a groups-1 conv on wide images takes the
@@ -323,7 +323,7 @@ def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, paddin
         if bits and k < channels.FIRE:
             classes = pad_corr.classes((kh, kw), stride, padding, h, wd, oh, ow) if use_corr else None
             return prep.bits(x, og, cg == 1, stride, padding, oh, ow, k, p0, p1, out_groups, classes)
-        xp = prep.counts(x, og, cg == 1, stride, padding, oh, ow, np.uint8 if k < 256 else np.int16)
+        counts = prep.counts(x, og, cg == 1, stride, padding, oh, ow, np.uint8 if k < 256 else np.int16)
     else:
         xp = np.zeros((n, h + t + b, wd + l + r, nw), np.uint64)
         xp[:, t:t + h, l:l + wd] = x
@@ -351,8 +351,8 @@ def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, paddin
         return yf
     if groups == 1 or og >= 8 or kind == "channels":  # output channels vectorized, then the epilogue
         acc = np.empty((n, oh, ow, o), np.int32)
-        if kind == "channels":  # counted above (xp is the counts)
-            acc = xp
+        if kind == "channels":
+            acc = counts
         elif simd_kernel:
             acc = simd_w.counts(xp, stride, oh, ow)
         elif schedule is not None:
