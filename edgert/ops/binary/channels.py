@@ -180,6 +180,7 @@ class Prepared:
 
 
 def _padded_bytes(x, og, stride, padding, o) -> np.ndarray:
+    """The input as ``_input_bytes`` lays it out, in a zero (+1) border of the padding."""
     n, h, wd, _ = x.shape
     t, l, b, r = padding
     sw = stride[1]
