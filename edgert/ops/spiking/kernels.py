@@ -453,16 +453,16 @@ def _add_rows(acc, wt, idx, val, n, m, unit):
             _add_tail(acc, wt, idx, val, n, m, o0)
 
 
-# Row adds blocked (AVX-512: a zmm per row; AVX2: two ymm): the step-by-step adder reads every event's
-# whole weight row from L2 (the SHD layer's 700 x 1 KB rows do not fit L1) and is bound by L2 bandwidth. Blocked, one column span of
-# BLOCK_LANES outputs (one 64-byte line per row) of a row block's inputs stays in L1 while the events of
-# all sample-steps in that row range are added, BLOCK_STEPS sample-steps at a time (each step's sums one
-# dependency chain, so several chains keep the adder busy). Row blocks are as large as L1 holds
-# (block_rows): each block costs a call per group and a store and reload of the sums, and on a Sapphire
-# Rapids-class Xeon one 704-row block (45 KB of its 48 KB L1) ran the SHD layer in 35 us where blocks of
-# 256 took 45. Each output's sum still starts at the bias and takes its rows in ascending input order, so
-# the bits match the step-by-step adder's. Shorter event lists in a group are padded with the row of
-# -0.0 past the last input (x + -0.0 is x for every x, -0.0 included).
+# Row adds blocked (AVX-512: a zmm per row; AVX2: two ymm): the step-by-step adder reads every event's whole
+# weight row from L2 (the SHD layer's 700 x 1 KB rows do not fit L1) and is bound by L2 bandwidth. Blocked,
+# one column span of BLOCK_LANES outputs (one 64-byte line per row) of a row block's inputs stays in L1
+# while the events of all sample-steps in that row range are added, BLOCK_STEPS sample-steps at a time (each
+# step's sums one dependency chain, so several chains keep the adder busy). Row blocks are as large as L1
+# holds (block_rows): each block costs a call per group and a store and reload of the sums, and on a
+# Sapphire Rapids-class Xeon one 704-row block (45 KB of its 48 KB L1) ran the SHD layer in 35 us where
+# blocks of 256 took 45. Each output's sum still starts at the bias and takes its rows in ascending input
+# order, so the bits match the step-by-step adder's. Shorter event lists in a group are padded with the row
+# of -0.0 past the last input (x + -0.0 is x for every x, -0.0 included).
 BLOCK_LANES = 16  # floats in a zmm
 ROW_BYTES = BLOCK_LANES * 4  # one input's row in a span of block_weights
 BLOCK_STEPS = 4  # sample-steps added together (Sapphire Rapids-class Xeon: 3-5 within noise at batch 1, 4 the

@@ -129,8 +129,8 @@ _prepared: dict[int, tuple] = {}  # id(weight) -> (node, bias, beta, threshold, 
 
 def _prepare(node: LinearLeaky, wt, bias, beta, thr) -> tuple:
     """(beta, threshold) as vectors, the blocked adder's weights (when kernels.adder() is "blocked"; else
-    none, and the step-by-step adder runs) and the kernel's reset codes: made once per node, parameter arrays and adder (a run at batch 1
-    takes ~50 us; these took ~3)."""
+    none, and the step-by-step adder runs) and the kernel's reset codes: made once per node, parameter
+    arrays and adder (a run at batch 1 takes ~50 us; these took ~3)."""
     hit = _prepared.get(id(wt))
     adder = K.adder()
     if hit is None or not (hit[0] is node and hit[1] is bias and hit[2] is beta and hit[3] is thr
