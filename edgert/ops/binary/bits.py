@@ -1,7 +1,7 @@
 """Bit-level helpers: popcount for Numba, packing signs into uint64 words (Numba kernel + NumPy reference).
 
 Convention (see nodes.py): bit = 1 means -1, sign(0) = +1, channels innermost, 0-bits (+1) pad each
-group's last word. Weights for a conv are packed per output channel over (kh, kw, channels).
+group's last word; groups of one channel pack densely (pack_groups). Weights for a conv are packed per output channel over (kh, kw, channels).
 """
 
 from __future__ import annotations
@@ -31,8 +31,16 @@ def _neg_bits(x: np.ndarray) -> np.ndarray:
     return ~(x >= 0)
 
 
+def pack_groups(channels: int, groups: int) -> int:
+    """The word grouping of ``channels`` signs in ``groups`` groups: each group starts a word, except that
+    groups of one channel (a depthwise conv's input) pack densely, 64 to a word, as one group would (a
+    word per channel would take 64x the memory)."""
+    return 1 if groups == channels else groups
+
+
 def pack_last_ref(bits: np.ndarray, groups: int = 1) -> np.ndarray:
-    """Pack a boolean array's last axis (split into word-aligned groups) into uint64 words."""
+    """Pack a boolean array's last axis (split into word-aligned groups, see pack_groups) into uint64 words."""
+    groups = pack_groups(bits.shape[-1], groups)
     *lead, c = bits.shape
     cg = c // groups
     wpg = -(-cg // 64)
@@ -44,6 +52,7 @@ def pack_last_ref(bits: np.ndarray, groups: int = 1) -> np.ndarray:
 
 def unpack_last_ref(packed: np.ndarray, channels: int, groups: int = 1) -> np.ndarray:
     """Inverse of pack_last_ref: bool [..., channels]."""
+    groups = pack_groups(channels, groups)
     *lead, w = packed.shape
     by = np.ascontiguousarray(packed.astype("<u8")).view(np.uint8).reshape(*lead, groups, w // groups * 8)
     bits = np.unpackbits(by, axis=-1, bitorder="little")[..., : channels // groups].astype(bool)
@@ -110,6 +119,7 @@ def _pack_nc(x, groups, out):
 def bitpack(x: np.ndarray, groups: int = 1) -> np.ndarray:
     """Numba kernel with bitpack_ref's signature and result."""
     x = np.ascontiguousarray(x, dtype=np.float32)
+    groups = pack_groups(x.shape[1], groups)
     wds = groups * -(-(x.shape[1] // groups) // 64)
     if x.ndim == 4:
         out = np.empty((x.shape[0], x.shape[2], x.shape[3], wds), np.uint64)

@@ -1,10 +1,11 @@
 """Binary conv for groups of few channels (depthwise among them): one byte per output channel.
 
-A graph passes such a conv's input packed one group per uint64 word (bits.py), which for depthwise is a
-word per channel with one bit in it. The kernel first turns each group's word into a byte per output
-channel (its group's channels sit in the low byte), then adds ``popcount(input byte ^ weight byte)``
-over the taps a whole output row at a time: ow x O contiguous bytes, which LLVM vectorizes 32 or 64
-bytes to a register. With one input channel per group the xor is the count, no popcount needed.
+A graph passes such a conv's input packed one group per uint64 word (bits.py), or with one channel per
+group (depthwise) densely, 64 channels to a word. The kernel first turns each group's input into a byte
+per output channel (a group's channels sit in its word's low byte; a single channel is its bit), then
+adds ``popcount(input byte ^ weight byte)`` over the taps a whole output row at a time: ow x O contiguous
+bytes, which LLVM vectorizes 32 or 64 bytes to a register. With one input channel per group the xor is
+the count, no popcount needed.
 
 For packed-bits output the threshold is fused: each count starts at 128 - A, A the
 count at which the output fires (per channel, and per class of border pixels under zero padding, see
@@ -28,10 +29,12 @@ FIRE = 128  # a fused count's byte reaches this, its top bit, when the output fi
 
 
 def takes(w_shape, in_channels: int, groups: int) -> bool:
-    """Whether this kernel runs the conv: groups of fewer than 8 output channels (no SIMD kernel takes
-    them) and of at most 8 input channels (a byte), with at most 2**15 - 1 terms per output."""
+    """Whether this kernel runs the conv: groups of one input channel (their input packed densely, which
+    only this kernel reads), and groups of fewer than 8 output channels (no SIMD kernel takes them) and at
+    most 8 input channels (a byte), with at most 2**15 - 1 terms per output."""
     o, kh, kw, _ = w_shape
-    return groups > 1 and o // groups < 8 and in_channels // groups <= 8 and kh * kw * in_channels // groups < 2 ** 15
+    cg = in_channels // groups
+    return groups > 1 and (cg == 1 or o // groups < 8 and cg <= 8 and kh * kw * cg < 2 ** 15)
 
 
 def weights(w: np.ndarray) -> np.ndarray:
@@ -41,25 +44,46 @@ def weights(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.tile(taps, (1, 1, -(-RUN // w.shape[0]))))
 
 
+@intrinsic
+def _bit_bytes(typingctx, v, dst, at):
+    """dst[at + i] = bit i of the uint64 v, for i < 64: vpmovm2b with AVX-512BW (shuffles with AVX2)."""
+    def codegen(context, builder, signature, args):
+        arr = context.make_array(signature.args[1])(context, builder, args[1])
+        vec = llir.VectorType(llir.IntType(8), 64)
+        one = builder.zext(builder.bitcast(args[0], llir.VectorType(llir.IntType(1), 64)), vec)
+        builder.store(one, builder.bitcast(builder.gep(arr.data, [args[2]]), vec.as_pointer()), align=1)
+        return context.get_dummy_value()
+
+    return types.void(v, dst, at), codegen
+
+
 @numba.njit(cache=True, nogil=True, boundscheck=False)
-def _input_bytes(x, og, t, l, sw, xb):
-    """xb[ph, n, t + y, q, o] = the group word of output channel o at x[n, y, i] (q * sw + ph = l + i) as
-    a byte. The columns are split by phase so that each tap of a strided row reads contiguous bytes;
-    xb's border is left as it is (0: +1 padding)."""
-    n_, h, w, groups = x.shape
+def _input_bytes(x, groups, og, t, l, sw, xb):
+    """xb[ph, n, t + y, q, o] = the input of output channel o's group at x[n, y, i] (q * sw + ph = l + i)
+    as a byte: the group's word's low byte, or with one channel per group (packed densely) its bit. The
+    columns are split by phase so that each tap of a strided row reads contiguous bytes; xb's border is
+    left as it is (0: +1 padding)."""
+    n_, h, w, nw = x.shape
     o_ = groups * og
+    dense = nw != groups
     for n in range(n_):
         for y in range(h):
-            if sw == 1 and og == 1:  # one contiguous run (short per-pixel loops would not vectorize)
-                src, dst = x[n, y].reshape(-1), xb[0, n, t + y].reshape(-1)[l * o_:]
-                for j in range(w * o_):
-                    dst[j] = np.uint8(src[j] & np.uint64(0xFF))
-                continue
             for i in range(w):
                 src, dst = x[n, y, i], xb[(l + i) % sw, n, t + y, (l + i) // sw]
-                for g in range(groups):
-                    for j in range(og):
-                        dst[g * og + j] = np.uint8(src[g] & np.uint64(0xFF))
+                if dense and og == 1:
+                    whole = o_ - o_ % 64
+                    for j in range(whole // 64):
+                        _bit_bytes(src[j], dst, 64 * j)
+                    for o in range(whole, o_):  # the last word's bits (whole bytes would overrun the pixel)
+                        dst[o] = np.uint8((src[o >> 6] >> np.uint64(o & 63)) & np.uint64(1))
+                elif og == 1:
+                    for o in range(o_):
+                        dst[o] = np.uint8(src[o] & np.uint64(0xFF))
+                else:
+                    for g in range(groups):
+                        v = (src[g >> 6] >> np.uint64(g & 63)) & np.uint64(1) if dense else src[g] & np.uint64(0xFF)
+                        for j in range(og):
+                            dst[g * og + j] = np.uint8(v)
 
 
 @numba.njit(cache=True, nogil=True, boundscheck=False)
@@ -111,8 +135,8 @@ def _top_bits(typingctx, a, k):
 def _sign_words(acc, o_, ow, out_groups, flip, yb):
     """yb[n, oy, ox, g * wpo + j] = the top bits of pixel ox's bytes for channels g * ogo + 64 j .. (ogo
     channels per output group, wpo words each; the last word of a group masked: bytes past it belong to
-    the next group or pixel, and rows end 64 bytes past ow * O), XOR flip[g * wpo + j]. One channel per
-    group (a following depthwise conv's input) is a byte shift per word."""
+    the next group or pixel, and rows end 64 bytes past ow * O), XOR flip[g * wpo + j]; out_groups as
+    bits.pack_groups gives it."""
     n_, oh = acc.shape[0], acc.shape[1]
     ogo = o_ // out_groups
     wpo = (ogo + 63) // 64
@@ -122,11 +146,6 @@ def _sign_words(acc, o_, ow, out_groups, flip, yb):
             a, y = acc[n, oy], yb[n, oy]
             for ox in range(ow):
                 yr = y[ox]
-                if ogo == 1:
-                    at = a[ox * o_:]
-                    for o in range(o_):
-                        yr[o] = np.uint64(at[o] >> np.uint8(7)) ^ flip[o]
-                    continue
                 for g in range(out_groups):
                     for j in range(wpo):
                         m = _top_bits(a, ox * o_ + g * ogo + 64 * j)
@@ -185,5 +204,5 @@ def _padded_bytes(x, og, stride, padding, o) -> np.ndarray:
     t, l, b, r = padding
     sw = stride[1]
     xb = np.zeros((sw, n, h + t + b, -(-(wd + l + r) // sw), o), np.uint8)
-    _input_bytes(np.ascontiguousarray(x), og, t, l, sw, xb)
+    _input_bytes(np.ascontiguousarray(x), o // og, og, t, l, sw, xb)
     return xb

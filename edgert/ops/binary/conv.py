@@ -13,7 +13,7 @@ import numba
 import numpy as np
 
 from edgert.ops.binary import channels, isa, lanes, simd, sliced
-from edgert.ops.binary.bits import popcount, unpack_last_ref
+from edgert.ops.binary.bits import pack_groups, popcount, unpack_last_ref
 from edgert.ops.binary.padding import Correction
 
 
@@ -244,10 +244,12 @@ SLICED_MIN_WIDTH = 40  # 28x28x128 measured slightly slower than the popcount ke
 def kernel_kind(w_shape, in_channels: int, groups: int, output_kind: str, ow: int, mst: bool = False) -> str:
     """Which kernel binary_conv2d runs for this conv on this CPU: "lanes" (AVX-512, lanes.py), "simd" (AVX2,
     simd.py), "mst" (a channel-reuse schedule), "sliced" (bit-sliced), "popcount" (Numba, output channels
-    vectorized), "channels" (Numba, groups of fewer than 8 output channels and at most 8 input channels,
-    depthwise among them: all output channels vectorized on bytes) or "per-group" (Numba, one group at a time)."""
+    vectorized), "channels" (Numba, depthwise and groups of fewer than 8 output channels and at most 8 input
+    channels: all output channels vectorized on bytes) or "per-group" (Numba, one group at a time)."""
     if mst:
         return "mst"
+    if channels.takes(w_shape, in_channels, groups):
+        return "channels"
     return simd_kind(w_shape, groups) or _generic_kind(w_shape, in_channels, groups, output_kind, ow)
 
 
@@ -263,9 +265,7 @@ def _generic_kind(w_shape, in_channels: int, groups: int, output_kind: str, ow: 
     o, kh, kw, _ = w_shape
     if output_kind == "bits" and use_sliced(groups, in_channels, kh * kw, ow):
         return "sliced"
-    if groups == 1 or o // groups >= 8:
-        return "popcount"
-    return "channels" if channels.takes(w_shape, in_channels, groups) else "per-group"
+    return "popcount" if groups == 1 or o // groups >= 8 else "per-group"
 
 
 def describe_kernel(w_shape, in_channels: int, groups: int, output_kind: str, ow: int) -> str:
@@ -302,11 +302,12 @@ def binary_conv2d(x: np.ndarray, w: np.ndarray, in_channels: int, stride, paddin
     VPOPCNTDQ (isa.variant()), groups 1 and groups of whole 8-channel vectors take the channels-across-lanes
     kernel (lanes.py); with AVX2, groups 1 and groups of 8 or more output channels the register-blocked
     record kernel (simd.py); otherwise packed-bits output of a groups-1 conv on wide images takes the
-    bit-sliced kernel (sliced.py), groups of fewer than 8 output and at most 8 input channels (depthwise) the
-    channel kernel, the rest the Numba popcount kernels here.
+    bit-sliced kernel (sliced.py); depthwise convs and groups of fewer than 8 output and at most 8 input
+    channels take the channel kernel (channels.py) on every CPU, the rest the Numba popcount kernels here.
     """
     n, h, wd, nw = x.shape
     o, kh, kw, wpg = w.shape
+    out_groups = pack_groups(o, out_groups)  # one channel per group packs densely, as one group
     t, l, b, r = padding
     oh = (h + t + b - kh) // stride[0] + 1
     ow = (wd + l + r - kw) // stride[1] + 1

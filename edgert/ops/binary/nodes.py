@@ -3,7 +3,8 @@
 Packed activations follow Larq Compute Engine's convention with 64-bit words: channels are the
 innermost axis (layout N, H, W, words), bit = 1 means the value is -1 (sign(0) = +1), and a partial last
 word is padded with 0 bits (+1). With ``groups`` > 1 each group's channels start a fresh word, so a
-grouped conv reads whole words: ``words = groups * ceil(channels / groups / 64)``.
+grouped conv reads whole words: ``words = groups * ceil(channels / groups / 64)``; except that groups of
+one channel (a depthwise conv's input) pack densely, 64 to a word, as one group (``bits.pack_groups``).
 
 Binary weights use the same convention, one row per output channel over the reduction in the order
 (kh, kw, words): ``weight[O, kh, kw, words_per_group]`` (conv) or ``weight[O, words]`` (dense). The dot
@@ -20,13 +21,16 @@ from typing import ClassVar, Sequence
 
 from edgert import ir
 from edgert.ir import TensorSpec, _pair, _quad, _window_out
+from edgert.ops.binary.bits import pack_groups
 
 OUTPUTS = ("float", "bits")
 PAD_MODES = ("one", "zero")
 
 
 def words(channels: int, groups: int = 1) -> int:
-    """64-bit words holding ``channels`` packed signs split into ``groups`` word-aligned groups."""
+    """64-bit words holding ``channels`` packed signs split into ``groups`` word-aligned groups (groups of one
+    channel pack densely: bits.pack_groups)."""
+    groups = pack_groups(channels, groups)
     return groups * -(-(channels // groups) // 64)
 
 

@@ -26,16 +26,18 @@ def _conv(node: BinaryConv2d, args, state):
     x, w, p0, p1 = args[:4]
     w_t = prepared = simd_w = None
     variant = isa.variant()
-    if len(args) == 4 and conv.simd_kind(w.shape, node.groups):  # SIMD layout once per weight array
+    small_groups = channels.takes(w.shape, node.in_channels, node.groups)
+    # kernel layouts, once per weight array (set_params replaces it): SIMD, transposed, bit-sliced
+    if len(args) == 4 and not small_groups and conv.simd_kind(w.shape, node.groups):
         if state.get("simd_weight") is not w or state["simd"].variant != variant:
             state["simd_weight"], state["simd"] = w, conv.simd_weights(w, node.groups)
         simd_w = state["simd"]
-    elif len(args) == 4 and (node.groups == 1 or channels.takes(w.shape, node.in_channels, node.groups)):
-        if state.get("weight") is not w:  # transposed once per weight array (set_params replaces it)
+    elif len(args) == 4 and (node.groups == 1 or small_groups):
+        if state.get("weight") is not w:
             layout = conv.transpose_weight if node.groups == 1 else channels.Prepared
             state["weight"], state["w_t"] = w, layout(w)
         w_t = state["w_t"]
-        if node.output_kind == "bits":  # the bit-sliced layout, once per (weight, threshold, flip) arrays
+        if node.output_kind == "bits" and node.groups == 1:  # per (weight, threshold, flip) arrays
             key = (w, p0, p1)
             if any(a is not b for a, b in zip(state.get("sliced_key", ()), key)) or "sliced_key" not in state:
                 state["sliced_key"] = key

@@ -157,8 +157,9 @@ def prepare(w: np.ndarray, in_channels: int, threshold: np.ndarray, flip: np.nda
     """Packed conv weight [O, kh, kw, wpg] and fused threshold -> (weights in output-channel bit lanes
     [nwo, kh, kw, wpg * 64], K - threshold per lane, flip words [nwo], output channel per lane or -1); lane
     wo * 64 + b is the channel at bit b of output word wo in the packed output (``out_groups``)."""
-    from edgert.ops.binary.bits import unpack_last_ref
+    from edgert.ops.binary.bits import pack_groups, unpack_last_ref
     o, kh, kw, wpg = w.shape
+    out_groups = pack_groups(o, out_groups)
     ogo = o // out_groups
     wpo = -(-ogo // 64)
     nwo = out_groups * wpo

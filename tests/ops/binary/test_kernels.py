@@ -8,6 +8,7 @@ from numpy.testing import assert_array_equal
 from edgert.nn import binary_conv2d as torch_binary_conv2d
 from edgert.nn import binary_linear as torch_binary_linear
 from edgert.ops.binary import bits, conv
+from edgert.ops.binary.nodes import words
 
 CONV_CASES = [  # C, O, H, W, k, stride, padding (t, l, b, r), pad_mode, groups
     (3, 4, 5, 6, 1, 1, (0, 0, 0, 0), "one", 1),
@@ -18,6 +19,7 @@ CONV_CASES = [  # C, O, H, W, k, stride, padding (t, l, b, r), pad_mode, groups
     (12, 12, 5, 5, 3, 1, (1, 1, 1, 1), "zero", 12),  # depthwise
     (70, 140, 7, 6, 3, 2, (1, 1, 1, 1), "one", 70),  # depthwise, 2 output channels per group
     (256, 256, 5, 5, 3, 1, (1, 1, 1, 1), "zero", 256),  # depthwise, 4 words of output bits
+    (70, 70, 4, 9, 3, 1, (1, 1, 1, 1), "zero", 70),  # depthwise: a whole input word, then 6 channels
     (130, 4, 5, 5, 3, 1, (1, 1, 1, 1), "one", 2),  # groups of 65 channels: 2 words each (per-group kernel)
     (16, 2, 6, 6, 5, 1, (2, 2, 2, 2), "zero", 2),  # 8 channels a group, 200 terms: byte counts, not fused
     (16, 4, 8, 8, 7, 1, (3, 3, 3, 3), "one", 2),  # 392 terms: int16 counts
@@ -85,6 +87,14 @@ def test_bitpack_matches_reference_and_definition(shape, groups):
 def test_bitpack_hand_case():
     x = np.array([[-1.0, 2.0, -3.0] + [1.0] * 62], np.float32)  # bits 0 and 2 set; 65 -> 2 words
     assert_array_equal(bits.bitpack(x), np.array([[5, 0]], np.uint64))
+
+
+def test_groups_of_one_channel_pack_densely():
+    """70 groups of one channel (a depthwise conv's input) pack as one group: 2 words, not 70."""
+    x = np.array([[-1.0, 2.0, -3.0] + [1.0] * 66 + [-1.0]], np.float32)  # bits 0, 2 and 69
+    assert_array_equal(bits.bitpack(x, 70), np.array([[5, 1 << 5]], np.uint64))
+    assert_array_equal(bits.bitpack_ref(x, 70), bits.bitpack(x, 70))
+    assert words(70, 70) == 2 and words(70, 35) == 35 and words(70, 1) == 2
 
 
 @pytest.mark.parametrize("kernel,stride,padding", [((2, 2), (2, 2), (0, 0, 0, 0)), ((3, 3), (2, 2), (1, 1, 1, 1)),

@@ -37,7 +37,8 @@ def _weight(ctx, name: str, signs: int) -> str:
 def _bitpack(n, ctx) -> str:
     shape = ctx.shape(n.inputs[0])
     hw = int(np.prod(shape[2:], dtype=np.int64)) if len(shape) == 4 else 1
-    return f"  ek_bitpack({ctx.ptr(n.inputs[0])}, {ctx.ptr(n.output)}, {n.channels}, {hw}, {n.groups});"
+    groups = bits.pack_groups(n.channels, n.groups)
+    return f"  ek_bitpack({ctx.ptr(n.inputs[0])}, {ctx.ptr(n.output)}, {n.channels}, {hw}, {groups});"
 
 
 def _sign(n, ctx) -> str:
@@ -73,14 +74,16 @@ def _conv(n, ctx) -> str:
     kh, kw = n.kernel
     t, l, _, _ = n.padding
     wpg = words(cg)
-    in_place = kh * kw == 1 and not any(n.padding)  # every window is one in-bounds pixel: no patch
+    dense = cg == 1 and n.groups > 1  # the input packed 64 channels to a word (bits.pack_groups)
+    in_place = kh * kw == 1 and not any(n.padding) and not dense  # every window one in-bounds pixel: no patch
     patch = "0" if in_place else ctx.scratch(n.groups * kh * kw * wpg * 8, "uint64_t")
     x, w, wsum = ctx.ptr(n.inputs[0]), _weight(ctx, n.inputs[1], cg), _wsum(ctx, n)
     geom = (f"{h}, {wd}, {nw}, {o}, {kh}, {kw}, {wpg}, {cg}, {n.groups}, {n.stride[0]}, {n.stride[1]}, "
             f"{t}, {l}, {oh}, {ow}")
     if n.output_kind == "float":
         return f"  ek_binary_conv2d_float({x}, {w}, {wsum}, {_epilogue(n, ctx)}, {patch},\n    {geom});"
-    return f"  ek_binary_conv2d_bits({x}, {w}, {wsum}, {_epilogue(n, ctx)}, {patch},\n    {geom}, {n.out_groups});"
+    return (f"  ek_binary_conv2d_bits({x}, {w}, {wsum}, {_epilogue(n, ctx)}, {patch},\n    {geom}, "
+            f"{bits.pack_groups(o, n.out_groups)});")
 
 
 def _dense(n, ctx) -> str:

@@ -146,6 +146,9 @@ CONV_CASES = [
     (6, 6, 5, 5, 3, (1, 1), (1, 1, 1, 1), "zero", 2),
     (65, 3, 6, 6, 5, (2, 2), (2, 2, 2, 2), "zero", 1),
     (5, 3, 3, 4, 3, (1, 1), (3, 3, 3, 3), "one", 1),  # windows wholly in the padding
+    (12, 12, 5, 5, 3, (1, 1), (1, 1, 1, 1), "zero", 12),  # depthwise: input packed 64 channels to a word
+    (70, 140, 6, 6, 3, (2, 2), (1, 1, 1, 1), "one", 70),  # depthwise, two output channels per group
+    (8, 8, 3, 3, 1, (1, 1), (0, 0, 0, 0), "one", 8),  # 1x1 depthwise: the window gathered, not read in place
 ]
 
 
@@ -155,7 +158,7 @@ def test_conv_float_and_bits(tmp_path):
     for i, (c, o, h, w, k, stride, pad, mode, groups) in enumerate(CONV_CASES):
         xb = b.packed_input(c, h, w, groups)
         b.out(b.conv(xb, c, o, k, stride, pad, mode, groups, "float", garbage=i % 2 == 0))
-        out_groups = 2 if o % 2 == 0 and i % 3 else 1
+        out_groups = o if groups == c else 2 if o % 2 == 0 and i % 3 else 1  # o: a next depthwise conv's input
         yb = b.conv(xb, c, o, k, stride, pad, mode, groups, "bits", out_groups, garbage=i % 2 == 1)
         b.probe(yb, o, out_groups)
     _check(b, tmp_path)
@@ -164,7 +167,7 @@ def test_conv_float_and_bits(tmp_path):
 @needs_cc
 def test_bitpack_sign_dense_pool(tmp_path):
     b = _Builder(2)
-    for c, groups in ((3, 1), (65, 1), (130, 2), (130, 1), (64, 2)):
+    for c, groups in ((3, 1), (65, 1), (130, 2), (130, 1), (64, 2), (70, 70)):  # 70 groups of one: dense
         b.probe(b.packed_input(c, 3, 5, groups), c, groups)  # NCHW, partial words
     for k in (3, 64, 65, 130):
         b.probe(b.packed_input(k, None, None), k, conv=False)  # [N, K]

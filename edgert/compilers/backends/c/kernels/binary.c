@@ -169,7 +169,8 @@ typedef struct {
   const uint64_t *x, *w;
   const int32_t *wsum; /* NULL: "one" padding */
   uint64_t *patch;
-  int h, wd, nw, kh, kw, wpg, cg, og, sh, sw, pt, pl;
+  int h, wd, nw, kh, kw, wpg, cg, og, groups, sh, sw, pt, pl;
+  int dense; /* one channel per group: the input packs 64 channels to a word, the patch a word per group */
   const uint64_t *src;    /* the current pixel's window: the patch, or the input pixel itself */
   int ky0, ky1, kx0, kx1; /* its in-bounds taps: ky0 <= ky < ky1, kx0 <= kx < kx1 */
   int border;             /* some tap is out of bounds */
@@ -186,7 +187,7 @@ static void ek__window(ek__conv *c, int oy, int ox) {
   c->kx0 = ek__clamp(-ix0, 0, c->kw);
   c->kx1 = ek__clamp(c->wd - ix0, c->kx0, c->kw);
   c->border = c->ky0 > 0 || c->ky1 < c->kh || c->kx0 > 0 || c->kx1 < c->kw;
-  if (c->kh * c->kw == 1 && !c->border) { /* the pixel's words are the patch already */
+  if (c->kh * c->kw == 1 && !c->border && !c->dense) { /* the pixel's words are the patch already */
     c->src = c->x + (iy0 * c->wd + ix0) * c->nw;
     return;
   }
@@ -195,11 +196,18 @@ static void ek__window(ek__conv *c, int oy, int ox) {
       uint64_t *pp = c->patch + (ky * c->kw + kx) * c->wpg;
       if (ky >= c->ky0 && ky < c->ky1 && kx >= c->kx0 && kx < c->kx1) {
         const uint64_t *xp = c->x + ((iy0 + ky) * c->wd + ix0 + kx) * c->nw;
-        for (g = 0; g < c->nw / c->wpg; g++) {
-          for (i = 0; i < c->wpg; i++) pp[g * run + i] = xp[g * c->wpg + i];
+        if (c->dense) {
+          for (g = 0; g < c->groups; g++) { /* the group's bit: 32-bit halves (no 64-bit shift on M4/M7) */
+            uint32_t half = (g & 32) ? (uint32_t)(xp[g >> 6] >> 32) : (uint32_t)xp[g >> 6];
+            pp[g * run] = (half >> (g & 31)) & 1u;
+          }
+        } else {
+          for (g = 0; g < c->groups; g++) {
+            for (i = 0; i < c->wpg; i++) pp[g * run + i] = xp[g * c->wpg + i];
+          }
         }
       } else {
-        for (g = 0; g < c->nw / c->wpg; g++) {
+        for (g = 0; g < c->groups; g++) {
           for (i = 0; i < c->wpg; i++) pp[g * run + i] = 0;
         }
       }
@@ -244,6 +252,8 @@ static void ek__conv_init(ek__conv *c, const uint64_t *x, const uint64_t *w, con
   c->wpg = wpg;
   c->cg = cg;
   c->og = o / groups;
+  c->groups = groups;
+  c->dense = cg == 1 && groups > 1;
   c->sh = sh;
   c->sw = sw;
   c->pt = pt;
