@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import numba
 import numpy as np
-from llvmlite import ir as llir
 from numba import types
 from numba.extending import intrinsic
 
