@@ -726,7 +726,7 @@ def _row_masks(bits, masks):
             m |= _mask_vector(bits, j) << np.uint64(j - k)
             j += LANES
         for i in range(j, K):
-            if bits[i] << np.uint32(1):
+            if bits[i] & np.uint32(0x7FFFFFFF):  # nonzero, sign aside (a shift would widen to 64 bits)
                 m |= np.uint64(1) << np.uint64(i - k)
         masks[w] = m
 

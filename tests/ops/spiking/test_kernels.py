@@ -328,3 +328,14 @@ def test_node_checks_name_the_fix():
         _node(Leaky, reset="hard")
     with pytest.raises(IRValidationError, match="graded spike factor"):
         _node(Leaky, graded=0.0)
+
+
+def test_blocked_lists_skip_negative_zero_in_a_row_tail():
+    """-0.0 is no event, in the last inputs of a row too (past the whole masks of 64 and of 8): the
+    blocked lists count only the 1.0s, so the input stays on the blocked path."""
+    x = np.zeros((4, 1, 70), F)
+    x[:, 0, 66:] = -0.0
+    x[:, 0, [3, 65, 69]] = 1.0
+    pidx, boff, blen = np.empty(4 * 4 * 70, np.int32), np.empty((1, 1), np.int64), np.empty((1, 1), np.int64)
+    assert K._block_lists(x.reshape(4, 70).view(np.uint32), x.size, 128, pidx, boff, blen) == (12, True)
+    assert blen[0, 0] == 3
