@@ -1,7 +1,8 @@
 """Bit-level helpers: popcount for Numba, packing signs into uint64 words (Numba kernel + NumPy reference).
 
 Convention (see nodes.py): bit = 1 means -1, sign(0) = +1, channels innermost, 0-bits (+1) pad each
-group's last word; groups of one channel pack densely (pack_groups). Weights for a conv are packed per output channel over (kh, kw, channels).
+group's last word; groups of one channel pack densely (pack_groups). Weights for a conv are packed per
+output channel over (kh, kw, channels).
 """
 
 from __future__ import annotations

@@ -60,12 +60,6 @@ def class_correction(w: np.ndarray, cg: int, outside: np.ndarray) -> np.ndarray:
     return np.einsum("ckl,okl->co", outside.astype(np.int64), weight_sums(w, cg))
 
 
-def zero_pad_correction(w: np.ndarray, cg: int, kernel, stride, padding, h: int, wd: int, oh: int,
-                        ow: int) -> np.ndarray:
-    """corr [oh, ow, O] int32 of each output pixel and channel (what the popcount kernels' epilogues subtract)."""
-    return Correction(w, cg).dense(kernel, stride, padding, h, wd, oh, ow)
-
-
 class Correction:
     """The zero padding correction of one conv's weights, kept per input geometry (the runtime makes one per
     weight array: the correction costs more than some convs)."""
@@ -83,7 +77,8 @@ class Correction:
         return hit
 
     def dense(self, kernel, stride, padding, h: int, wd: int, oh: int, ow: int) -> np.ndarray:
-        """zero_pad_correction: corr [oh, ow, O] int32."""
+        """corr [oh, ow, O] int32 of each output pixel and channel (what the popcount kernels' epilogues
+        subtract)."""
         key = (tuple(kernel), tuple(stride), tuple(padding), h, wd)
         hit = self._dense.get(key)
         if hit is None:

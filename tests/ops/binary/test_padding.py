@@ -18,10 +18,10 @@ def test_correction_is_the_dot_of_one_padding_minus_zero_padding(c, o, h, w, k, 
     wb = bits.pack_conv_weight(rng.standard_normal((o, c // groups, k, k)).astype(np.float32))
     one, zero = (conv.binary_conv_dot_ref(xb, wb, c, (stride, stride), pad, mode, groups) for mode in ("one", "zero"))
     oh, ow = one.shape[2:]
-    corr = padding.zero_pad_correction(wb, c // groups, (k, k), (stride, stride), pad, h, w, oh, ow)
+    corr = padding.Correction(wb, c // groups).dense((k, k), (stride, stride), pad, h, w, oh, ow)
     for n in range(2):
         assert_array_equal(corr, (one - zero)[n].transpose(1, 2, 0))
-    assert padding.Correction(wb, c // groups).dense((k, k), (stride, stride), pad, h, w, oh, ow).dtype == np.int32
+    assert corr.dtype == np.int32
 
 
 def test_pixel_classes_of_a_3x3_conv_padded_by_one():
