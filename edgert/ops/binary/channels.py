@@ -7,10 +7,10 @@ adds ``popcount(input byte ^ weight byte)`` over the taps a whole output row at 
 bytes, which LLVM vectorizes 32 or 64 bytes to a register. With one input channel per group the xor is
 the count, no popcount needed.
 
-For packed-bits output the threshold is fused: each count starts at 128 - A, A the
-count at which the output fires (per channel, and per class of border pixels under zero padding, see
-padding.py), so a byte's top bit is the output bit and one compare-to-mask per 64 channels packs it.
-Otherwise the counts go to conv.py's epilogues. The NumPy reference is conv.binary_conv_dot_ref +
+For packed-bits output the threshold is fused: each count starts at 128 - A, A the count at which the
+output fires (per channel, and per class of border pixels under zero padding, see padding.py), so a
+byte's top bit is the output bit and one compare-to-mask per 64 channels packs it. Otherwise the counts
+go to conv.py's epilogues. The NumPy reference is conv.binary_conv_dot_ref +
 conv.epilogue_ref, as for every binary conv.
 """
 
